@@ -1,0 +1,3 @@
+from kcl_relay.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""One raw CDC record (Kinesis Data Streams for DynamoDB JSON) to a ChangeEvent, or a DecodeError saying why not."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any, cast
+
+from kcl_relay.cdc.event import ChangeEvent, KeyType, RawRecord
+from kcl_relay.cdc.values import from_item
+
+__all__ = ["DecodeError", "decode", "version_micros"]
+
+_OPS = frozenset(("INSERT", "MODIFY", "REMOVE"))
+_KEY_TYPES = frozenset(("S", "N", "B"))
+_FACTOR = {"MICROSECOND": 1, "MILLISECOND": 1000}
+# Without a precision field, tell units apart by magnitude: 1E+11 s is the year 5138, 1E+11 ms is 1973 and
+# 1E+14 ms is the year 5138 again, so no plausible timestamp is ambiguous.
+_SECONDS_BELOW = 10**11
+_MILLIS_BELOW = 10**14
+_MICROS_BELOW = 10**17  # beyond, no unit gives a plausible time; also bounds the int built from a Decimal
+
+
+class DecodeError(ValueError):
+    """A record that cannot become a ChangeEvent; the message is a one-line reason for the dead letter."""
+
+
+def version_micros(created: Any, precision: Any) -> int:
+    """dynamodb.ApproximateCreationDateTime in microseconds since the epoch."""
+    if isinstance(created, bool) or not isinstance(created, (int, Decimal, float)):
+        raise DecodeError(f"ApproximateCreationDateTime is not a number: {created!r:.60}")
+    value = Decimal(created) if isinstance(created, float) else created
+    if (isinstance(value, Decimal) and not value.is_finite()) or not 0 <= value < _MICROS_BELOW:
+        raise DecodeError(f"ApproximateCreationDateTime is not a valid time: {created!r:.60}")
+    if precision is None:
+        factor = 1_000_000 if value < _SECONDS_BELOW else 1000 if value < _MILLIS_BELOW else 1
+    elif precision in _FACTOR:
+        factor = _FACTOR[precision]
+    else:
+        raise DecodeError(f"unknown ApproximateCreationDateTimePrecision: {precision!r:.40}")
+    if isinstance(value, int):
+        return value * factor
+    return int((value * factor).to_integral_value())  # Decimal arithmetic: exact, then round half even
+
+
+def _key_types(keys: Any) -> dict[str, KeyType]:
+    if not isinstance(keys, dict) or not keys:
+        raise DecodeError("dynamodb.Keys is missing or empty")
+    types: dict[str, KeyType] = {}
+    for name, av in keys.items():
+        tag = next(iter(av)) if isinstance(av, dict) and len(av) == 1 else None
+        if tag not in _KEY_TYPES:
+            raise DecodeError(f"key attribute {name!r:.60} is not of type S, N or B")
+        types[name] = cast(KeyType, tag)
+    return types
+
+
+def _is_ttl_expiry(identity: Any) -> bool:
+    # DynamoDB's TTL process deletes as this service principal; a user's delete has no userIdentity.
+    return (
+        isinstance(identity, dict)
+        and identity.get("type") == "Service"
+        and identity.get("principalId") == "dynamodb.amazonaws.com"
+    )
+
+
+def _parse(data: bytes) -> dict[str, Any]:
+    try:
+        # parse_float=Decimal keeps fractional seconds exact; typed attribute values are strings anyway.
+        document = json.loads(data, parse_float=Decimal)
+    except (ValueError, RecursionError) as error:  # ValueError covers bad JSON and bad UTF-8
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DecodeError(f"not JSON: {reason:.200}") from None
+    if not isinstance(document, dict):
+        raise DecodeError(f"not a JSON object but {type(document).__name__}")
+    return document
+
+
+def decode(record: RawRecord) -> ChangeEvent:
+    """Decode and validate one record. Raises DecodeError, never anything else, for bad input."""
+    document = _parse(record.data)
+    if document.get("eventSource") != "aws:dynamodb":
+        raise DecodeError(f"eventSource is not aws:dynamodb: {document.get('eventSource')!r:.60}")
+    op = document.get("eventName")
+    if op not in _OPS:
+        raise DecodeError(f"eventName is not INSERT, MODIFY or REMOVE: {op!r:.60}")
+    change = document.get("dynamodb")
+    if not isinstance(change, dict):
+        raise DecodeError("dynamodb is missing or not an object")
+    key_types = _key_types(change.get("Keys"))
+    created = change.get("ApproximateCreationDateTime")
+    if created is None:
+        raise DecodeError("dynamodb.ApproximateCreationDateTime is missing")
+    version = version_micros(created, change.get("ApproximateCreationDateTimePrecision"))
+
+    try:
+        key = from_item(change["Keys"])
+        image = None
+        if op != "REMOVE":
+            new_image = change.get("NewImage")
+            if new_image is None:
+                raise DecodeError(f"dynamodb.NewImage is missing for {op}")
+            image = from_item(new_image)
+    except DecodeError:
+        raise
+    except RecursionError:
+        raise DecodeError("attribute value nested too deeply") from None
+    except ValueError as error:
+        raise DecodeError(str(error)) from None
+    if image is not None:
+        for name, value in key.items():
+            # The row's pk comes from Keys and its data from NewImage: they must describe one item.
+            if name in image and image[name] != value:
+                raise DecodeError(f"NewImage disagrees with Keys on key attribute {name!r:.60}")
+
+    table_name = document.get("tableName")
+    return ChangeEvent(
+        op=op,
+        table_name=table_name if isinstance(table_name, str) else "",
+        key=key,
+        key_types=key_types,
+        image=image,
+        version=version,
+        position=record.position,
+        is_ttl_expiry=op == "REMOVE" and _is_ttl_expiry(document.get("userIdentity")),
+        raw=record,
+    )

@@ -1,0 +1,89 @@
+"""The records that flow through the pipeline: source -> decode -> batch -> apply -> checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal, Mapping
+
+Op = Literal["INSERT", "MODIFY", "REMOVE"]
+KeyType = Literal["S", "N", "B"]
+# A decoded DynamoDB item: str, bool, None, int, decimal.Decimal (non-integral N), dict, list.
+Item = dict[str, Any]
+
+SEQNO_WIDTH = 64  # Kinesis sequence numbers have at most 56 digits; padding makes text order = numeric order
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a record sits in its stream. Only comparable within one shard lineage."""
+
+    shard_id: str
+    sequence_number: str
+    sub_sequence_number: int = 0
+
+    @property
+    def order_token(self) -> str:
+        """Text that sorts like the position: the tie-breaker stored beside the version."""
+        return f"{int(self.sequence_number):0{SEQNO_WIDTH}d}.{self.sub_sequence_number:010d}"
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One record as a source delivers it, before decoding."""
+
+    data: bytes
+    position: Position
+    partition_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One decoded item change."""
+
+    op: Op
+    table_name: str
+    key: Item  # key attributes, decoded
+    key_types: Mapping[str, KeyType]
+    image: Item | None  # the full NewImage for INSERT/MODIFY, None for REMOVE
+    version: int  # dynamodb.ApproximateCreationDateTime in microseconds since the epoch
+    position: Position
+    is_ttl_expiry: bool = False
+    raw: RawRecord | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def key_id(self) -> str:
+        """The item's identity as canonical text: same key, same text, on every worker."""
+        return canonical_key(self.key)
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Newest version wins; on a tie, the later record in stream order."""
+        return (self.version, self.position.order_token)
+
+
+def canonical_key(key: Mapping[str, Any]) -> str:
+    from kcl_relay.cdc.jsonenc import dumps  # local import: jsonenc imports nothing from here
+
+    return dumps(dict(sorted(key.items())))
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that could not be decoded or applied, kept with its reason instead of being dropped."""
+
+    raw: str
+    reason: str
+    shard_id: str | None
+    sequence_number: str | None
+    failed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @classmethod
+    def of(cls, record: RawRecord, reason: str) -> "DeadLetter":
+        return cls(
+            raw=record.data.decode("utf-8", errors="replace"),
+            reason=reason,
+            shard_id=record.position.shard_id,
+            sequence_number=record.position.sequence_number,
+        )
+

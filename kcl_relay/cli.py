@@ -1,0 +1,188 @@
+"""kcl-relay's command line: `load table`, `run`, `shell`, `show table`, and `local` for the emulators."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from kcl_relay.kcl.daemon import SetupError
+from kcl_relay.kcl.properties import read_properties, spec_from_properties
+from kcl_relay.localaws.cli import local
+from kcl_relay.pipeline import routed_table_name
+from kcl_relay.sink.target import TargetError, TargetSpec, parse_target
+from kcl_relay.source.url import SourceError, describe_options, parse_source
+
+TARGET_ENV = "CRATEDB_SQLALCHEMY_URL"
+EMBEDDED_DEFAULT = "sqlite:///kcl-relay.sqlite"
+USAGE_ERROR = 2
+
+
+def fail(message: str) -> NoReturn:
+    """Bad input: one line, exit code 2, nothing started."""
+    click.echo(f"kcl-relay: error: {message}", err=True)
+    sys.exit(USAGE_ERROR)
+
+
+def resolve_target(target: str | None, table: str | None, default_table: str | None = None) -> TargetSpec:
+    url = target or os.environ.get(TARGET_ENV)
+    if not url:
+        url = EMBEDDED_DEFAULT
+        table = table or default_table
+        click.echo(
+            f"kcl-relay: no --target and no {TARGET_ENV}: using the embedded default {url} (table {table})", err=True
+        )
+    try:
+        return parse_target(url, table)
+    except TargetError as error:
+        fail(str(error))
+
+
+def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option(
+        "--table", metavar="SCHEMA.TABLE", help="Target table; overrides a table named in the target URL."
+    )(command)
+    return click.option(
+        "--target",
+        metavar="URL",
+        help=f"Target database URL (crate://, postgresql://, sqlite:///); default: ${TARGET_ENV}, "
+        f"else {EMBEDDED_DEFAULT}.",
+    )(command)
+
+
+def run_guarded(action: Callable[[], int]) -> NoReturn:
+    """Map the errors found before anything starts to one line and exit code 2."""
+    try:
+        code = action()
+    except (SourceError, TargetError, SetupError) as error:
+        fail(str(error))
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+@click.version_option(package_name="kcl-relay")
+def cli() -> None:
+    """Relay DynamoDB change data capture from a Kinesis stream into CrateDB (or PostgreSQL, SQLite)."""
+
+
+@cli.group()
+def load() -> None:
+    """Load data into the target."""
+
+
+@load.command("table", epilog="\b\nSource options (?name=value&...):\n" + describe_options())
+@click.argument("source")
+@target_options
+def load_table(source: str, target: str | None, table: str | None) -> None:
+    """Relay SOURCE into the target table.
+
+    \b
+    SOURCE is kinesis+dynamodb+cdc://[KEY:SECRET@]HOST[:PORT]/STREAM[?options]
+    (HOST "aws": AWS's endpoints of the region; any other HOST:PORT: one endpoint
+    for Kinesis and the KCL lease table, e.g. LocalStack), or
+    kinesis+dynamodb+cdc:///ABS/PATH.ndjson to replay a file of CDC records.
+    """
+    from kcl_relay import relay  # imported late: --help must not wait for boto3 and SQLAlchemy
+
+    try:
+        spec = parse_source(source)
+    except SourceError as error:
+        fail(str(error))
+    default_table = routed_table_name(spec.stream or Path(spec.path or "cdc").stem)
+    resolved = resolve_target(target, table, default_table)
+    if spec.is_file:
+        run_guarded(lambda: relay.replay_file(spec, resolved))
+    run_guarded(lambda: relay.run_stream(spec, resolved))
+
+
+@cli.command("run")
+@click.option(
+    "--properties",
+    "properties_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A KCL multilang properties file (streamName, applicationName, regionName, ...) with our "
+    "kclrelay.* keys; secrets come from the environment.",
+)
+@target_options
+def run_properties(properties_file: Path, target: str | None, table: str | None) -> None:
+    """Run a worker from a KCL properties file (manual runs, systemd, fleets)."""
+    from kcl_relay import relay
+
+    if not properties_file.is_file():
+        fail(f"properties file not found: {properties_file}")
+    try:
+        spec, kcl_props, relay_props = spec_from_properties(read_properties(properties_file))
+    except SourceError as error:
+        fail(str(error))
+    resolved = resolve_target(target, table or relay_props.get("table"), routed_table_name(spec.stream or "cdc"))
+    run_guarded(lambda: relay.run_stream(spec, resolved, kcl_props))
+
+
+@cli.command("shell")
+@click.option("--command", "sql", required=True, help="SQL to run against the target database.")
+@click.option("--target", metavar="URL", help=f"Target database URL; default: ${TARGET_ENV}.")
+def shell(sql: str, target: str | None) -> None:
+    """Run one SQL statement against the target and print the result."""
+    from kcl_relay.sink import admin
+
+    spec = _admin_target(target)
+    run_guarded(lambda: _print_rows(*admin.run_sql(spec, sql)))
+
+
+@cli.group()
+def show() -> None:
+    """Show things in the target."""
+
+
+@show.command("table")
+@click.argument("name", metavar="SCHEMA.TABLE")
+@click.option("--target", metavar="URL", help=f"Target database URL; default: ${TARGET_ENV}.")
+def show_table(name: str, target: str | None) -> None:
+    """Print the rows of a target table."""
+    from kcl_relay.sink import admin
+
+    spec = _admin_target(target, name)
+    run_guarded(lambda: _print_rows(*admin.show_table(spec, name)))
+
+
+def _admin_target(target: str | None, table: str = "-") -> TargetSpec:
+    url = target or os.environ.get(TARGET_ENV)
+    if not url:
+        fail(f"no --target and no {TARGET_ENV}")
+    try:
+        return parse_target(url, table)
+    except TargetError as error:
+        fail(str(error))
+
+
+def _print_rows(columns: list[str], rows: list[tuple]) -> int:
+    """Rows as JSON lines on stdout: readable, and exact for scripts."""
+    from kcl_relay.cdc.jsonenc import dumps
+
+    for row in rows:
+        click.echo(dumps({column: _plain(value) for column, value in zip(columns, row, strict=True)}))
+    click.echo(f"({len(rows)} rows)", err=True)
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    from kcl_relay.cdc.jsonenc import loads
+
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return loads(value)  # SQLite keeps JSON as text
+        except ValueError:
+            return value
+    return value
+
+
+cli.add_command(local)
+
+
+def main() -> None:
+    cli(prog_name="kcl-relay")

@@ -1,0 +1,38 @@
+"""What the supervisor tells its record processors: one JSON value in the environment, inherited through the JVM.
+
+The environment, not a file or a command line, because the target URL may carry a password.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+ENV_NAME = "KCL_RELAY_PROCESSOR"
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    target_url: str
+    table: str | None
+    state_dir: str
+    batch_size: int = 100
+    buffer_time: float = 0.5
+    ttl: str = "delete"
+    route_tables: bool = False
+    source_table: str | None = None
+    tombstone_retention: float = 86400.0
+    start: str = "earliest"
+    seqno: str | None = None
+    seqno_shard: str | None = None  # the shard that holds `seqno`
+
+    def to_env(self) -> dict[str, str]:
+        return {ENV_NAME: json.dumps(asdict(self))}
+
+    @classmethod
+    def from_env(cls) -> ProcessorConfig:
+        raw = os.environ.get(ENV_NAME)
+        if not raw:
+            raise RuntimeError(f"{ENV_NAME} is not set: the processor runs under `kcl-relay`, not on its own")
+        return cls(**json.loads(raw))

@@ -1,0 +1,137 @@
+"""SourceSpec -> the KCL MultiLangDaemon's properties. Never secrets: credentials reach the JVM by environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote, urlencode, urlsplit
+
+from kcl_relay.source.url import SCHEME, SourceError, SourceSpec, parse_source
+
+INITIAL_POSITION = {
+    "earliest": "TRIM_HORIZON",
+    "latest": "LATEST",
+    "at-timestamp": "AT_TIMESTAMP",
+    # The KCL knows no sequence-number start: it reads the shard from its beginning and the processor skips the
+    # records before (or up to) that sequence number on the shard that holds it. See docs/options.md.
+    "seqno-at": "TRIM_HORIZON",
+    "seqno-after": "TRIM_HORIZON",
+}
+PROCESSOR_COMMAND = f"{sys.executable} -m kcl_relay.kcl.processor"
+SHUTDOWN_GRACE_MILLIS = 20000  # SIGTERM -> every processor gets shutdown_requested and checkpoints
+
+
+def build_properties(spec: SourceSpec, application_name: str) -> dict[str, str]:
+    """The multilang properties for one worker of `application_name`."""
+    props = {
+        "executableName": PROCESSOR_COMMAND,
+        "processingLanguage": f"python/{sys.version_info.major}.{sys.version_info.minor}",
+        "streamName": spec.stream or "",
+        "applicationName": application_name,
+        "regionName": spec.region,
+        "AwsCredentialsProvider": "DefaultCredentialsProvider",
+        "initialPositionInStream": INITIAL_POSITION[spec.start],
+        "maxRecords": str(spec.batch_size),
+        "idleTimeBetweenReadsInMillis": str(round(spec.idle_sleep * 1000)),
+        # Empty calls let the processor flush buffered records on time and tell when a shard is caught up.
+        "callProcessRecordsEvenForEmptyRecordList": "true",
+        # Enhanced fan-out needs a consumer registration per application; polling works everywhere, emulators too.
+        "retrievalMode": "POLLING",
+        "shutdownGraceMillis": str(SHUTDOWN_GRACE_MILLIS),
+        "failoverTimeMillis": str(round(spec.failover_time * 1000)),
+        "shardSyncIntervalMillis": str(round(spec.shard_sync_interval * 1000)),
+    }
+    if spec.timestamp:
+        props["initialPositionInStreamExtended"] = str(int(spec.timestamp.timestamp()))
+    if spec.worker_id:
+        props["workerId"] = spec.worker_id
+    if spec.max_leases:
+        props["maxLeasesForWorker"] = str(spec.max_leases)
+    if spec.endpoint_url:
+        props["kinesisEndpoint"] = spec.endpoint_url
+        props["dynamoDBEndpoint"] = spec.endpoint_url
+        # No CloudWatch on an emulator: publishing metrics would only fail and log.
+        props["metricsLevel"] = "NONE"
+    return props
+
+
+def render(props: dict[str, str]) -> str:
+    return "".join(f"{key} = {value}\n" for key, value in props.items())
+
+
+def write_properties(path: Path, props: dict[str, str]) -> Path:
+    """Write the file readable by its owner only (it holds no secret, but names the infrastructure)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(render(props))
+    os.chmod(path, 0o600)
+    return path
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Read a Java properties file (key = value, # and ! comments); enough for KCL multilang files."""
+    props: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#!":
+            continue
+        key, sep, value = stripped.partition("=")
+        if not sep:
+            key, _, value = stripped.partition(":")
+        props[key.strip()] = value.strip()
+    return props
+
+
+RELAY_PREFIX = "kclrelay."
+# standard KCL key -> (source option, KCL value -> option value)
+KCL_TO_OPTION = {
+    "regionName": ("region", str),
+    "maxRecords": ("batch-size", str),
+    "idleTimeBetweenReadsInMillis": ("idle-sleep", lambda ms: str(int(ms) / 1000)),
+    "applicationName": ("app", str),
+    "workerId": ("worker-id", str),
+    "workerIdentifier": ("worker-id", str),
+    "failoverTimeMillis": ("failover-time", lambda ms: str(int(ms) / 1000)),
+    "maxLeasesForWorker": ("max-leases", str),
+    "shardSyncIntervalMillis": ("shard-sync-interval", lambda ms: str(int(ms) / 1000)),
+    "initialPositionInStream": (
+        "start",
+        lambda p: {"TRIM_HORIZON": "earliest", "LATEST": "latest", "AT_TIMESTAMP": "at-timestamp"}.get(p.upper(), p),
+    ),
+    "initialPositionInStreamExtended": (
+        "timestamp",
+        lambda s: datetime.fromtimestamp(int(s), timezone.utc).isoformat(),
+    ),
+}
+
+
+def spec_from_properties(props: dict[str, str]) -> tuple[SourceSpec, dict[str, str], dict[str, str]]:
+    """A KCL properties file -> (SourceSpec, the KCL's own keys, our kclrelay.* keys).
+
+    Our keys are the source URL options under the prefix `kclrelay.` (e.g. `kclrelay.buffer-time = 1.0`), plus
+    `kclrelay.table`; they are validated by the same parser as the URL.
+    """
+    kcl_props = {key: value for key, value in props.items() if not key.startswith(RELAY_PREFIX)}
+    relay_props = {key[len(RELAY_PREFIX) :]: value for key, value in props.items() if key.startswith(RELAY_PREFIX)}
+    stream = kcl_props.get("streamName")
+    if not stream:
+        raise SourceError("the properties file names no streamName")
+    if not kcl_props.get("applicationName"):
+        raise SourceError("the properties file names no applicationName")
+    options: dict[str, str] = {}
+    for key, (option, convert) in KCL_TO_OPTION.items():
+        if kcl_props.get(key):
+            try:
+                options[option] = convert(kcl_props[key])
+            except ValueError:
+                raise SourceError(f"bad value {kcl_props[key]!r} for {key} in the properties file") from None
+    options.update({key: value for key, value in relay_props.items() if key != "table"})
+    endpoint = kcl_props.get("kinesisEndpoint")
+    host = urlsplit(endpoint).netloc if endpoint else "aws"
+    spec = parse_source(f"{SCHEME}://{host}/{quote(stream)}?{urlencode(options)}")
+    if endpoint:
+        spec = dataclasses.replace(spec, endpoint_url=endpoint)  # keep the user's scheme (http or https)
+    return spec, kcl_props, relay_props

@@ -1,0 +1,49 @@
+"""Per-shard status files: how processors (child processes of the JVM) tell the supervisor what they did.
+
+The supervisor reads them for progress lines and to know when every shard is caught up (once=true).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass
+class ShardStatus:
+    shard_id: str
+    applied: int = 0
+    records: int = 0
+    dead_letters: int = 0
+    millis_behind: int | None = None
+    caught_up: bool = False  # an empty read at the tip with nothing buffered: everything so far is applied
+    ended: bool = False  # shard end reached and checkpointed
+    lease_lost: bool = False
+    first_applied_at: float | None = None  # wall clock of the first applied record
+    updated_at: float = 0.0
+
+
+def shard_dir(state_dir: Path) -> Path:
+    return state_dir / "shards"
+
+
+def write_status(state_dir: Path, status: ShardStatus) -> None:
+    status.updated_at = time.time()
+    folder = shard_dir(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{status.shard_id}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(asdict(status)))
+    os.replace(tmp, folder / f"{status.shard_id}.json")  # atomic: readers never see half a file
+
+
+def read_statuses(state_dir: Path) -> dict[str, ShardStatus]:
+    statuses = {}
+    for path in shard_dir(state_dir).glob("*.json"):
+        try:
+            statuses[path.stem] = ShardStatus(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue  # replaced while reading: the next poll sees it
+    return statuses

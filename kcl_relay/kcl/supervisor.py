@@ -1,0 +1,167 @@
+"""Run one KCL worker: start the MultiLangDaemon, report progress, stop gracefully on a signal or once caught up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kcl_relay.kcl.config import ProcessorConfig
+from kcl_relay.kcl.daemon import Daemon
+from kcl_relay.kcl.properties import SHUTDOWN_GRACE_MILLIS, write_properties
+from kcl_relay.kcl.status import ShardStatus, read_statuses
+
+PROGRESS_INTERVAL = 5.0
+POLL_INTERVAL = 0.5
+STOP_TIMEOUT = SHUTDOWN_GRACE_MILLIS / 1000 + 20  # the JVM's grace plus its own shutdown
+
+
+def say(message: str) -> None:
+    print(f"kcl-relay: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class WorkerPlan:
+    """Everything one worker run needs, decided and validated before anything starts."""
+
+    java: str
+    jars: Path
+    properties: dict[str, str]
+    processor: ProcessorConfig
+    aws_env: dict[str, str]  # credentials for the JVM, only ever by environment
+    once: bool = False
+    open_shards: Callable[[], set[str]] | None = None  # for once=true: the shards that must be caught up
+
+
+STATE_DIR_ENV = ("KCL_RELAY_STATE_DIR", "STATE_DIRECTORY")  # ours, or systemd's StateDirectory=
+
+
+def make_state_dir(application_name: str) -> Path:
+    """A fresh folder per worker run for its properties file, logs and shard status (two workers never share one)."""
+    base = next((os.environ[name] for name in STATE_DIR_ENV if os.environ.get(name)), None)
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"kcl-relay-{application_name[:40]}-", dir=base))
+
+
+class Progress:
+    """Progress lines on stderr: events applied, rate, lag; and the throughput once it is over."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.last_report = self.started
+        self.last_applied = 0
+        self.first_applied_at: float | None = None  # wall clock, from the processors
+        self.last_change_at: float | None = None  # wall clock of the last increase seen
+
+    def report(self, statuses: dict[str, ShardStatus], final: bool = False) -> None:
+        now = time.monotonic()
+        applied = sum(status.applied for status in statuses.values())
+        firsts = [s.first_applied_at for s in statuses.values() if s.first_applied_at]
+        if firsts and self.first_applied_at is None:
+            self.first_applied_at = min(firsts)
+            say(f"first records applied {self.first_applied_at - self.started_wall:.1f} s after start")
+        if applied != self.last_applied:
+            self.last_change_at = time.time()
+        if final:
+            self._summary(statuses, applied)
+            return
+        if now - self.last_report < PROGRESS_INTERVAL:
+            return
+        if not statuses:
+            say("waiting for shard leases (a fresh lease table costs the KCL up to a minute)")
+        else:
+            rate = (applied - self.last_applied) / max(now - self.last_report, 1e-6)
+            lags = [s.millis_behind for s in statuses.values() if s.millis_behind is not None and not s.ended]
+            dead = sum(status.dead_letters for status in statuses.values())
+            lag = f"{max(lags)} ms" if lags else "unknown"
+            say(f"{applied} events applied ({rate:.0f}/s), lag {lag}, {len(statuses)} shards, {dead} dead letters")
+        self.last_report, self.last_applied = now, applied
+
+    def _summary(self, statuses: dict[str, ShardStatus], applied: int) -> None:
+        records = sum(status.records for status in statuses.values())
+        dead = sum(status.dead_letters for status in statuses.values())
+        line = f"done: {records} records read, {applied} events applied, {dead} dead letters"
+        if self.first_applied_at and self.last_change_at and self.last_change_at > self.first_applied_at:
+            span = self.last_change_at - self.first_applied_at
+            line += f"; {records / span:.0f} records/s from the first applied record to the last"
+        say(line)
+
+
+def caught_up(statuses: dict[str, ShardStatus], open_shards: set[str]) -> bool:
+    """Every open shard has been read to its tip with nothing left unapplied."""
+    return bool(open_shards) and all(
+        shard in statuses and (statuses[shard].caught_up or statuses[shard].ended) for shard in open_shards
+    )
+
+
+def run_worker(plan: WorkerPlan) -> int:
+    state_dir = Path(plan.processor.state_dir)
+    properties_path = write_properties(state_dir / "kcl.properties", plan.properties)
+    env = {**os.environ, **plan.aws_env, **plan.processor.to_env()}
+    daemon = Daemon(plan.java, plan.jars, properties_path, state_dir / "kcl.log", env)
+
+    stop_requested: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop_requested:  # a second Ctrl-C: stop now
+            daemon.kill()
+            return
+        stop_requested.append(signal.Signals(signum).name)
+        daemon.request_stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    say(
+        f"worker of application {plan.properties['applicationName']} on stream {plan.properties['streamName']}; "
+        f"logs in {state_dir}"
+    )
+    progress = Progress()
+    daemon.start()
+    try:
+        open_shards: set[str] = set()
+        next_shard_check = 0.0
+        stop_deadline: float | None = None
+        while daemon.poll() is None:
+            time.sleep(POLL_INTERVAL)
+            statuses = read_statuses(state_dir)
+            progress.report(statuses)
+            if plan.once and not stop_requested and plan.open_shards:
+                if time.monotonic() >= next_shard_check:
+                    open_shards = plan.open_shards()  # resharding may add shards while we run
+                    next_shard_check = time.monotonic() + 5
+                if caught_up(statuses, open_shards):
+                    say("every shard is caught up (once=true): stopping")
+                    stop_requested.append("once")
+                    daemon.request_stop()
+            if stop_requested and stop_deadline is None:
+                stop_deadline = time.monotonic() + STOP_TIMEOUT
+            if stop_deadline is not None and time.monotonic() > stop_deadline:
+                say(f"the KCL did not stop within {STOP_TIMEOUT:.0f} s: killing it (no checkpoint is lost)")
+                daemon.kill()
+        code = daemon.poll()
+    finally:
+        if daemon.poll() is None:
+            _stop_within(daemon, STOP_TIMEOUT)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    progress.report(read_statuses(state_dir), final=True)
+    if stop_requested:
+        say(f"stopped ({stop_requested[0]}): processors flushed and checkpointed")
+        return 0
+    say(f"the KCL MultiLangDaemon exited on its own with code {code}; last lines of {daemon.log_path}:")
+    print(daemon.tail(), file=sys.stderr)
+    return 1
+
+
+def _stop_within(daemon: Daemon, timeout: float) -> None:
+    daemon.request_stop()
+    deadline = time.monotonic() + timeout
+    while daemon.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    daemon.kill()

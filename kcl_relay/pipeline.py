@@ -1,0 +1,164 @@
+"""The pipeline every source feeds: stage raw records, then decode -> route -> coalesce -> apply in one flush.
+
+When flush() returns, everything staged before it is durable in the database (applied or dead-lettered), so the
+caller may checkpoint up to `FlushStats.last_position`. A failure that outlasts the sink's retries raises instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from kcl_relay.cdc.batch import coalesce
+from kcl_relay.cdc.decode import DecodeError, decode
+from kcl_relay.cdc.event import ChangeEvent, DeadLetter, Position, RawRecord
+from kcl_relay.sink.base import Sink
+from kcl_relay.sink.target import TargetSpec
+
+log = logging.getLogger(__name__)
+
+SinkFactory = Callable[[str | None], Sink]  # DynamoDB table name (when routing) or None -> the sink to write to
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    batch_size: int = 100
+    buffer_time: float = 0.5
+    ttl: str = "delete"  # or "ignore": TTL expiries keep the row
+    route_tables: bool = False
+    source_table: str | None = None
+
+
+@dataclass
+class FlushStats:
+    records: int = 0
+    upserted: int = 0
+    deleted: int = 0
+    stale: int = 0
+    ttl_ignored: int = 0
+    dead_letters: int = 0
+    last_position: Position | None = None
+
+    @property
+    def applied(self) -> int:
+        return self.upserted + self.deleted
+
+    def add(self, other: FlushStats) -> None:
+        for name in ("records", "upserted", "deleted", "stale", "ttl_ignored", "dead_letters"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.last_position = other.last_position or self.last_position
+
+
+def routed_table_name(dynamodb_table: str) -> str:
+    """A DynamoDB table name as a target table name every dialect accepts (CrateDB refuses dots, for one)."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", dynamodb_table)
+    return f"t{name}" if name.startswith("_") or not name else name
+
+
+def target_for(target: TargetSpec, dynamodb_table: str | None) -> TargetSpec:
+    """route-tables=true: the target table named after the record's DynamoDB table, in the target's schema."""
+    if dynamodb_table is None:
+        return target
+    return dataclasses.replace(target, table=routed_table_name(dynamodb_table))
+
+
+@dataclass
+class Pipeline:
+    open_sink: SinkFactory
+    options: PipelineOptions = field(default_factory=PipelineOptions)
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self._staged: list[RawRecord] = []
+        self._oldest: float | None = None
+        self._sinks: dict[str | None, Sink] = {}
+        self._ready: set[str | None] = set()  # sinks whose tables exist
+        self._expected_table = self.options.source_table
+
+    @property
+    def pending(self) -> int:
+        return len(self._staged)
+
+    def add(self, records: Iterable[RawRecord]) -> None:
+        before = len(self._staged)
+        self._staged.extend(records)
+        if self._oldest is None and len(self._staged) > before:
+            self._oldest = self.clock()
+
+    def due(self) -> bool:
+        """Full, or the oldest staged record has waited buffer-time."""
+        if not self._staged:
+            return False
+        waited = self.clock() - (self._oldest or self.clock())
+        return len(self._staged) >= self.options.batch_size or waited >= self.options.buffer_time
+
+    def flush(self) -> FlushStats:
+        staged, self._staged, self._oldest = self._staged, [], None
+        stats = FlushStats(records=len(staged))
+        if not staged:
+            return stats
+        letters: list[DeadLetter] = []
+        by_sink: dict[str | None, list[ChangeEvent]] = {}
+        for record in staged:
+            try:
+                event = decode(record)
+            except DecodeError as error:
+                letters.append(DeadLetter.of(record, f"undecodable: {error}"))
+                continue
+            if event.is_ttl_expiry and self.options.ttl == "ignore":
+                stats.ttl_ignored += 1
+                continue
+            route = self._route(event)
+            if isinstance(route, DeadLetter):
+                letters.append(route)
+                continue
+            by_sink.setdefault(route, []).append(event)
+
+        for route, events in by_sink.items():
+            sink = self._sink(route, events[0])
+            result = sink.apply(coalesce(events))
+            stats.upserted += result.upserted
+            stats.deleted += result.deleted
+            stats.stale += result.skipped_stale
+            stats.dead_letters += len(result.dead_letters)
+        if letters:
+            self._sink(None, None).dead_letter(letters)
+            stats.dead_letters += len(letters)
+            for letter in letters[:5]:
+                log.warning("dead letter at %s/%s: %s", letter.shard_id, letter.sequence_number, letter.reason)
+        stats.last_position = staged[-1].position
+        return stats
+
+    def _route(self, event: ChangeEvent) -> str | DeadLetter | None:
+        if self.options.route_tables:
+            return event.table_name or None
+        if self._expected_table is None and event.table_name:
+            self._expected_table = event.table_name
+            log.info("source table: %s (records of other tables are dead-lettered)", event.table_name)
+        if event.table_name and event.table_name != self._expected_table:
+            reason = (
+                f"record of DynamoDB table {event.table_name!r}, but this relay carries {self._expected_table!r}:"
+                " use route-tables=true to write each table into its own target table"
+            )
+            assert event.raw is not None
+            return DeadLetter.of(event.raw, reason)
+        return None
+
+    def _sink(self, route: str | None, sample: ChangeEvent | None) -> Sink:
+        sink = self._sinks.get(route)
+        if sink is None:
+            sink = self._sinks[route] = self.open_sink(route)
+        if sample is not None and route not in self._ready:
+            sink.ensure_table(sample.key_types)
+            self._ready.add(route)
+        return sink
+
+    def close(self) -> None:
+        for sink in self._sinks.values():
+            sink.close()
+        self._sinks.clear()
+        self._ready.clear()

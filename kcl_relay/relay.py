@@ -1,0 +1,118 @@
+"""The two ways to relay: a Kinesis stream through a KCL worker, or an NDJSON file through the same pipeline."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from kcl_relay.kcl.config import ProcessorConfig
+from kcl_relay.kcl.daemon import find_jars, find_java
+from kcl_relay.kcl.properties import build_properties
+from kcl_relay.kcl.supervisor import WorkerPlan, make_state_dir, run_worker, say
+from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, target_for
+from kcl_relay.sink.target import TargetSpec
+from kcl_relay.sink.writer import open_sink
+from kcl_relay.source import kinesis
+from kcl_relay.source.replay import batched, read_records
+from kcl_relay.source.url import SourceError, SourceSpec
+
+# Keys a properties file cannot override: our processor, and the empty calls it needs for buffer-time and once=true.
+PROCESSOR_KEYS = ("executableName", "processingLanguage", "callProcessRecordsEvenForEmptyRecordList")
+
+
+def pipeline_options(spec: SourceSpec) -> PipelineOptions:
+    return PipelineOptions(
+        batch_size=spec.batch_size,
+        buffer_time=spec.buffer_time,
+        ttl=spec.ttl,
+        route_tables=spec.route_tables,
+        source_table=spec.source_table,
+    )
+
+
+def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
+    """Apply a file of CDC records in batches of batch-size: exit code 0, or 1 when the target failed."""
+    assert spec.path is not None
+    path = Path(spec.path)
+    if not path.is_file():
+        raise SourceError(f"replay file not found: {path}")
+
+    def sink_for(dynamodb_table: str | None):
+        return open_sink(target_for(target, dynamodb_table), tombstone_retention=spec.tombstone_retention)
+
+    pipeline = Pipeline(sink_for, pipeline_options(spec))
+    totals = FlushStats()
+    started = time.monotonic()
+    try:
+        for records in batched(read_records(path), spec.batch_size):
+            pipeline.add(records)
+            totals.add(pipeline.flush())
+    except Exception as error:  # the sink retried transient failures already: this one is final
+        say(f"error: the target failed after {totals.records} records: {type(error).__name__}: {error}")
+        return 1
+    finally:
+        pipeline.close()
+    elapsed = time.monotonic() - started
+    say(
+        f"replayed {totals.records} records from {path} in {elapsed:.2f} s "
+        f"({totals.records / max(elapsed, 1e-6):.0f}/s): "
+        f"{totals.upserted} upserts, {totals.deleted} deletes, {totals.stale} stale, {totals.ttl_ignored} ttl ignored, "
+        f"{totals.dead_letters} dead letters"
+    )
+    return 0
+
+
+def plan_worker(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> WorkerPlan:
+    """Validate everything a worker needs before anything starts; SetupError/SourceError otherwise."""
+    java, jars = find_java(), find_jars()
+    shards = kinesis.prepare_stream(spec)
+    seqno_shard = kinesis.shard_of_sequence_number(spec, shards, spec.seqno) if spec.seqno else None
+    application = spec.application_name(target.table)
+    props = build_properties(spec, application)
+    if properties:  # run --properties: the user's file wins, but the processor and its protocol needs are ours
+        props = {**props, **properties, **{key: props[key] for key in PROCESSOR_KEYS}}
+    state_dir = make_state_dir(application)
+    processor = ProcessorConfig(
+        target_url=target.url.render_as_string(hide_password=False),
+        table=target.qualified_table,
+        state_dir=str(state_dir),
+        batch_size=spec.batch_size,
+        buffer_time=spec.buffer_time,
+        ttl=spec.ttl,
+        route_tables=spec.route_tables,
+        source_table=spec.source_table,
+        tombstone_retention=spec.tombstone_retention,
+        start=spec.start,
+        seqno=spec.seqno,
+        seqno_shard=seqno_shard,
+    )
+    aws_env = {"AWS_REGION": spec.region}
+    if spec.credentials:
+        aws_env |= {
+            "AWS_ACCESS_KEY_ID": spec.credentials.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": spec.credentials.secret_access_key,
+        }
+        aws_env.pop("AWS_SESSION_TOKEN", None)
+
+    def open_shards() -> set[str]:
+        return kinesis.open_shard_ids(kinesis.list_shards(kinesis.client(spec, "kinesis"), spec.stream))
+
+    if spec.start in ("seqno-at", "seqno-after"):
+        say(f"start={spec.start} {spec.seqno} applies to shard {seqno_shard}; other shards start at their beginning")
+    return WorkerPlan(
+        java=java,
+        jars=jars,
+        properties=props,
+        processor=processor,
+        aws_env=aws_env,
+        once=spec.once,
+        open_shards=open_shards,
+    )
+
+
+def run_stream(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> int:
+    plan = plan_worker(spec, target, properties)
+    if "AWS_SESSION_TOKEN" in os.environ and spec.credentials:
+        plan.aws_env["AWS_SESSION_TOKEN"] = ""  # a token of other credentials must not pair with the URL's key
+    return run_worker(plan)

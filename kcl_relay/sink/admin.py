@@ -1,0 +1,62 @@
+"""Helpers for the companion commands (sql, show): read-only use of a target through SQLAlchemy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.pool import NullPool
+
+from kcl_relay.sink.dialect import quote_ident
+from kcl_relay.sink.target import TargetSpec
+
+__all__ = ["format_rows", "run_sql", "show_table"]
+
+Rows = list[tuple[Any, ...]]
+
+
+def run_sql(spec: TargetSpec, sql: str) -> tuple[list[str], Rows]:
+    """Run one statement on the target's database; returns (column names, rows), both empty without a result.
+
+    Meant for queries: on PostgreSQL and SQLite the transaction is rolled back, never committed. CrateDB has no
+    transactions, so there a statement that writes takes effect.
+    """
+    engine = spec.create_engine(poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            result = connection.exec_driver_sql(sql)
+            if not result.returns_rows:
+                return [], []
+            return list(result.keys()), [tuple(row) for row in result]
+    finally:
+        engine.dispose()
+
+
+def _relation(spec: TargetSpec, name: str) -> str:
+    schema, dot, table = name.rpartition(".")
+    if spec.dialect == "sqlite":
+        return quote_ident(table)
+    return f"{quote_ident(schema if dot else spec.schema or '')}.{quote_ident(table)}"
+
+
+def show_table(spec: TargetSpec, name: str, limit: int | None = 100) -> tuple[list[str], Rows]:
+    """The rows of table `name` ("schema.table" or "table", in the target's schema); at most `limit` of them.
+
+    On CrateDB the table is refreshed first, so rows written a moment ago show up (a person is looking: this is
+    not the relay's write path, which never refreshes).
+    """
+    relation = _relation(spec, name)
+    if spec.dialect == "cratedb":
+        run_sql(spec, f"REFRESH TABLE {relation}")
+    query = f"SELECT * FROM {relation}" + (f" LIMIT {int(limit)}" if limit is not None else "")
+    return run_sql(spec, query)
+
+
+def format_rows(columns: Sequence[str], rows: Rows) -> str:
+    """A plain text table for a terminal."""
+    cells = [[str(value) for value in row] for row in rows]
+    widths = [max([len(column), *(len(row[i]) for row in cells)]) for i, column in enumerate(columns)]
+    lines = [" | ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True))]
+    lines.append("-+-".join("-" * width for width in widths))
+    lines.extend(" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in cells)
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""CrateDB: pk OBJECT(STRICT) with one TEXT PRIMARY KEY sub-column per key attribute, data OBJECT(DYNAMIC),
+aux OBJECT(IGNORED). Statements go through the crate DBAPI driver (HTTP); bulk writes use cursor.executemany,
+which CrateDB runs as one bulk_args request answering one rowcount per row (-2: that row was rejected).
+
+What this relies on, from CrateDB's documentation and source (crate/crate):
+
+* A PRIMARY KEY may sit on an object sub-column (``o OBJECT AS (id INT PRIMARY KEY)``, CreateAlterTableStatement
+  analyzer tests), and ``ON CONFLICT`` takes subscripts as its target (SqlBaseParser.g4 ``conflictTarget:
+  subscriptSafe``; fixed for object sub-columns by crate#10197), listing exactly the primary key columns.
+* ``ON CONFLICT ... DO UPDATE SET`` has no WHERE (crate#9724); its assignments may use CASE and read both the
+  stored row (plain column names) and ``excluded.*``. Every assignment is evaluated against the stored document,
+  not against earlier assignments (UpdateToInsert.convert), so one guard may be repeated per column. SET must
+  not assign the primary key, even to the same value (crate#17834). A guarded no-op still reports rowcount 1, so
+  ApplyResult.skipped_stale only counts what the tombstones filtered here.
+* A WHERE clause on the primary key is planned as a real-time primary key operation only if it names nothing but
+  primary key columns, ``_seq_no`` and ``_primary_term`` (WhereClauseOptimizer.queryHasPkSymbolsOnly); SELECT by
+  primary key is always a real-time Get. A DELETE with any other condition runs as a query against the last
+  refresh and could miss a row written a moment earlier. So a guarded delete first reads the row (Get) and then
+  deletes it by key + ``_seq_no`` + ``_primary_term`` (optimistic concurrency control): if the row changed in
+  between, nothing is deleted and the writer looks again.
+* Bulk requests execute every row even when some fail; failed rows report rowcount -2, newer servers add an
+  error message (docs interfaces/http.rst "Bulk errors", crate#16649). Analysis errors may fail the whole request
+  or every row alike (crate#18066, crate#18067), so rejected rows are re-run one by one to learn their own reason.
+* Writes are durable when acknowledged (translog); no REFRESH is needed for durability, and none is issued.
+* There are no transactions, so the writer re-reads the tombstones after an upsert (recheck_tombstones) to undo a
+  write that a concurrent worker's newer REMOVE overtook.
+
+Numeric key attributes are stored as TEXT holding the canonical decimal text (jsonenc): DynamoDB numbers carry up
+to 38 significant digits between 1E-130 and 1E+126, which neither BIGINT nor DOUBLE holds exactly (two keys could
+collide), and NUMERIC has a fixed precision and scale per column. Text keeps every key exact and distinct; cast in
+queries when numeric order is wanted (``pk['id']::NUMERIC``). Binary keys are TEXT too (base64, as DynamoDB has it).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Hashable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from crate.client import exceptions as crate_errors
+
+from kcl_relay.cdc.event import ChangeEvent, KeyType
+from kcl_relay.cdc.jsonenc import decimal_text
+from kcl_relay.cdc.layout import Row, valid_object_key
+from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, ROW_COLUMNS, TOMBSTONES_SUFFIX, Dialect, RowState, quote_ident
+from kcl_relay.sink.retry import is_transient
+
+__all__ = ["CrateDBDialect", "key_text"]
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Errors about the statement or the table, never about one row's values: these must raise, not dead-letter.
+_STATEMENT_ERRORS = re.compile(
+    r"RelationUnknown|SchemaUnknown|ColumnUnknown|Conflict target|line \d+:\d+|Unauthorized|MissingPrivilege"
+    r"|UnsupportedFeature|ReadOnly|ClusterBlock|OperationOnInaccessibleRelation|RelationValidation"
+    r"|AmbiguousColumn|InvalidSchemaName|InvalidRelationName|PartitionUnknown|UnsupportedOperation",
+    re.IGNORECASE,
+)
+_NEWER = (
+    "excluded.cdc_version > cdc_version OR (excluded.cdc_version = cdc_version AND excluded.cdc_order >= cdc_order)"
+)
+
+
+def key_text(value: Any) -> str:
+    """A key attribute's value as stored in pk: S and B (base64) as is, N as canonical decimal text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    raise TypeError(f"not a key attribute value: {type(value).__name__}")
+
+
+def _doubles(value: Any) -> Any:
+    """data values for the driver: layout.split only lets through Decimals that a DOUBLE holds exactly, and the
+    driver would send a Decimal as a string (creating a TEXT sub-column), so they travel as floats."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {name: _doubles(child) for name, child in value.items()}
+    if isinstance(value, list):
+        return [_doubles(child) for child in value]
+    return value
+
+
+def _verbatim(value: Any) -> Any:
+    """aux values for the driver: numbers JSON cannot carry exactly through it (beyond 64-bit integers, decimals
+    no double equals) become their exact decimal text; everything else is kept as is."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value if INT64_MIN <= value <= INT64_MAX else str(value)
+    if isinstance(value, Decimal):
+        as_float = float(value)
+        exact = math.isfinite(as_float) and Decimal(repr(as_float)) == value
+        return as_float if exact else decimal_text(value)
+    if isinstance(value, dict):
+        return {name: _verbatim(child) for name, child in value.items()}
+    if isinstance(value, list):
+        return [_verbatim(child) for child in value]
+    return value
+
+
+def _subscript(name: str) -> str:
+    return "pk['" + name.replace("'", "''") + "']"
+
+
+class CrateDBDialect(Dialect):
+    name: ClassVar[str] = "cratedb"
+    # Keys of a composite primary key are matched as OR-ed conjunctions; keep each Get request small.
+    keys_per_select: ClassVar[int] = 100
+    savepoints: ClassVar[bool] = False  # no transactions: each statement is durable on its own when acknowledged
+    recheck_tombstones: ClassVar[bool] = True
+
+    def check_key(self, key_types: Mapping[str, KeyType]) -> None:
+        super().check_key(key_types)
+        for name in key_types:
+            if not valid_object_key(name):
+                raise ValueError(f"key attribute {name!r:.60} cannot be a CrateDB sub-column name")
+
+    def create_tables(self, key_types: Mapping[str, KeyType]) -> list[str]:
+        self.check_key(key_types)
+        subcolumns = ", ".join(f"{quote_ident(name)} TEXT PRIMARY KEY" for name in sorted(key_types))
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.relation()} (pk OBJECT(STRICT) AS ({subcolumns}), "
+            "data OBJECT(DYNAMIC), aux OBJECT(IGNORED), cdc_version BIGINT NOT NULL, cdc_order TEXT NOT NULL, "
+            "cdc_event TEXT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {self.relation(TOMBSTONES_SUFFIX)} (key_id TEXT PRIMARY KEY, "
+            "cdc_version BIGINT NOT NULL, cdc_order TEXT NOT NULL, deleted_at TIMESTAMP WITH TIME ZONE NOT NULL)",
+        ]
+
+    def create_dead_letter_table(self) -> str:
+        unindexed = "TEXT INDEX OFF STORAGE WITH (columnstore = false)"  # no 32 KB limit for long raw records
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.relation(DEADLETTERS_SUFFIX)} (raw {unindexed}, "
+            f"reason {unindexed}, shard_id TEXT, sequence_number TEXT, failed_at TIMESTAMP WITH TIME ZONE)"
+        )
+
+    def _guarded_upsert(self, relation: str, columns: Sequence[str], keys: Sequence[str], conflict: str) -> str:
+        # The key columns are left out of SET: CrateDB refuses to update a primary key, even to the same value.
+        updates = ", ".join(
+            f"{column} = CASE WHEN {_NEWER} THEN excluded.{column} ELSE {column} END"
+            for column in columns
+            if column not in keys
+        )
+        return (
+            f"INSERT INTO {relation} ({', '.join(columns)}) VALUES ({self.placeholders(len(columns))}) "
+            f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+        )
+
+    def upsert_sql(self, key_names: Sequence[str]) -> str:
+        conflict = ", ".join(_subscript(name) for name in sorted(key_names))
+        return self._guarded_upsert(self.relation(), ROW_COLUMNS, ("pk",), conflict)
+
+    def upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...]:
+        pk = {name: key_text(value) for name, value in row.pk.items()}
+        order = event.position.order_token
+        return (pk, _doubles(row.data), _verbatim(row.aux), event.version, order, event.op)
+
+    def _key_match(self, key_names: Sequence[str]) -> str:
+        return " AND ".join(f"{_subscript(name)} = ?" for name in sorted(key_names))
+
+    def state_sql(self, key_names: Sequence[str], count: int) -> str:
+        names = sorted(key_names)
+        outputs = ", ".join(_subscript(name) for name in names)
+        if len(names) == 1:
+            where = f"{_subscript(names[0])} IN ({self.placeholders(count)})"
+        else:
+            where = " OR ".join([f"({self._key_match(names)})"] * count)
+        return f"SELECT {outputs}, cdc_version, cdc_order, _seq_no, _primary_term FROM {self.relation()} WHERE {where}"
+
+    def key_params(self, event: ChangeEvent) -> tuple[Any, ...]:
+        return tuple(key_text(event.key[name]) for name in sorted(event.key))
+
+    def state_key(self, event: ChangeEvent) -> Hashable:
+        return self.key_params(event)
+
+    def read_state(self, record: Sequence[Any]) -> RowState:
+        *key, version, order, seq_no, primary_term = record
+        return RowState(key=tuple(key), order=(int(version), str(order)), token=(seq_no, primary_term))
+
+    def delete_sql(self, key_names: Sequence[str]) -> str:
+        return f"DELETE FROM {self.relation()} WHERE {self._key_match(key_names)} AND _seq_no = ? AND _primary_term = ?"
+
+    def delete_params(self, event: ChangeEvent, state: RowState, order: tuple[int, str]) -> tuple[Any, ...]:
+        # Optimistic concurrency: deletes only the version read (which the writer compared with `order`).
+        return (*self.key_params(event), *state.token)
+
+    def tombstone_upsert_sql(self) -> str:
+        columns = ("key_id", "cdc_version", "cdc_order", "deleted_at")
+        return self._guarded_upsert(self.relation(TOMBSTONES_SUFFIX), columns, ("key_id",), "key_id")
+
+    def commit(self, connection: Any) -> None:
+        pass
+
+    def rollback(self, connection: Any) -> None:
+        pass
+
+    def run_many(self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> list[int] | int:
+        results = cursor.executemany(sql, list(rows))
+        return [int(result.get("rowcount", -2)) for result in results]
+
+    def is_row_error(self, exc: BaseException) -> bool:
+        if isinstance(exc, (UnicodeEncodeError, TypeError)):  # the driver cannot serialize a value (orjson)
+            return True
+        if not isinstance(exc, crate_errors.DatabaseError) or is_transient(exc):
+            return False
+        return not _STATEMENT_ERRORS.search(str(exc))

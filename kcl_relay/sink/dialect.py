@@ -1,0 +1,240 @@
+"""The one interface behind which database dialects differ: SQL text, parameter and result shapes, driver habits.
+
+The writer (writer.py) holds the apply algorithm and never spells SQL itself. Every table a target uses:
+
+* the target ``"schema"."table"``: ``pk`` (key attributes), ``data`` (queryable attributes), ``aux`` (attributes
+  kept verbatim), plus our metadata ``cdc_version`` (ApproximateCreationDateTime in µs), ``cdc_order``
+  (position.order_token, the tie-breaker) and ``cdc_event`` (INSERT or MODIFY). Item attributes live inside
+  pk/data/aux, so the metadata names cannot clash with them (CrateDB also forbids top-level names starting '_').
+* ``"<table>__tombstones"``: one row per removed key (key_id, cdc_version, cdc_order, deleted_at), beside the
+  target so the user's queries on the target never see them.
+* ``"<table>__deadletters"``: records that could not be decoded or that the database rejected.
+
+Every write is guarded in SQL: it applies only when its (cdc_version, cdc_order) is >= what the row holds, so
+concurrent workers cannot regress a row whatever the batch boundaries.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from kcl_relay.cdc.event import ChangeEvent, DeadLetter, KeyType
+from kcl_relay.cdc.layout import Row
+
+__all__ = [
+    "DEADLETTERS_SUFFIX",
+    "ROW_COLUMNS",
+    "TOMBSTONES_SUFFIX",
+    "Dialect",
+    "JsonDocumentDialect",
+    "RowState",
+    "quote_ident",
+]
+
+ROW_COLUMNS = ("pk", "data", "aux", "cdc_version", "cdc_order", "cdc_event")
+TOMBSTONES_SUFFIX = "__tombstones"
+DEADLETTERS_SUFFIX = "__deadletters"
+SAVEPOINT = "kcl_relay_sp"
+
+
+@dataclass(frozen=True, slots=True)
+class RowState:
+    """What a target row holds now, as far as the guards care."""
+
+    key: Hashable  # comparable with Dialect.state_key(event)
+    order: tuple[int, str]  # (cdc_version, cdc_order)
+    token: tuple[Any, ...] = ()  # what a guarded delete needs besides the key (CrateDB: _seq_no, _primary_term)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Dialect(ABC):
+    """Renders DDL/DML and adapts parameters for one target table; knows its driver's habits."""
+
+    name: ClassVar[str]
+    param: ClassVar[str] = "?"  # the driver's placeholder
+    keys_per_select: ClassVar[int] = 500  # bounded IN lists keep statements within every driver's limits
+    # Whether a failed statement poisons the transaction until rolled back to a savepoint (PostgreSQL).
+    savepoints: ClassVar[bool] = True
+    # Whether upserts must look at the tombstones again afterwards: only without transactions that isolate the
+    # tombstone read from a concurrent REMOVE (CrateDB); see TableWriter._recheck.
+    recheck_tombstones: ClassVar[bool] = False
+
+    def __init__(self, schema: str | None, table: str) -> None:
+        self.schema = schema
+        self.table = table
+
+    def relation(self, suffix: str = "") -> str:
+        name = quote_ident(self.table + suffix)
+        return f"{quote_ident(self.schema)}.{name}" if self.schema else name
+
+    def placeholders(self, count: int) -> str:
+        return ", ".join([self.param] * count)
+
+    def key_rejection(self, event: ChangeEvent) -> str | None:
+        """Why this dialect can never store the event's key (checked before any statement), or None."""
+        return None
+
+    # ---- DDL ----
+    def check_key(self, key_types: Mapping[str, KeyType]) -> None:
+        """Raise ValueError when this dialect cannot hold such a key."""
+        if not key_types:
+            raise ValueError("the table key has no attributes")
+
+    @abstractmethod
+    def create_tables(self, key_types: Mapping[str, KeyType]) -> list[str]:
+        """CREATE ... IF NOT EXISTS statements for the target and tombstone tables."""
+
+    @abstractmethod
+    def create_dead_letter_table(self) -> str:
+        """CREATE ... IF NOT EXISTS for the dead-letter table (needed before any key is known)."""
+
+    # ---- target rows ----
+    @abstractmethod
+    def upsert_sql(self, key_names: Sequence[str]) -> str:
+        """Guarded upsert of one row (installs the full image) with upsert_params()."""
+
+    @abstractmethod
+    def upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...]: ...
+
+    @abstractmethod
+    def state_sql(self, key_names: Sequence[str], count: int) -> str:
+        """SELECT the state (read_state) of up to `count` rows, each key given by key_params()."""
+
+    @abstractmethod
+    def key_params(self, event: ChangeEvent) -> tuple[Any, ...]: ...
+
+    @abstractmethod
+    def state_key(self, event: ChangeEvent) -> Hashable: ...
+
+    @abstractmethod
+    def read_state(self, record: Sequence[Any]) -> RowState: ...
+
+    @abstractmethod
+    def delete_sql(self, key_names: Sequence[str]) -> str:
+        """Delete one row, but only if it still is (or is older than) what delete_params() names."""
+
+    @abstractmethod
+    def delete_params(self, event: ChangeEvent, state: RowState, order: tuple[int, str]) -> tuple[Any, ...]:
+        """Delete the event's row if it still is `state`, or at least not newer than `order`."""
+
+    # ---- tombstones ----
+    @abstractmethod
+    def tombstone_upsert_sql(self) -> str: ...
+
+    def tombstone_params(self, event: ChangeEvent, deleted_at: datetime) -> tuple[Any, ...]:
+        return (event.key_id, event.version, event.position.order_token, self.timestamp(deleted_at))
+
+    def tombstone_select_sql(self, count: int) -> str:
+        return (
+            f"SELECT key_id, cdc_version, cdc_order FROM {self.relation(TOMBSTONES_SUFFIX)} "
+            f"WHERE key_id IN ({self.placeholders(count)})"
+        )
+
+    def tombstone_purge_sql(self) -> str:
+        return f"DELETE FROM {self.relation(TOMBSTONES_SUFFIX)} WHERE deleted_at < {self.param}"
+
+    # ---- dead letters ----
+    def dead_letter_sql(self) -> str:
+        return (
+            f"INSERT INTO {self.relation(DEADLETTERS_SUFFIX)} (raw, reason, shard_id, sequence_number, failed_at) "
+            f"VALUES ({self.placeholders(5)})"
+        )
+
+    def dead_letter_params(self, letter: DeadLetter) -> tuple[Any, ...]:
+        return (letter.raw, letter.reason, letter.shard_id, letter.sequence_number, self.timestamp(letter.failed_at))
+
+    def timestamp(self, value: datetime) -> Any:
+        return value
+
+    # ---- driver ----
+    def prepare(self, connection: Any) -> None:
+        """Adjust a fresh DBAPI connection (SQLAlchemy pool proxy) before first use."""
+        return None
+
+    def begin(self, cursor: Any) -> None:
+        """Start the transaction that apply() commits; drivers that begin implicitly do nothing."""
+        return None
+
+    def commit(self, connection: Any) -> None:
+        connection.commit()
+
+    def rollback(self, connection: Any) -> None:
+        connection.rollback()
+
+    def savepoint(self, cursor: Any) -> None:
+        cursor.execute(f"SAVEPOINT {SAVEPOINT}")
+
+    def release(self, cursor: Any) -> None:
+        cursor.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
+
+    def rollback_to(self, cursor: Any) -> None:
+        cursor.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+
+    def run_many(self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> list[int] | int:
+        """Execute `sql` once per row in one bulk call. Returns per-row counts when the database reports them (a
+        negative count marks a rejected row), else the total of rows written. Raises if the bulk failed."""
+        cursor.executemany(sql, rows)
+        return max(int(cursor.rowcount), 0)
+
+    def run_one(self, cursor: Any, sql: str, row: tuple[Any, ...]) -> int:
+        cursor.execute(sql, row)
+        return int(cursor.rowcount)
+
+    def fetch(self, cursor: Any, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+    @abstractmethod
+    def is_row_error(self, exc: BaseException) -> bool:
+        """Whether `exc` is the database rejecting the values of one row (-> dead letter), not the statement."""
+
+
+class JsonDocumentDialect(Dialect):
+    """PostgreSQL and SQLite: pk, data and aux are JSON documents, pk keyed by canonical JSON (the event's key_id).
+
+    Their upsert takes ``ON CONFLICT ... DO UPDATE ... WHERE``, so the guard is one row-value comparison.
+    """
+
+    json_param: ClassVar[str] = "?"  # placeholder for a JSON text parameter (PostgreSQL casts it to JSONB)
+    pk_output: ClassVar[str] = "pk"  # the pk as canonical-able JSON text in a SELECT list
+    _guard = "(cur.cdc_version, cur.cdc_order) <= (excluded.cdc_version, excluded.cdc_order)"
+
+    def _upsert(self, relation: str, columns: Sequence[str], values: str, conflict: str) -> str:
+        updates = ", ".join(f"{column} = excluded.{column}" for column in columns if column != conflict)
+        return (
+            f"INSERT INTO {relation} AS cur ({', '.join(columns)}) VALUES ({values}) "
+            f"ON CONFLICT ({conflict}) DO UPDATE SET {updates} WHERE {self._guard}"
+        )
+
+    def upsert_sql(self, key_names: Sequence[str]) -> str:
+        j, p = self.json_param, self.param
+        return self._upsert(self.relation(), ROW_COLUMNS, f"{j}, {j}, {j}, {p}, {p}, {p}", "pk")
+
+    def tombstone_upsert_sql(self) -> str:
+        columns = ("key_id", "cdc_version", "cdc_order", "deleted_at")
+        return self._upsert(self.relation(TOMBSTONES_SUFFIX), columns, self.placeholders(4), "key_id")
+
+    def state_sql(self, key_names: Sequence[str], count: int) -> str:
+        keys = ", ".join([self.json_param] * count)
+        return f"SELECT {self.pk_output}, cdc_version, cdc_order FROM {self.relation()} WHERE pk IN ({keys})"
+
+    def key_params(self, event: ChangeEvent) -> tuple[Any, ...]:
+        return (event.key_id,)
+
+    def state_key(self, event: ChangeEvent) -> Hashable:
+        return event.key_id
+
+    def delete_sql(self, key_names: Sequence[str]) -> str:
+        p = self.param
+        return f"DELETE FROM {self.relation()} WHERE pk = {self.json_param} AND (cdc_version, cdc_order) <= ({p}, {p})"
+
+    def delete_params(self, event: ChangeEvent, state: RowState, order: tuple[int, str]) -> tuple[Any, ...]:
+        # Guarded by the deleting order itself: a row that changed since it was read is left alone if newer.
+        return (event.key_id, *order)

@@ -1,0 +1,129 @@
+"""Retry with exponential backoff, for failures that go away by themselves.
+
+Transient: connection refused/reset/closed, timeouts, CrateDB unavailable or overloaded (HTTP 5xx), PostgreSQL
+connection loss, serialization failure and deadlock, SQLite "database is locked". Everything else raises at once.
+Past the attempt limit the last exception propagates, so the caller does not checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+__all__ = ["RetryPolicy", "TransientError", "call_with_retry", "describe_error", "is_transient"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class TransientError(RuntimeError):
+    """Raised by the relay itself for a condition worth retrying (e.g. rows kept changing under a delete)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6  # total calls, the first included
+    base_delay: float = 0.5  # seconds before the first retry; doubles each time
+    max_delay: float = 30.0
+
+    def delay(self, retry: int) -> float:
+        # Full jitter keeps several workers that failed together from retrying in lockstep.
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**retry))
+
+
+# CrateDB's HTTP client keeps the server's message but drops the HTTP status and error code, so the exception
+# names that CrateDB uses for unavailable shards or nodes, overload and killed jobs are matched instead.
+_CRATE_TRANSIENT = re.compile(
+    r"\b5\d\d Server Error\b|No more Servers available|Server not available|Connection (?:refused|reset|aborted)"
+    r"|timed? ?out|Max retries exceeded|RemoteDisconnected|UnavailableShards|NoShardAvailable|NodeNotConnected"
+    r"|NodeDisconnected|NodeClosed|EsRejectedExecution|CircuitBreaking|VersionConflictEngine|JobKilled"
+    r"|ShardNotFound|PrimaryMissing|RetryOnPrimary",
+    re.IGNORECASE,
+)
+_PG_TRANSIENT_STATES = ("40001", "40P01", "55P03")  # serialization failure, deadlock, lock not available
+_PG_TRANSIENT_CLASSES = ("08", "57", "53")  # connection exception, operator intervention, insufficient resources
+
+
+def _crate_transient(exc: BaseException) -> bool | None:
+    try:
+        from crate.client import exceptions as crate_errors
+    except ImportError:  # pragma: no cover - the driver is a dependency
+        return None
+    if isinstance(exc, crate_errors.ConnectionError):
+        return True
+    if isinstance(exc, crate_errors.Error):
+        return bool(_CRATE_TRANSIENT.search(str(exc)))
+    return None
+
+
+def _postgres_transient(exc: BaseException) -> bool | None:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the driver is a dependency
+        return None
+    if not isinstance(exc, psycopg.Error):
+        return None
+    state = exc.sqlstate or ""
+    if state in _PG_TRANSIENT_STATES or state[:2] in _PG_TRANSIENT_CLASSES:
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        return not state  # raised by the client itself: connection failed, lost or timed out
+    if isinstance(exc, psycopg.InterfaceError):
+        return "closed" in str(exc) or "lost" in str(exc)
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the same work later may succeed."""
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps driver errors
+    if isinstance(orig, BaseException) and orig is not exc:
+        return is_transient(orig) or bool(getattr(exc, "connection_invalidated", False))
+    if isinstance(exc, (TransientError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        message = str(exc).lower()
+        return "locked" in message or "busy" in message
+    for check in (_crate_transient, _postgres_transient):
+        verdict = check(exc)
+        if verdict is not None:
+            return verdict
+    return False
+
+
+def describe_error(exc: BaseException, limit: int = 500) -> str:
+    """The exception's class and first line: enough to act on, short enough for a log or a dead letter."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:limit]
+
+
+def call_with_retry(
+    operation: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    transient: Callable[[BaseException], bool] = is_transient,
+    on_retry: Callable[[BaseException], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call `operation` until it succeeds, a non-transient error occurs, or `policy.attempts` are used up."""
+    retry = 0
+    while True:
+        try:
+            return operation()
+        except Exception as exc:
+            retry += 1
+            if retry >= policy.attempts or not transient(exc):
+                raise
+            delay = policy.delay(retry - 1)
+            log.warning(
+                "transient failure (%s), retry %d/%d in %.1fs", describe_error(exc), retry, policy.attempts - 1, delay
+            )
+            if on_retry is not None:
+                on_retry(exc)
+            sleep(delay)

@@ -1,0 +1,150 @@
+"""Where the relay writes: a database URL plus the table, parsed from --target and --table.
+
+Accepted forms:
+
+* ``crate://user:password@host:4200/SCHEMA/TABLE`` (cratedb-toolkit style: the path names schema and table;
+  ``?ssl=true`` or ``?sslmode=verify-full`` use TLS with certificate verification; ``?timeout=`` seconds)
+* ``postgresql://user:password@host:5432/DBNAME`` with ``--table schema.table`` or ``--table table`` (schema public)
+* ``sqlite:///path/to/file.db`` with ``--table table`` (a schema is ignored)
+
+``--table`` always overrides a table named in the URL path. Passwords never appear in reprs, logs or errors: the
+URL is kept as a SQLAlchemy URL object, whose str() and repr() mask the password.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy.engine import URL, Engine, create_engine, make_url
+from sqlalchemy.exc import ArgumentError
+
+__all__ = ["DialectName", "TargetError", "TargetSpec", "parse_target"]
+
+DialectName = Literal["cratedb", "postgresql", "sqlite"]
+
+# scheme as typed -> (dialect, SQLAlchemy drivername)
+_SCHEMES: dict[str, tuple[DialectName, str]] = {
+    "crate": ("cratedb", "crate"),
+    "cratedb": ("cratedb", "crate"),
+    "postgresql": ("postgresql", "postgresql+psycopg"),
+    "postgres": ("postgresql", "postgresql+psycopg"),
+    "postgresql+psycopg": ("postgresql", "postgresql+psycopg"),
+    "sqlite": ("sqlite", "sqlite"),
+}
+ACCEPTED = "crate://, postgresql://, sqlite:///"
+CRATE_DEFAULT_SCHEMA = "doc"
+POSTGRES_DEFAULT_SCHEMA = "public"
+# Without a timeout the CrateDB HTTP client waits forever on a dead socket, and apply() would never return.
+CRATE_TIMEOUT_SECONDS = 30.0
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+
+
+class TargetError(ValueError):
+    """A target that cannot be used; the message is one line and never contains a secret."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    url: URL  # SQLAlchemy URL without the table path; its str()/repr() mask the password
+    dialect: DialectName
+    schema: str | None  # None for SQLite
+    table: str
+    connect_args: tuple[tuple[str, Any], ...] = field(default=())
+
+    @property
+    def qualified_table(self) -> str:
+        return f"{self.schema}.{self.table}" if self.schema else self.table
+
+    def describe(self) -> str:
+        """One line for humans and logs, without the password."""
+        return f"{self.dialect} table {self.qualified_table} at {self.url.render_as_string(hide_password=True)}"
+
+    def create_engine(self, **options: Any) -> Engine:
+        return create_engine(self.url, connect_args=dict(self.connect_args), **options)
+
+    def __repr__(self) -> str:
+        return f"TargetSpec({self.describe()})"
+
+    __str__ = describe
+
+
+def _scheme(url: str) -> str:
+    head, sep, _ = url.partition("://")
+    return head.lower() if sep else ""
+
+
+def _split_table(table: str) -> tuple[str | None, str]:
+    schema, dot, name = table.strip().rpartition(".")
+    if not name:
+        raise TargetError("--table must be 'table' or 'schema.table'")
+    return (schema or None) if dot else None, name
+
+
+def parse_target(url: str | None, table: str | None) -> TargetSpec:
+    """Parse a target URL and an optional --table override into a TargetSpec (raises TargetError)."""
+    if not url:
+        raise TargetError(f"no target URL given; accepted: {ACCEPTED}")
+    scheme = _scheme(url)
+    if scheme not in _SCHEMES:
+        shown = f"'{scheme}://'" if scheme else "a URL without a scheme"
+        raise TargetError(f"unsupported target {shown}; accepted: {ACCEPTED}")
+    dialect, drivername = _SCHEMES[scheme]
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        # SQLAlchemy's message repeats the URL, password included: never pass it on.
+        raise TargetError(f"cannot parse the {scheme}:// target URL") from None
+    parsed = parsed.set(drivername=drivername)
+    override = _split_table(table) if table else None
+    if dialect == "cratedb":
+        return _crate(parsed, override)
+    if dialect == "postgresql":
+        return _postgres(parsed, override)
+    return _sqlite(parsed, override)
+
+
+def _crate(url: URL, override: tuple[str | None, str] | None) -> TargetSpec:
+    parts = [p for p in (url.database or "").split("/") if p]
+    if len(parts) > 2:
+        raise TargetError("crate:// URL path must be /SCHEMA/TABLE, /SCHEMA or empty")
+    schema = parts[0] if parts else CRATE_DEFAULT_SCHEMA
+    name = parts[1] if len(parts) == 2 else None
+    if override:
+        schema = override[0] or schema
+        name = override[1]
+    if not name:
+        raise TargetError("no table: give crate://host:4200/SCHEMA/TABLE or --table")
+    query = dict(url.query)
+    ssl = str(query.pop("ssl", "")).lower()
+    if ssl in ("true", "1", "yes", "on") and "sslmode" not in query:
+        query["sslmode"] = "verify-full"  # TLS with certificate and host name verification
+    # set() cannot clear a field (None means "unchanged"): rebuild without the table path.
+    url = URL.create(url.drivername, url.username, url.password, url.host, url.port, None, query)
+    connect_args = () if "timeout" in query else (("timeout", CRATE_TIMEOUT_SECONDS),)
+    return TargetSpec(url=url, dialect="cratedb", schema=schema, table=name, connect_args=connect_args)
+
+
+def _postgres(url: URL, override: tuple[str | None, str] | None) -> TargetSpec:
+    if not override:
+        raise TargetError("no table: give --table schema.table (or table, in schema public) with postgresql://")
+    if not url.database:
+        raise TargetError("postgresql:// URL must name the database: postgresql://user@host:5432/DBNAME")
+    connect_args = () if "connect_timeout" in url.query else (("connect_timeout", POSTGRES_CONNECT_TIMEOUT_SECONDS),)
+    return TargetSpec(
+        url=url,
+        dialect="postgresql",
+        schema=override[0] or POSTGRES_DEFAULT_SCHEMA,
+        table=override[1],
+        connect_args=connect_args,
+    )
+
+
+def _sqlite(url: URL, override: tuple[str | None, str] | None) -> TargetSpec:
+    if not override:
+        raise TargetError("no table: give --table with sqlite:///path.db")
+    if not url.database:
+        raise TargetError("sqlite:/// URL must name a database file: sqlite:///path/to/file.db")
+    connect_args = (("timeout", SQLITE_BUSY_TIMEOUT_SECONDS),)
+    return TargetSpec(url=url, dialect="sqlite", schema=None, table=override[1], connect_args=connect_args)

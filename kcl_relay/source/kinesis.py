@@ -1,0 +1,103 @@
+"""The boto3 side of the Kinesis source: reach the endpoint, check or create the stream, find shards."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from kcl_relay.source.url import SourceError, SourceSpec
+
+PREFLIGHT_CONFIG = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2, "mode": "standard"})
+
+
+def session(spec: SourceSpec) -> boto3.Session:
+    if spec.credentials:
+        return boto3.Session(
+            aws_access_key_id=spec.credentials.access_key_id,
+            aws_secret_access_key=spec.credentials.secret_access_key,
+            region_name=spec.region,
+        )
+    return boto3.Session(region_name=spec.region)
+
+
+def client(spec: SourceSpec, service: str) -> Any:
+    return session(spec).client(service, endpoint_url=spec.endpoint_url, config=PREFLIGHT_CONFIG)
+
+
+def _where(spec: SourceSpec) -> str:
+    return spec.endpoint_url or f"AWS {spec.region}"
+
+
+def prepare_stream(spec: SourceSpec) -> list[dict]:
+    """Check the endpoints and the stream (creating it with create=true); return its shards. SourceError otherwise."""
+    kinesis = client(spec, "kinesis")
+    try:
+        try:
+            kinesis.describe_stream_summary(StreamName=spec.stream)
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+            if not spec.create:
+                raise SourceError(
+                    f"Kinesis stream {spec.stream!r} not found at {_where(spec)}; add ?create=true to create it"
+                ) from None
+            kinesis.create_stream(StreamName=spec.stream, ShardCount=spec.create_shards)
+        wait_active(kinesis, spec.stream)
+        client(spec, "dynamodb").list_tables(Limit=1)  # the KCL keeps its leases there: fail now, not in the JVM
+        return list_shards(kinesis, spec.stream)
+    except EndpointConnectionError:
+        raise SourceError(f"cannot reach the AWS endpoint {_where(spec)}") from None
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        raise SourceError(f"AWS refused {error.operation_name} at {_where(spec)}: {code}") from None
+    except BotoCoreError as error:
+        raise SourceError(f"AWS call to {_where(spec)} failed: {error}") from None
+
+
+def wait_active(kinesis: Any, stream: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"]
+        if status in ("ACTIVE", "UPDATING"):
+            return
+        if time.monotonic() > deadline:
+            raise SourceError(f"Kinesis stream {stream!r} is still {status} after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def list_shards(kinesis: Any, stream: str) -> list[dict]:
+    shards: list[dict] = []
+    kwargs: dict[str, Any] = {"StreamName": stream}
+    while True:
+        page = kinesis.list_shards(**kwargs)
+        shards.extend(page["Shards"])
+        if not page.get("NextToken"):
+            return shards
+        kwargs = {"NextToken": page["NextToken"]}
+
+
+def open_shard_ids(shards: list[dict]) -> set[str]:
+    return {shard["ShardId"] for shard in shards if "EndingSequenceNumber" not in shard["SequenceNumberRange"]}
+
+
+def shard_of_sequence_number(spec: SourceSpec, shards: list[dict], seqno: str) -> str:
+    """The shard holding the record with this sequence number, read back to be exact on AWS and emulators alike."""
+    kinesis = client(spec, "kinesis")
+    for shard in shards:
+        try:
+            iterator = kinesis.get_shard_iterator(
+                StreamName=spec.stream,
+                ShardId=shard["ShardId"],
+                ShardIteratorType="AT_SEQUENCE_NUMBER",
+                StartingSequenceNumber=seqno,
+            )["ShardIterator"]
+            records = kinesis.get_records(ShardIterator=iterator, Limit=1)["Records"]
+        except ClientError:
+            continue  # not this shard's sequence number (AWS says InvalidArgumentException)
+        if records and records[0]["SequenceNumber"] == seqno:
+            return shard["ShardId"]
+    raise SourceError(f"sequence number {seqno} not found in any shard of stream {spec.stream!r}")

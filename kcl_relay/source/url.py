@@ -1,0 +1,233 @@
+"""The source URL: `kinesis+dynamodb+cdc://[KEY:SECRET@]HOST[:PORT]/STREAM[?options]` -> a validated SourceSpec.
+
+HOST `aws` means AWS's own endpoints of the region; any other HOST[:PORT] is one endpoint for Kinesis and for the
+KCL's DynamoDB lease table (LocalStack style). An empty host with an absolute path is a file to replay:
+`kinesis+dynamodb+cdc:///ABS/PATH.ndjson`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+SCHEME = "kinesis+dynamodb+cdc"
+START_POSITIONS = ("earliest", "latest", "seqno-at", "seqno-after", "at-timestamp")
+TTL_MODES = ("delete", "ignore")
+STREAM_NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
+APP_NAME = re.compile(r"^[a-zA-Z0-9_.-]{3,255}$")  # the KCL's lease table is named after the application
+
+
+class SourceError(ValueError):
+    """A bad source URL or option: reported as one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+    def __repr__(self) -> str:  # never show the secret, not even in a traceback
+        return f"Credentials(access_key_id={self.access_key_id!r}, secret_access_key='***')"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Everything the relay needs to know about where records come from, validated."""
+
+    stream: str | None = None  # None for a file replay
+    path: str | None = None  # the NDJSON file of a replay
+    endpoint_url: str | None = None  # None: AWS's endpoints
+    credentials: Credentials | None = None  # None: the usual AWS chain
+    region: str = "us-east-1"
+    batch_size: int = 100
+    create: bool = False
+    create_shards: int = 1
+    start: str = "earliest"
+    seqno: str | None = None
+    timestamp: datetime | None = None
+    idle_sleep: float = 0.5
+    buffer_time: float = 0.5
+    once: bool = False
+    app: str | None = None
+    worker_id: str | None = None
+    failover_time: float = 10.0
+    max_leases: int | None = None
+    shard_sync_interval: float = 10.0
+    ttl: str = "delete"
+    route_tables: bool = False
+    source_table: str | None = None
+    tombstone_retention: float = 86400.0
+
+    @property
+    def is_file(self) -> bool:
+        return self.path is not None
+
+    def application_name(self, target_table: str) -> str:
+        """The KCL application (and lease table) name: explicit, else derived from stream and target table."""
+        if self.app:
+            return self.app
+        return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"kcl-relay-{self.stream}-{target_table}")[:255]
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _positive_int(limit: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not 1 <= value <= limit:
+            raise ValueError(f"expected a whole number from 1 to {limit}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 86400 * 365:
+        raise ValueError("expected seconds, 0 or more")
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _seqno(text: str) -> str:
+    if not text.isdigit() or len(text) > 128:
+        raise ValueError("expected a Kinesis sequence number (digits)")
+    return text
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("expected an ISO-8601 time, e.g. 2026-11-27T10:00:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _name(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not pattern.match(text):
+            raise ValueError(f"not a valid {what}")
+        return text
+
+    return parse
+
+
+def _text(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+# option name -> (SourceSpec field, parser, help text). The single source of truth for parsing, --help and docs.
+OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "batch-size": (
+        "batch_size",
+        _positive_int(10000),
+        "records per GetRecords (KCL maxRecords) and per database batch",
+    ),
+    "create": ("create", _bool, "create the Kinesis stream upfront when missing, wait until ACTIVE"),
+    "create-shards": ("create_shards", _positive_int(500), "shard count of a stream made by create=true"),
+    "region": ("region", _name(re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$"), "AWS region"), "AWS region"),
+    "start": ("start", _choice(START_POSITIONS), "where to start on a shard without checkpoint"),
+    "seqno": ("seqno", _seqno, "sequence number for start=seqno-at / seqno-after"),
+    "timestamp": ("timestamp", _timestamp, "ISO-8601 time for start=at-timestamp"),
+    "idle-sleep": ("idle_sleep", _seconds, "seconds to wait after an empty read (KCL idleTimeBetweenReadsInMillis)"),
+    "buffer-time": ("buffer_time", _seconds, "seconds to buffer records before writing them to the database"),
+    "once": ("once", _bool, "stop, exit 0, once every shard is caught up"),
+    "app": ("app", _name(APP_NAME, "application name (3-255 of a-z A-Z 0-9 _ . -)"), "KCL application name"),
+    "worker-id": ("worker_id", _text, "KCL worker id (default: host name and a random suffix)"),
+    "failover-time": ("failover_time", _seconds, "seconds before a dead worker's leases are taken over"),
+    "max-leases": ("max_leases", _positive_int(100000), "at most this many shards per worker"),
+    "shard-sync-interval": ("shard_sync_interval", _seconds, "seconds between shard discoveries"),
+    "ttl": ("ttl", _choice(TTL_MODES), "TTL expiries (REMOVE by dynamodb.amazonaws.com): delete the row or ignore"),
+    "route-tables": ("route_tables", _bool, "write each DynamoDB table's records into a target table of its name"),
+    "source-table": ("source_table", _text, "the DynamoDB table expected in the stream (default: the first one seen)"),
+    "tombstone-retention": ("tombstone_retention", _seconds, "seconds to keep delete tombstones"),
+}
+
+
+def parse_source(url: str) -> SourceSpec:
+    """Parse and validate a source URL; raise SourceError with a one-line message."""
+    parts = urlsplit(url)
+    if parts.scheme != SCHEME:
+        raise SourceError(f"source URL must start with {SCHEME}://, got {parts.scheme or 'no scheme'}://")
+    values: dict[str, Any] = {}
+    for name, raw in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in OPTIONS:
+            raise SourceError(f"unknown source option {name!r}; valid options: {', '.join(OPTIONS)}")
+        attr, parser, _help = OPTIONS[name]
+        try:
+            values[attr] = parser(raw)
+        except ValueError as error:
+            raise SourceError(f"bad value {raw!r} for source option {name!r}: {error}") from None
+
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise SourceError(f"bad port in source URL host {parts.netloc.rsplit('@', 1)[-1]!r}") from None
+    if not host:
+        if not parts.path or parts.path == "/":
+            raise SourceError("source URL names no host and no file: use HOST/STREAM or /ABS/PATH.ndjson")
+        values["path"] = unquote(parts.path)
+    else:
+        stream = unquote(parts.path.lstrip("/"))
+        if not stream:
+            raise SourceError("source URL names no stream: kinesis+dynamodb+cdc://HOST/STREAM")
+        if not STREAM_NAME.match(stream):
+            raise SourceError(f"bad stream name {stream!r}: 1-128 of a-z A-Z 0-9 _ . -")
+        values["stream"] = stream
+        if host != "aws":  # emulators and LocalStack speak plain HTTP on loopback
+            values["endpoint_url"] = f"http://{host}:{port}" if port else f"http://{host}"
+        if parts.username is not None:
+            if not parts.password:
+                raise SourceError("source URL credentials must be KEY:SECRET")
+            values["credentials"] = Credentials(unquote(parts.username), unquote(parts.password))
+
+    spec = SourceSpec(**values)
+    _check_combinations(spec)
+    return spec
+
+
+def _check_combinations(spec: SourceSpec) -> None:
+    if spec.start in ("seqno-at", "seqno-after") and not spec.seqno:
+        raise SourceError(f"start={spec.start} needs seqno=SEQUENCE_NUMBER")
+    if spec.seqno and spec.start not in ("seqno-at", "seqno-after"):
+        raise SourceError("seqno= needs start=seqno-at or start=seqno-after")
+    if spec.start == "at-timestamp" and not spec.timestamp:
+        raise SourceError("start=at-timestamp needs timestamp=ISO-8601")
+    if spec.timestamp and spec.start != "at-timestamp":
+        raise SourceError("timestamp= needs start=at-timestamp")
+    if spec.route_tables and spec.source_table:
+        raise SourceError("route-tables=true and source-table= exclude each other")
+
+
+def describe_options() -> str:
+    """The options as --help text, from the same table the parser uses."""
+    defaults = SourceSpec()
+    lines = []
+    for name, (attr, _parser, text) in OPTIONS.items():
+        default = getattr(defaults, attr)
+        shown = (
+            "" if default is None else f" (default {str(default).lower() if isinstance(default, bool) else default})"
+        )
+        lines.append(f"{name}: {text}{shown}")
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""The sink semantics against a real PostgreSQL server, started for the test session (tests/support/postgres.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import pytest
+
+from kcl_relay.cdc.event import Item
+from kcl_relay.cdc.jsonenc import dumps, loads
+from kcl_relay.sink.admin import run_sql
+from kcl_relay.sink.target import TargetSpec
+from kcl_relay.sink.writer import TableWriter
+from tests.support.sink_suite import SinkSemantics, merge
+
+pytestmark = pytest.mark.postgres
+
+
+class TestPostgreSQLSink(SinkSemantics):
+    @pytest.fixture
+    def target_url(self, postgres_url: str) -> str:
+        return postgres_url
+
+    def read(self, spec: TargetSpec) -> dict[Hashable, Item]:
+        # ::text and jsonenc.loads keep numbers exact (psycopg would load JSONB numbers as floats).
+        relation = f'"{spec.schema}"."{spec.table}"'
+        _, rows = run_sql(spec, f"SELECT pk::text, data::text, aux::text FROM {relation}")
+        return {dumps(loads(pk)): merge(loads(pk), loads(data), loads(aux)) for pk, data, aux in rows}
+
+    def poison(self, sink: TableWriter, spec: TargetSpec) -> dict[str, object]:
+        return {"text": "a NUL \x00 inside"}  # JSONB refuses \u0000: SQLSTATE 22P05
+
+
+def test_sql_keeps_numbers_exact_and_uses_c_collation(postgres_url: str) -> None:
+    from kcl_relay.sink.postgresql import PostgreSQLDialect
+
+    dialect = PostgreSQLDialect("cdc", "orders")
+    assert dialect.upsert_sql(["id"]) == (
+        'INSERT INTO "cdc"."orders" AS cur (pk, data, aux, cdc_version, cdc_order, cdc_event) '
+        "VALUES (%s::jsonb, %s::jsonb, %s::jsonb, %s, %s, %s) ON CONFLICT (pk) DO UPDATE SET data = excluded.data, "
+        "aux = excluded.aux, cdc_version = excluded.cdc_version, cdc_order = excluded.cdc_order, "
+        "cdc_event = excluded.cdc_event WHERE (cur.cdc_version, cur.cdc_order) <= "
+        "(excluded.cdc_version, excluded.cdc_order)"
+    )
+    assert 'cdc_order TEXT COLLATE "C" NOT NULL' in dialect.create_tables({"id": "N"})[1]
+    assert dialect.create_tables({"id": "N"})[0] == 'CREATE SCHEMA IF NOT EXISTS "cdc"'
+
+
+def test_a_lost_connection_is_retried(postgres_url: str) -> None:
+    from kcl_relay.sink.retry import RetryPolicy
+    from kcl_relay.sink.target import parse_target
+    from tests.support.sink_suite import change
+
+    spec = parse_target(postgres_url, "lost_connection")
+    sink = TableWriter(spec, retry=RetryPolicy(attempts=4, base_delay=0.01))
+    try:
+        sink.apply([change("INSERT", "a", 1, 1)])
+        pid = sink._connection().driver_connection.info.backend_pid
+        run_sql(spec, f"SELECT pg_terminate_backend({pid})")
+        result = sink.apply([change("INSERT", "b", 2, 2)])  # the first statement fails, the retry reconnects
+        assert result.upserted == 1
+        _, rows = run_sql(spec, 'SELECT count(*) FROM "public"."lost_connection"')
+        assert rows == [(2,)]
+    finally:
+        sink.close()

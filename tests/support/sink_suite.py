@@ -1,0 +1,303 @@
+"""The sink semantics, one suite for every database: tests/integration/test_sink_<db>.py subclass SinkSemantics.
+
+A subclass provides the `target_url` fixture and the few database-specific hooks: how to read the table back as
+items, what the expected items look like there, and a row value the database itself rejects.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import uuid
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from kcl_relay.cdc.batch import coalesce
+from kcl_relay.cdc.decode import DecodeError, decode
+from kcl_relay.cdc.event import ChangeEvent, DeadLetter, Item, KeyType, Op, Position, RawRecord, canonical_key
+from kcl_relay.sink.admin import run_sql, show_table
+from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, TOMBSTONES_SUFFIX
+from kcl_relay.sink.retry import RetryPolicy
+from kcl_relay.sink.target import TargetSpec, parse_target
+from kcl_relay.sink.writer import TableWriter
+from tests.support.corpus import make_corpus
+from tests.support.reference import reference_state
+
+KEY_TYPES: dict[str, KeyType] = {"id": "S"}
+T0 = 1_735_689_600_000_000  # µs
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def change(op: Op, ident: str, version: int, seq: int, **attributes: Any) -> ChangeEvent:
+    """One event on key {"id": ident}; `version` in µs after T0, `seq` its stream position."""
+    key = {"id": ident}
+    image = None if op == "REMOVE" else {"id": ident, **attributes}
+    return ChangeEvent(op, "t", key, KEY_TYPES, image, T0 + version, Position("shardId-0", str(seq)))
+
+
+def merge(*parts: Mapping[str, Any]) -> dict[str, Any]:
+    """pk | data | aux, checking that no attribute sits in two of them."""
+    item: dict[str, Any] = {}
+    for part in parts:
+        assert not set(item) & set(part), f"attribute in two columns: {set(item) & set(part)}"
+        item.update(part)
+    return item
+
+
+def corpus_events(n: int, seed: int) -> list[ChangeEvent]:
+    events = []
+    for number, record in enumerate(make_corpus(n, seed), start=1):
+        raw = RawRecord(json.dumps(record).encode("utf-8"), Position("shardId-000000000000", str(number)))
+        try:
+            events.append(decode(raw))
+        except DecodeError:
+            continue
+    return events
+
+
+class SinkSemantics:
+    """The semantics every sink must have, whatever the batch boundaries, order or number of workers."""
+
+    # ---- hooks ----
+    def read(self, spec: TargetSpec) -> dict[Hashable, Item]:
+        """The target's rows as items (pk | data | aux), keyed like expected()."""
+        raise NotImplementedError
+
+    def expected(self, items: Mapping[str, Item], key_names: Sequence[str]) -> dict[Hashable, Item]:
+        """reference_state() items (by key_id) as read() returns them."""
+        return {key_id: item for key_id, item in items.items()}
+
+    def poison(self, sink: TableWriter, spec: TargetSpec) -> dict[str, Any]:
+        """Attributes this database rejects for a row (after whatever setup that needs)."""
+        raise NotImplementedError
+
+    def refresh(self, spec: TargetSpec, relation: str) -> None:
+        """Make committed writes visible to the next query (CrateDB only; never done by the relay itself)."""
+
+    # ---- fixtures ----
+    @pytest.fixture
+    def spec(self, target_url: str) -> TargetSpec:
+        return parse_target(target_url, f"t_{uuid.uuid4().hex[:12]}")
+
+    @pytest.fixture
+    def clock(self) -> Clock:
+        return Clock()
+
+    @pytest.fixture
+    def make_sink(self, spec: TargetSpec, clock: Clock) -> Iterator[Callable[..., TableWriter]]:
+        sinks: list[TableWriter] = []
+
+        def make(**options: Any) -> TableWriter:
+            options.setdefault("retry", RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.2))
+            options.setdefault("clock", clock)
+            sink = TableWriter(spec, **options)
+            sinks.append(sink)
+            return sink
+
+        yield make
+        for sink in sinks:
+            sink.close()
+
+    @pytest.fixture
+    def sink(self, make_sink: Callable[..., TableWriter]) -> TableWriter:
+        return make_sink()
+
+    def execute(self, spec: TargetSpec, sql: str) -> None:
+        """Run a statement and commit it (run_sql() never commits)."""
+        engine = spec.create_engine()
+        try:
+            with engine.begin() as connection:
+                connection.exec_driver_sql(sql)
+        finally:
+            engine.dispose()
+
+    def count(self, sink: TableWriter, suffix: str = "") -> int:
+        relation = sink.dialect.relation(suffix)
+        self.refresh(sink.spec, relation)
+        _, rows = run_sql(sink.spec, f"SELECT count(*) FROM {relation}")
+        return int(rows[0][0])
+
+    def items(self, spec: TargetSpec) -> dict[Hashable, Item]:
+        return self.read(spec)
+
+    def expect(self, images: Mapping[str, Item]) -> dict[Hashable, Item]:
+        by_key_id = {canonical_key({"id": image["id"]}): image for image in images.values()}
+        return self.expected(by_key_id, sorted(KEY_TYPES))
+
+    # ---- tests ----
+    def test_insert_modify_remove(self, sink: TableWriter, spec: TargetSpec) -> None:
+        result = sink.apply([change("INSERT", "a", 1, 1, x=1, keep="k"), change("INSERT", "b", 1, 2, y="b")])
+        assert (result.upserted, result.deleted, result.skipped_stale, result.dead_letters) == (2, 0, 0, [])
+        result = sink.apply([change("MODIFY", "a", 2, 3, x=2), change("REMOVE", "b", 2, 4)])
+        assert (result.upserted, result.deleted) == (1, 1)
+        # the MODIFY installed the full new image: `keep` is gone
+        assert self.items(spec) == self.expect({"a": {"id": "a", "x": 2}})
+        assert self.count(sink, TOMBSTONES_SUFFIX) == 1
+
+    def test_modify_of_unseen_row_creates_it_and_remove_of_missing_row_is_fine(
+        self, sink: TableWriter, spec: TargetSpec
+    ) -> None:
+        result = sink.apply([change("MODIFY", "new", 5, 1, v="x"), change("REMOVE", "ghost", 5, 2)])
+        assert (result.upserted, result.deleted, result.dead_letters) == (1, 1, [])
+        assert self.items(spec) == self.expect({"new": {"id": "new", "v": "x"}})
+
+    def test_idempotent(self, sink: TableWriter, spec: TargetSpec) -> None:
+        batch = [change("INSERT", "a", 1, 1, n=1), change("MODIFY", "b", 1, 2, n=2), change("REMOVE", "c", 1, 3)]
+        sink.apply(batch)
+        first = self.items(spec)
+        sink.apply(batch)
+        sink.apply(list(reversed(batch)))
+        assert self.items(spec) == first == self.expect({"a": {"id": "a", "n": 1}, "b": {"id": "b", "n": 2}})
+        assert self.count(sink, TOMBSTONES_SUFFIX) == 1
+
+    def test_older_after_newer_does_nothing(self, sink: TableWriter, spec: TargetSpec) -> None:
+        sink.apply([change("MODIFY", "a", 10, 10, v="new")])
+        result = sink.apply([change("INSERT", "a", 5, 5, v="old")])
+        assert (result.upserted, result.skipped_stale) == (0, 1)
+        result = sink.apply([change("REMOVE", "a", 7, 7)])  # older than the row: the row stays
+        assert (result.deleted, result.skipped_stale) == (0, 1)
+        assert self.items(spec) == self.expect({"a": {"id": "a", "v": "new"}})
+
+    def test_late_older_write_after_remove_does_not_resurrect(self, sink: TableWriter, spec: TargetSpec) -> None:
+        sink.apply([change("INSERT", "a", 1, 1, v=1)])
+        sink.apply([change("REMOVE", "a", 3, 3)])
+        result = sink.apply([change("MODIFY", "a", 2, 2, v=2), change("INSERT", "b", 2, 4)])
+        assert (result.upserted, result.skipped_stale) == (1, 1)
+        assert self.items(spec) == self.expect({"b": {"id": "b"}})
+        sink.apply([change("INSERT", "a", 4, 5, v=4)])  # a newer INSERT does bring it back
+        assert self.items(spec) == self.expect({"a": {"id": "a", "v": 4}, "b": {"id": "b"}})
+
+    def test_ties_broken_by_order_token(self, sink: TableWriter, spec: TargetSpec) -> None:
+        later, earlier = change("MODIFY", "a", 1, 900, v="later"), change("MODIFY", "a", 1, 12, v="earlier")
+        sink.apply([later])
+        assert sink.apply([earlier]).skipped_stale == 1
+        assert self.items(spec) == self.expect({"a": {"id": "a", "v": "later"}})
+        # 900 > 12 numerically although "900" > "12" fails as plain text: the token is zero-padded
+        sink.apply([change("REMOVE", "a", 1, 1000)])
+        assert sink.apply([change("INSERT", "a", 1, 999, v="x")]).skipped_stale == 1
+        assert self.items(spec) == {}
+
+    @pytest.mark.parametrize("shuffle", [False, True], ids=["delivery-order", "random-order"])
+    @pytest.mark.parametrize("seed", [7, 2024])
+    def test_corpus_in_random_batches_equals_reference(
+        self, sink: TableWriter, spec: TargetSpec, seed: int, shuffle: bool
+    ) -> None:
+        events = corpus_events(700, seed)
+        reference = reference_state(events)
+        rng = random.Random(seed)
+        if shuffle:
+            rng.shuffle(events)
+        start = 0
+        while start < len(events):
+            size = rng.choice((1, 2, 5, 17, 60, 150))
+            result = sink.apply(coalesce(events[start : start + size]))
+            assert result.dead_letters == []
+            start += size
+        key_names = sorted(events[0].key_types)
+        assert self.items(spec) == self.expected(reference, key_names)
+
+    def test_rejected_row_becomes_dead_letter_and_the_rest_applies(self, sink: TableWriter, spec: TargetSpec) -> None:
+        sink.ensure_table(KEY_TYPES)
+        bad = self.poison(sink, spec)
+        batch = [change("INSERT", "good1", 10, 10, v=1), change("INSERT", "bad", 10, 11, **bad)]
+        batch += [change("INSERT", "good2", 10, 12, v=2), change("REMOVE", "gone", 10, 13)]
+        before = self.items(spec)
+        result = sink.apply(batch)
+        (letter,) = result.dead_letters
+        assert letter.reason.startswith(f"rejected by {sink.dialect.name}: ")
+        assert letter.shard_id == "shardId-0" and letter.sequence_number == "11"
+        assert json.loads(letter.raw)["Keys"] == {"id": "bad"}
+        assert (result.upserted, result.deleted) == (2, 1)
+        after = self.items(spec)
+        assert {k: v for k, v in after.items() if k not in before} == self.expect(
+            {"good1": {"id": "good1", "v": 1}, "good2": {"id": "good2", "v": 2}}
+        )
+        assert self.count(sink, DEADLETTERS_SUFFIX) == 1
+
+    def test_key_mismatch_is_a_dead_letter(self, sink: TableWriter, spec: TargetSpec) -> None:
+        sink.apply([change("INSERT", "a", 1, 1)])
+        odd = ChangeEvent("INSERT", "t", {"other": "x"}, {"other": "S"}, {"other": "x"}, T0, Position("s", "9"))
+        result = sink.apply([odd, change("INSERT", "b", 1, 2)])
+        assert result.upserted == 1 and "do not match the table key" in result.dead_letters[0].reason
+
+    def test_a_dropped_table_raises_instead_of_dead_lettering(self, sink: TableWriter, spec: TargetSpec) -> None:
+        sink.apply([change("INSERT", "a", 1, 1)])
+        self.execute(spec, f"DROP TABLE {sink.dialect.relation()}")
+        with pytest.raises(Exception) as caught:
+            sink.apply([change("INSERT", "b", 2, 2), change("REMOVE", "a", 2, 3)])
+        assert not sink.dialect.is_row_error(caught.value)
+        assert self.count(sink, DEADLETTERS_SUFFIX) == 0
+
+    def test_show_table_and_run_sql(self, sink: TableWriter, spec: TargetSpec) -> None:
+        sink.apply([change("INSERT", "a", 1, 1, v="x")])
+        columns, rows = show_table(spec, spec.qualified_table)
+        assert columns == ["pk", "data", "aux", "cdc_version", "cdc_order", "cdc_event"]
+        assert len(rows) == 1 and rows[0][3] == T0 + 1 and rows[0][5] == "INSERT"
+        assert run_sql(spec, "SELECT 1 AS one") == (["one"], [(1,)])
+
+    def test_dead_letter_stores_decode_failures(self, sink: TableWriter) -> None:
+        sink.dead_letter([DeadLetter("{not json", "not JSON: Expecting value", "shardId-7", "42")])  # before any table
+        sink.dead_letter([DeadLetter("x" * 40_000, "too long to index", None, None)])
+        assert self.count(sink, DEADLETTERS_SUFFIX) == 2
+
+    def test_tombstone_purge(self, make_sink: Callable[..., TableWriter], clock: Clock) -> None:
+        sink = make_sink(purge_interval=timedelta(days=365))
+        sink.apply([change("REMOVE", "a", 1, 1), change("REMOVE", "b", 1, 2)])
+        clock.now += timedelta(hours=23)
+        sink.purge_tombstones()
+        assert self.count(sink, TOMBSTONES_SUFFIX) == 2  # the default retention is 24 h
+        sink.apply([change("REMOVE", "c", 2, 3)])
+        clock.now += timedelta(hours=2)
+        sink.purge_tombstones()
+        assert self.count(sink, TOMBSTONES_SUFFIX) == 1
+        short = make_sink(tombstone_retention=timedelta(minutes=1))
+        clock.now += timedelta(minutes=2)
+        short.apply([change("INSERT", "d", 3, 4)])  # the first apply purges; then at most every purge_interval
+        assert self.count(sink, TOMBSTONES_SUFFIX) == 0
+
+    def test_a_batch_is_a_handful_of_statements(self, sink: TableWriter) -> None:
+        sink.apply([change("INSERT", f"k{i}", 1, i, n=i) for i in range(1000)])
+        before = sink.statements
+        batch = [change("MODIFY", f"k{i}", 2, 1000 + i, n=-i) for i in range(500)]
+        batch += [change("REMOVE", f"k{i}", 2, 1000 + i) for i in range(500, 1000)]
+        result = sink.apply(batch)
+        assert (result.upserted, result.deleted) == (500, 500)
+        assert sink.statements - before <= 20, sink.statements - before
+
+    def test_concurrent_workers_converge(self, make_sink: Callable[..., TableWriter], spec: TargetSpec) -> None:
+        events = corpus_events(500, 99)
+        reference = reference_state(events)
+        rng = random.Random(99)
+        shares: list[list[ChangeEvent]] = [[], []]
+        for event in events:  # each event to one worker, some to both (a redelivery after a lease moved)
+            for worker in rng.sample((0, 1), rng.choice((1, 1, 1, 2))):
+                shares[worker].append(event)
+        sinks = [make_sink(), make_sink()]
+        sinks[0].ensure_table(events[0].key_types)
+        errors: list[BaseException] = []
+
+        def work(sink: TableWriter, share: list[ChangeEvent]) -> None:
+            try:
+                for start in range(0, len(share), 25):
+                    sink.apply(coalesce(share[start : start + 25]))
+            except BaseException as error:  # reported below, in the test's thread
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=pair) for pair in zip(sinks, shares, strict=True)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not errors, errors
+        assert self.items(spec) == self.expected(reference, sorted(events[0].key_types))

@@ -1,0 +1,127 @@
+"""parse_target: URL forms, --table overrides, TLS and timeouts, and no secret in any repr, log or error."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from kcl_relay.sink.target import CRATE_TIMEOUT_SECONDS, TargetError, TargetSpec, parse_target
+
+SECRET = "s3cr%40t"  # "s3cr@t", percent-encoded in the URL
+PLAIN_SECRET = "s3cr@t"
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        assert PLAIN_SECRET not in text and SECRET not in text and "s3cr" not in text
+
+
+def test_crate_path_names_schema_and_table() -> None:
+    spec = parse_target(f"crate://admin:{SECRET}@db.example.com:4200/testdrive/orders", None)
+    assert (spec.dialect, spec.schema, spec.table) == ("cratedb", "testdrive", "orders")
+    assert spec.url.drivername == "crate"
+    assert spec.url.database is None  # the table path is not part of the connection URL
+    assert spec.url.password == PLAIN_SECRET
+    assert dict(spec.connect_args) == {"timeout": CRATE_TIMEOUT_SECONDS}
+    assert spec.qualified_table == "testdrive.orders"
+    assert_no_secret(repr(spec), str(spec), spec.describe(), str(spec.url), repr(spec.url))
+    assert spec.describe() == "cratedb table testdrive.orders at crate://admin:***@db.example.com:4200"
+
+
+@pytest.mark.parametrize(
+    ("url", "table", "expected"),
+    [
+        ("crate://localhost:4200/", "orders", ("doc", "orders")),
+        ("crate://localhost:4200", "s.orders", ("s", "orders")),
+        ("crate://localhost:4200/myschema", "orders", ("myschema", "orders")),
+        ("crate://localhost:4200/a/b", "c", ("a", "c")),  # --table overrides the path's table
+        ("crate://localhost:4200/a/b", "x.c", ("x", "c")),
+        ("cratedb://localhost:4200/a/b", None, ("a", "b")),
+    ],
+)
+def test_crate_table_override(url: str, table: str | None, expected: tuple[str, str]) -> None:
+    spec = parse_target(url, table)
+    assert (spec.schema, spec.table) == expected
+
+
+@pytest.mark.parametrize("query", ["?ssl=true", "?sslmode=verify-full"])
+def test_crate_tls_keeps_certificate_verification(query: str) -> None:
+    spec = parse_target(f"crate://admin:{SECRET}@db.example.com:4200/doc/t{query}", None)
+    assert spec.url.query["sslmode"] == "verify-full"
+    assert "ssl" not in spec.url.query
+    # What the CrateDB dialect hands to the driver: https and verification on.
+    engine = spec.create_engine()
+    _, kwargs = engine.dialect.create_connect_args(engine.url)
+    kwargs.update(dict(spec.connect_args))
+    assert kwargs["sslmode"] == "verify-full" and kwargs["timeout"] == CRATE_TIMEOUT_SECONDS
+    assert kwargs["password"] == PLAIN_SECRET
+
+
+def test_crate_explicit_timeout_wins() -> None:
+    spec = parse_target("crate://localhost:4200/doc/t?timeout=5", None)
+    assert spec.connect_args == ()
+    assert spec.url.query["timeout"] == "5"
+
+
+def test_postgresql() -> None:
+    spec = parse_target(f"postgresql://relay:{SECRET}@127.0.0.1:5432/analytics", "events")
+    assert (spec.dialect, spec.schema, spec.table) == ("postgresql", "public", "events")
+    assert spec.url.drivername == "postgresql+psycopg"
+    assert spec.url.database == "analytics"
+    assert dict(spec.connect_args) == {"connect_timeout": 10}
+    assert parse_target("postgres://h/db", "cdc.events").qualified_table == "cdc.events"
+    assert_no_secret(repr(spec), spec.describe())
+
+
+def test_sqlite_ignores_schema() -> None:
+    spec = parse_target("sqlite:///tmp/relay.db", "main.events")
+    assert (spec.dialect, spec.schema, spec.table) == ("sqlite", None, "events")
+    assert spec.url.database == "tmp/relay.db"
+    assert spec.qualified_table == "events"
+
+
+@pytest.mark.parametrize(
+    ("url", "table", "message"),
+    [
+        ("crate://localhost:4200/doc", None, "no table"),
+        ("crate://localhost:4200/a/b/c", None, "path must be"),
+        (f"postgresql://u:{SECRET}@h/db", None, "no table"),
+        ("postgresql://h", "t", "must name the database"),
+        ("sqlite:///x.db", None, "no table"),
+        ("sqlite://", "t", "must name a database file"),
+        ("crate://localhost:4200/a/b", "s.", "--table must be"),
+    ],
+)
+def test_missing_parts_are_one_line_errors(url: str, table: str | None, message: str) -> None:
+    with pytest.raises(TargetError, match=message) as caught:
+        parse_target(url, table)
+    assert "\n" not in str(caught.value)
+    assert_no_secret(str(caught.value))
+    assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "url", [f"mysql://root:{SECRET}@h/db", f"postgresql+psycopg2://u:{SECRET}@h/db", "just-a-path.db", None, ""]
+)
+def test_unknown_scheme_lists_accepted_ones(url: str | None) -> None:
+    with pytest.raises(TargetError) as caught:
+        parse_target(url, "t")
+    message = str(caught.value)
+    assert "crate://" in message and "postgresql://" in message and "sqlite:///" in message
+    assert_no_secret(message)
+
+
+def test_unparsable_url_does_not_echo_it() -> None:
+    with pytest.raises(TargetError) as caught:
+        parse_target(f"crate://admin:{SECRET}@host:notaport/doc/t", None)
+    assert_no_secret(str(caught.value))
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_logging_a_spec_masks_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    spec = parse_target(f"crate://admin:{SECRET}@h:4200/doc/t", None)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("test").info("target %s / %r", spec, spec)
+    assert_no_secret(caplog.text)
+    assert isinstance(spec, TargetSpec)
