@@ -131,7 +131,7 @@ def shell(sql: str, target: str | None) -> None:
     from kcl_relay.sink import admin
 
     spec = _admin_target(target)
-    run_guarded(lambda: _print_rows(*admin.run_sql(spec, sql)))
+    run_guarded(lambda: _query(lambda: admin.run_sql(spec, sql, commit=True)))
 
 
 @cli.group()
@@ -147,7 +147,7 @@ def show_table(name: str, target: str | None) -> None:
     from kcl_relay.sink import admin
 
     spec = _admin_target(target, name)
-    run_guarded(lambda: _print_rows(*admin.show_table(spec, name)))
+    run_guarded(lambda: _query(lambda: admin.show_table(spec, name)))
 
 
 def _admin_target(target: str | None, table: str = "-") -> TargetSpec:
@@ -158,6 +158,19 @@ def _admin_target(target: str | None, table: str = "-") -> TargetSpec:
         return parse_target(url, table)
     except TargetError as error:
         fail(str(error))
+
+
+def _query(run: Callable[[], tuple[list[str], list[tuple]]]) -> int:
+    """Run a query for a person: its rows on stdout, or the database's complaint as one line and exit code 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        columns, rows = run()
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        click.echo(f"kcl-relay: error: {reason}", err=True)
+        return 1
+    return _print_rows(columns, rows)
 
 
 def _print_rows(columns: list[str], rows: list[tuple]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from kcl_relay.kcl.config import ProcessorConfig
@@ -39,7 +40,9 @@ def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
         raise SourceError(f"replay file not found: {path}")
 
     def sink_for(dynamodb_table: str | None):
-        return open_sink(target_for(target, dynamodb_table), tombstone_retention=spec.tombstone_retention)
+        return open_sink(
+            target_for(target, dynamodb_table), tombstone_retention=timedelta(seconds=spec.tombstone_retention)
+        )
 
     pipeline = Pipeline(sink_for, pipeline_options(spec))
     totals = FlushStats()

@@ -29,6 +29,12 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def postgresql_url(postgres_url: str) -> str:
+    """The same database under the dialect's name, for tests parametrized by dialect ("<dialect>_url")."""
+    return postgres_url
+
+
+@pytest.fixture(scope="session")
 def cratedb_url() -> str:
     url = os.environ.get(CRATEDB_ENV)
     if not url:

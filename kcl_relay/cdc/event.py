@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 Op = Literal["INSERT", "MODIFY", "REMOVE"]
 KeyType = Literal["S", "N", "B"]
@@ -79,11 +80,10 @@ class DeadLetter:
     failed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     @classmethod
-    def of(cls, record: RawRecord, reason: str) -> "DeadLetter":
+    def of(cls, record: RawRecord, reason: str) -> DeadLetter:
         return cls(
             raw=record.data.decode("utf-8", errors="replace"),
             reason=reason,
             shard_id=record.position.shard_id,
             sequence_number=record.position.sequence_number,
         )
-

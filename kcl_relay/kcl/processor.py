@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from amazon_kclpy import kcl
@@ -69,7 +70,7 @@ class RelayProcessor(processor.RecordProcessorBase):
 
     def _open_sink(self, dynamodb_table: str | None) -> Sink:
         target = target_for(self.target, dynamodb_table)
-        return open_sink(target, tombstone_retention=self.config.tombstone_retention)
+        return open_sink(target, tombstone_retention=timedelta(seconds=self.config.tombstone_retention))
 
     # KCL calls -------------------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from kcl_relay.source.url import SCHEME, SourceError, SourceSpec, parse_source
 INITIAL_POSITION = {
     "earliest": "TRIM_HORIZON",
     "latest": "LATEST",
-    "at-timestamp": "AT_TIMESTAMP",
+    "at-timestamp": "AT_TIMESTAMP",  # written as initialPositionInStreamExtended = EPOCH_SECONDS
     # The KCL knows no sequence-number start: it reads the shard from its beginning and the processor skips the
     # records before (or up to) that sequence number on the shard that holds it. See docs/options.md.
     "seqno-at": "TRIM_HORIZON",
@@ -45,6 +45,8 @@ def build_properties(spec: SourceSpec, application_name: str) -> dict[str, str]:
         "shardSyncIntervalMillis": str(round(spec.shard_sync_interval * 1000)),
     }
     if spec.timestamp:
+        # The KCL refuses initialPositionInStream = AT_TIMESTAMP: the extended key alone sets it, in epoch seconds.
+        del props["initialPositionInStream"]
         props["initialPositionInStreamExtended"] = str(int(spec.timestamp.timestamp()))
     if spec.worker_id:
         props["workerId"] = spec.worker_id

@@ -15,19 +15,20 @@ __all__ = ["format_rows", "run_sql", "show_table"]
 Rows = list[tuple[Any, ...]]
 
 
-def run_sql(spec: TargetSpec, sql: str) -> tuple[list[str], Rows]:
+def run_sql(spec: TargetSpec, sql: str, commit: bool = False) -> tuple[list[str], Rows]:
     """Run one statement on the target's database; returns (column names, rows), both empty without a result.
 
-    Meant for queries: on PostgreSQL and SQLite the transaction is rolled back, never committed. CrateDB has no
-    transactions, so there a statement that writes takes effect.
+    Without `commit` (queries of the relay's own tools), PostgreSQL and SQLite roll the transaction back; with it
+    (`kcl-relay shell`, a person's statement) it is committed. CrateDB has no transactions: a write takes effect.
     """
     engine = spec.create_engine(poolclass=NullPool)
     try:
         with engine.connect() as connection:
             result = connection.exec_driver_sql(sql)
-            if not result.returns_rows:
-                return [], []
-            return list(result.keys()), [tuple(row) for row in result]
+            columns, rows = (list(result.keys()), [tuple(row) for row in result]) if result.returns_rows else ([], [])
+            if commit:
+                connection.commit()
+            return columns, rows
     finally:
         engine.dispose()
 

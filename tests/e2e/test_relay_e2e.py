@@ -3,10 +3,7 @@ processor -> a real database. The oracle is a scan of the DynamoDB table."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,18 +12,14 @@ import pytest
 
 from kcl_relay.cdc.event import Item, canonical_key
 from kcl_relay.cdc.values import from_item
-from kcl_relay.kcl.daemon import SetupError, find_jars, find_java
 from kcl_relay.localaws.pump import PumpClients, StreamPump
 from kcl_relay.localaws.server import LocalAws
 from kcl_relay.localaws.workload import create_stream, create_table, run_workload, scan_items
 from kcl_relay.sink.target import parse_target
+from tests.support.e2e import app_name, missing_kcl, run_relay, source_url, state_dir
 from tests.support.tables import read_items, same_value
 
-try:
-    find_java(), find_jars()
-    MISSING_KCL = ""
-except SetupError as error:
-    MISSING_KCL = str(error)
+MISSING_KCL = missing_kcl()
 
 pytestmark = [
     pytest.mark.e2e,
@@ -36,8 +29,6 @@ pytestmark = [
 
 TABLE, STREAM = "orders", "orders-cdc"
 KEY_SCHEMA = (("tenant", "S"), ("id", "N"))
-# Short KCL intervals: a fresh lease table otherwise waits minutes before the first lease is taken.
-FAST = "once=true&shard-sync-interval=1&idle-sleep=0.2&failover-time=2"
 
 
 @dataclass
@@ -63,17 +54,12 @@ def source() -> Iterator[Source]:
         yield Source(aws=aws, events=put, oracle=oracle)
 
 
-def relay(source: Source, target_url: str, table: str) -> str:
+def relay(source: Source, target_url: str, table: str, app: str | None = None) -> str:
     """Run `kcl-relay load table` to completion (once=true); return its stderr."""
-    host = source.aws.endpoint_url.removeprefix("http://")
-    url = f"kinesis+dynamodb+cdc://{host}/{STREAM}?{FAST}&app=e2e-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-    done = subprocess.run(
-        [sys.executable, "-m", "kcl_relay", "load", "table", url, "--target", target_url, "--table", table],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
+    url = source_url(source.aws.endpoint_url, STREAM, once="true", app=app or app_name())
+    done = run_relay(url, target_url, table)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout == ""  # nothing but the protocol may reach a stdout, and ours stays quiet
+    assert done.stdout == ""  # our stdout stays quiet: the protocol channel is the processors' alone
     return done.stderr
 
 
@@ -98,14 +84,8 @@ def test_target_table_equals_dynamodb_scan(source: Source, target_url: str) -> N
 
 def test_second_run_resumes_from_checkpoints(source: Source, sqlite_url: str) -> None:
     """A second run of the same application applies nothing again: the first one checkpointed at the end."""
-    table = "orders_resume"
-    host = source.aws.endpoint_url.removeprefix("http://")
-    url = f"kinesis+dynamodb+cdc://{host}/{STREAM}?{FAST}&app=e2e-resume"
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-    command = [sys.executable, "-m", "kcl_relay", "load", "table", url, "--target", sqlite_url, "--table", table]
-    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "first records applied" not in second.stderr
-    assert "done: 0 records read, 0 events applied" in second.stderr
+    relay(source, sqlite_url, "orders_resume", app="e2e-resume")
+    second = relay(source, sqlite_url, "orders_resume", app="e2e-resume")
+    assert "first records applied" not in second
+    assert "done: 0 records read, 0 events applied" in second
+    assert "resuming after checkpoint" in (state_dir(second) / "processor.log").read_text()

@@ -1,0 +1,314 @@
+"""The command line through click's CliRunner: help, one-line usage errors, file replays into SQLite, queries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from kcl_relay.cdc.decode import DecodeError, decode
+from kcl_relay.cdc.event import ChangeEvent
+from kcl_relay.cli import EMBEDDED_DEFAULT, TARGET_ENV, cli
+from kcl_relay.sink.target import TargetSpec, parse_target
+from kcl_relay.source.replay import read_records
+from kcl_relay.source.url import OPTIONS, describe_options
+from tests.support.corpus import KEY_TYPES, make_corpus, write_ndjson
+from tests.support.reference import reference_state
+from tests.support.tables import read_items
+
+ORDERS = [
+    {
+        "eventName": "INSERT",
+        "eventSource": "aws:dynamodb",
+        "tableName": "orders",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1735689600000 + i,
+            "ApproximateCreationDateTimePrecision": "MILLISECOND",
+            "Keys": {"id": {"S": ident}},
+            "NewImage": {"id": {"S": ident}, "n": {"N": str(i)}, "tags": {"SS": ["x", "y"]}},
+        },
+    }
+    for i, ident in enumerate(("a", "b", "c"), start=1)
+]
+
+
+@pytest.fixture(autouse=True)
+def no_target_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(TARGET_ENV, raising=False)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), prog_name="kcl-relay", env=env)
+
+
+def assert_usage_error(result: Result, needle: str = "") -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("kcl-relay: error: ")
+    assert needle in lines[0]
+    assert result.stdout == ""
+    return lines[0]
+
+
+def decoded_events(path: Path) -> list[ChangeEvent]:
+    events = []
+    for record in read_records(path):
+        try:
+            events.append(decode(record))
+        except DecodeError:
+            continue
+    return events
+
+
+@pytest.fixture
+def orders_file(tmp_path: Path) -> Path:
+    return write_ndjson(tmp_path / "orders.ndjson", ORDERS)
+
+
+@pytest.fixture
+def loaded_db(tmp_path: Path, orders_file: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'relay.db'}"
+    result = run("load", "table", f"kinesis+dynamodb+cdc://{orders_file}", "--target", url, "--table", "t")
+    assert result.exit_code == 0, result.output
+    return url
+
+
+# ---- help -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        ((), ["load", "run", "shell", "show", "local", "--version"]),
+        (("load",), ["table"]),
+        (("load", "table"), ["SOURCE", "--target", "--table", "kinesis+dynamodb+cdc://"]),
+        (("run",), ["--properties", "--target", "--table"]),
+        (("shell",), ["--command", "--target"]),
+        (("show",), ["table"]),
+        (("show", "table"), ["SCHEMA.TABLE", "--target"]),
+        (("local",), []),
+    ],
+)
+def test_help(args: tuple[str, ...], needles: list[str]) -> None:
+    for flag in ("--help", "-h"):
+        result = run(*args, flag)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("Usage: kcl-relay")
+        for needle in needles:
+            assert needle in result.stdout
+
+
+def test_load_table_help_lists_every_source_option_with_its_default() -> None:
+    result = run("load", "table", "--help")
+    assert result.exit_code == 0
+    assert "Source options (?name=value&...):" in result.stdout
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    for line in describe_options().splitlines():
+        assert line in lines, f"--help lost or rewrapped {line!r}"
+    for name in OPTIONS:
+        assert any(line.startswith(f"{name}: ") for line in lines)
+    assert "batch-size: records per GetRecords (KCL maxRecords) and per database batch (default 100)" in lines
+    assert any(line.startswith("ttl: ") and line.endswith("(default delete)") for line in lines)
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert "version" in result.stdout
+
+
+# ---- usage errors: one line, exit code 2 ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "needle"),
+    [
+        ("https://aws/stream", "must start with kinesis+dynamodb+cdc://"),
+        ("kinesis+dynamodb+cdc://aws", "names no stream"),
+        ("kinesis+dynamodb+cdc://localhost:port/s", "bad port"),
+        ("kinesis+dynamodb+cdc://aws/s?batchsize=5", "unknown source option 'batchsize'; valid options: batch-size"),
+        ("kinesis+dynamodb+cdc://aws/s?batch-size=0", "bad value '0' for source option 'batch-size'"),
+        ("kinesis+dynamodb+cdc://aws/s?ttl=keep", "source option 'ttl'"),
+        ("kinesis+dynamodb+cdc://aws/s?start=seqno-at", "needs seqno="),
+    ],
+)
+def test_bad_source(source: str, needle: str) -> None:
+    assert_usage_error(run("load", "table", source, "--target", "sqlite:///x.db", "--table", "t"), needle)
+
+
+def test_bad_source_never_echoes_credentials() -> None:
+    line = assert_usage_error(run("load", "table", "kinesis+dynamodb+cdc://AKID:s3cretKEY@localhost:x/s"), "bad port")
+    assert "s3cretKEY" not in line
+
+
+def test_missing_table_with_a_postgresql_target() -> None:
+    result = run("load", "table", "kinesis+dynamodb+cdc://aws/s", "--target", "postgresql://relay@localhost/db")
+    assert_usage_error(result, "no table")
+
+
+def test_missing_table_with_a_postgresql_target_from_the_environment() -> None:
+    result = run("load", "table", "kinesis+dynamodb+cdc://aws/s", env={TARGET_ENV: "postgresql://relay@localhost/db"})
+    assert_usage_error(result, "no table")
+
+
+@pytest.mark.parametrize(
+    ("target", "needle"),
+    [("mysql://x@localhost/db", "unsupported target 'mysql://'"), ("sqlite://", "must name a database file")],
+)
+def test_bad_target(target: str, needle: str) -> None:
+    result = run("load", "table", "kinesis+dynamodb+cdc://aws/s", "--target", target, "--table", "t")
+    assert_usage_error(result, needle)
+
+
+def test_replay_of_a_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.ndjson"
+    result = run(
+        "load",
+        "table",
+        f"kinesis+dynamodb+cdc://{missing}",
+        "--target",
+        f"sqlite:///{tmp_path / 'x.db'}",
+        "--table",
+        "t",
+    )
+    assert_usage_error(result, f"replay file not found: {missing}")
+    assert not (tmp_path / "x.db").exists(), "nothing started"
+
+
+def test_run_with_a_missing_properties_file(tmp_path: Path) -> None:
+    assert_usage_error(run("run", "--properties", str(tmp_path / "nope.properties")), "properties file not found")
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("applicationName = app\n", "names no streamName"),
+        ("streamName = s\n", "names no applicationName"),
+        ("streamName = s\napplicationName = app\nkclrelay.ttl = keep\n", "source option 'ttl'"),
+        ("streamName = s\napplicationName = app\nkclrelay.nope = 1\n", "unknown source option 'nope'"),
+        ("streamName = s\napplicationName = app\nmaxRecords = many\n", "batch-size"),
+    ],
+)
+def test_run_with_a_bad_properties_file(tmp_path: Path, content: str, needle: str) -> None:
+    path = tmp_path / "kcl.properties"
+    path.write_text(content)
+    assert_usage_error(run("run", "--properties", str(path), "--target", "sqlite:///x.db", "--table", "t"), needle)
+
+
+# ---- replay into SQLite ---------------------------------------------------------------------------------------
+
+
+def test_replay_of_a_file_into_sqlite(tmp_path: Path) -> None:
+    path = write_ndjson(tmp_path / "x.ndjson", make_corpus(300, seed=11))
+    url = f"sqlite:///{tmp_path / 'relay.db'}"
+    result = run("load", "table", f"kinesis+dynamodb+cdc://{path}?batch-size=17", "--target", url, "--table", "t")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "replayed 300 records from" in result.stderr
+    items = read_items(parse_target(url, "t"), KEY_TYPES)
+    assert items and items == reference_state(decoded_events(path))
+
+
+def test_replay_into_a_target_that_fails_exits_1(tmp_path: Path, orders_file: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
+    result = run("load", "table", f"kinesis+dynamodb+cdc://{orders_file}", "--target", url, "--table", "t")
+    assert result.exit_code == 1
+    assert "kcl-relay: error: the target failed after 0 records" in result.stderr
+
+
+def test_replay_with_the_target_from_the_environment(tmp_path: Path, orders_file: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    result = run("load", "table", f"kinesis+dynamodb+cdc://{orders_file}", "--table", "t", env={TARGET_ENV: url})
+    assert result.exit_code == 0, result.output
+    assert "embedded default" not in result.stderr
+    assert set(read_items(parse_target(url, "t"), {"id": "S"})) == {'{"id":"a"}', '{"id":"b"}', '{"id":"c"}'}
+
+
+def test_embedded_default(tmp_path: Path, orders_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("load", "table", f"kinesis+dynamodb+cdc://{orders_file}")
+    assert result.exit_code == 0, result.output
+    assert (
+        f"kcl-relay: no --target and no {TARGET_ENV}: using the embedded default {EMBEDDED_DEFAULT} (table orders)"
+        in result.stderr.splitlines()
+    )
+    database = tmp_path / "kcl-relay.sqlite"
+    assert database.is_file()
+    spec: TargetSpec = parse_target(f"sqlite:///{database}", "orders")
+    assert len(read_items(spec, {"id": "S"})) == 3
+
+
+# ---- shell and show table -------------------------------------------------------------------------------------
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_shell_prints_json_lines(loaded_db: str) -> None:
+    result = run("shell", "--command", "SELECT pk, data, cdc_event FROM t ORDER BY pk", "--target", loaded_db)
+    assert result.exit_code == 0, result.output
+    assert json_lines(result.stdout) == [
+        {"pk": {"id": "a"}, "data": {"n": 1, "tags": ["x", "y"]}, "cdc_event": "INSERT"},
+        {"pk": {"id": "b"}, "data": {"n": 2, "tags": ["x", "y"]}, "cdc_event": "INSERT"},
+        {"pk": {"id": "c"}, "data": {"n": 3, "tags": ["x", "y"]}, "cdc_event": "INSERT"},
+    ]
+    assert result.stderr.splitlines() == ["(3 rows)"]
+
+
+def test_shell_with_a_statement_without_rows(loaded_db: str) -> None:
+    result = run("shell", "--command", 'DELETE FROM t WHERE pk = \'{"id":"a"}\'', "--target", loaded_db)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    count = run("shell", "--command", "SELECT count(*) AS n FROM t", "--target", loaded_db)
+    assert json_lines(count.stdout) == [{"n": 2}]
+
+
+def test_shell_sql_error_is_one_line(loaded_db: str) -> None:
+    result = run("shell", "--command", "SELECT * FROM no_such_table", "--target", loaded_db)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == ["kcl-relay: error: no such table: no_such_table"]
+
+
+def test_shell_takes_the_target_from_the_environment(loaded_db: str) -> None:
+    result = run("shell", "--command", "SELECT count(*) AS n FROM t", env={TARGET_ENV: loaded_db})
+    assert result.exit_code == 0
+    assert json_lines(result.stdout) == [{"n": 3}]
+
+
+def test_shell_without_target() -> None:
+    assert_usage_error(run("shell", "--command", "SELECT 1"), f"no --target and no {TARGET_ENV}")
+
+
+def test_show_table_prints_json_lines(loaded_db: str) -> None:
+    result = run("show", "table", "t", "--target", loaded_db)
+    assert result.exit_code == 0, result.output
+    rows = json_lines(result.stdout)
+    assert len(rows) == 3
+    assert {column for row in rows for column in row} >= {"pk", "data", "aux", "cdc_version", "cdc_order", "cdc_event"}
+    assert sorted(row["pk"]["id"] for row in rows) == ["a", "b", "c"]
+    assert all(row["aux"] == {} for row in rows)
+    assert result.stderr.splitlines() == ["(3 rows)"]
+
+
+def test_show_table_with_a_schema_name_on_sqlite(loaded_db: str) -> None:
+    result = run("show", "table", "main.t", "--target", loaded_db)
+    assert result.exit_code == 0, result.output
+    assert len(json_lines(result.stdout)) == 3
+
+
+def test_show_dead_letters(tmp_path: Path) -> None:
+    path = tmp_path / "bad.ndjson"
+    path.write_text(json.dumps(ORDERS[0]) + "\nnot json\n")
+    url = f"sqlite:///{tmp_path / 'relay.db'}"
+    assert run("load", "table", f"kinesis+dynamodb+cdc://{path}", "--target", url, "--table", "t").exit_code == 0
+    result = run("show", "table", "t__deadletters", "--target", url)
+    assert result.exit_code == 0, result.output
+    (letter,) = json_lines(result.stdout)
+    assert letter["raw"] == "not json"
+    assert letter["reason"].startswith("undecodable: not JSON")
+    assert (letter["shard_id"], letter["sequence_number"]) == ("file:bad.ndjson", "2")

@@ -1,0 +1,222 @@
+"""The supervisor's pieces that run without Java: caught_up, progress lines, the state directory."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kcl_relay.kcl.supervisor as supervisor
+from kcl_relay.kcl.status import ShardStatus, read_statuses, write_status
+from kcl_relay.kcl.supervisor import PROGRESS_INTERVAL, Progress, caught_up, make_state_dir
+
+A, B, C = "shardId-000000000000", "shardId-000000000001", "shardId-000000000002"
+
+
+def status(shard: str, **fields: Any) -> ShardStatus:
+    return ShardStatus(shard_id=shard, **fields)
+
+
+# ---- caught_up ------------------------------------------------------------------------------------------------
+
+
+def test_caught_up_needs_every_open_shard() -> None:
+    statuses = {A: status(A, caught_up=True), B: status(B, caught_up=True)}
+    assert caught_up(statuses, {A, B})
+    assert not caught_up(statuses, {A, B, C}), "a shard without status is not caught up"
+    assert not caught_up({A: status(A, caught_up=True), B: status(B)}, {A, B})
+
+
+def test_an_ended_shard_counts_as_caught_up() -> None:
+    assert caught_up({A: status(A, ended=True), B: status(B, caught_up=True)}, {A, B})
+
+
+def test_no_open_shards_is_never_caught_up() -> None:
+    assert not caught_up({A: status(A, caught_up=True)}, set())
+    assert not caught_up({}, set())
+
+
+def test_statuses_of_other_shards_do_not_matter() -> None:
+    assert caught_up({A: status(A, caught_up=True), B: status(B)}, {A})
+
+
+def test_caught_up_from_status_files(tmp_path: Path) -> None:
+    write_status(tmp_path, status(A, caught_up=True, applied=3))
+    write_status(tmp_path, status(B, ended=True))
+    statuses = read_statuses(tmp_path)
+    assert set(statuses) == {A, B} and statuses[A].applied == 3
+    assert caught_up(statuses, {A, B})
+
+
+# ---- Progress -------------------------------------------------------------------------------------------------
+
+
+class FakeTime:
+    """monotonic() and time() that only move when told to."""
+
+    def __init__(self) -> None:
+        self.mono = 50.0
+        self.wall = 1_000.0
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return self.wall
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    fake = FakeTime()
+    monkeypatch.setattr(supervisor, "time", fake)
+    return fake
+
+
+def stderr_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    captured = capsys.readouterr()
+    assert captured.out == "", "progress never goes to stdout"
+    return captured.err.splitlines()
+
+
+def test_nothing_before_the_interval(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
+    progress = Progress()
+    clock.advance(PROGRESS_INTERVAL - 0.1)
+    progress.report({A: status(A, applied=10)})
+    assert stderr_lines(capsys) == []
+
+
+def test_waiting_for_leases(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
+    progress = Progress()
+    clock.advance(PROGRESS_INTERVAL)
+    progress.report({})
+    assert stderr_lines(capsys) == [
+        "kcl-relay: waiting for shard leases (a fresh lease table costs the KCL up to a minute)"
+    ]
+
+
+def test_progress_line(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
+    progress = Progress()
+    clock.advance(PROGRESS_INTERVAL)
+    statuses = {
+        A: status(A, applied=100, records=120, dead_letters=2, millis_behind=1200),
+        B: status(B, applied=50, records=50, dead_letters=1, millis_behind=300),
+        C: status(C, applied=0, ended=True, millis_behind=99_999),  # an ended shard has no lag
+    }
+    progress.report(statuses)
+    assert stderr_lines(capsys) == ["kcl-relay: 150 events applied (30/s), lag 1200 ms, 3 shards, 3 dead letters"]
+    clock.advance(2 * PROGRESS_INTERVAL)
+    statuses[A].applied = 250
+    progress.report(statuses)
+    assert stderr_lines(capsys) == ["kcl-relay: 300 events applied (15/s), lag 1200 ms, 3 shards, 3 dead letters"]
+
+
+def test_lag_unknown(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
+    progress = Progress()
+    clock.advance(PROGRESS_INTERVAL)
+    progress.report({A: status(A), B: status(B, ended=True, millis_behind=5)})
+    assert stderr_lines(capsys) == ["kcl-relay: 0 events applied (0/s), lag unknown, 2 shards, 0 dead letters"]
+
+
+def test_first_records_applied_once(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
+    progress = Progress()
+    clock.advance(1.0)
+    statuses = {A: status(A, applied=5, first_applied_at=1_002.5), B: status(B, applied=1, first_applied_at=1_000.5)}
+    progress.report(statuses)
+    assert stderr_lines(capsys) == ["kcl-relay: first records applied 0.5 s after start"]
+    clock.advance(1.0)
+    progress.report(statuses)
+    assert stderr_lines(capsys) == []
+
+
+def test_final_summary(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
+    progress = Progress()
+    clock.advance(1.0)
+    statuses = {A: status(A, applied=80, records=100, dead_letters=4, first_applied_at=1_000.5)}
+    progress.report(statuses)
+    clock.advance(1.0)
+    progress.report(statuses, final=True)
+    lines = stderr_lines(capsys)
+    assert lines[0] == "kcl-relay: first records applied 0.5 s after start"
+    assert lines[1].startswith("kcl-relay: done: 100 records read, 80 events applied, 4 dead letters; ")
+    assert lines[1].endswith(" records/s from the first applied record to the last")
+
+
+def test_final_summary_without_anything_applied(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
+    progress = Progress()
+    clock.advance(30)
+    progress.report({A: status(A, caught_up=True)}, final=True)
+    assert stderr_lines(capsys) == ["kcl-relay: done: 0 records read, 0 events applied, 0 dead letters"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: supervisor.py Progress.report sets last_change_at whenever applied != self.last_applied, but "
+    "last_applied is only updated every PROGRESS_INTERVAL (and never by the final report), so the 'last applied "
+    "record' time drifts to later polls, up to the final report after the JVM shut down, and the records/s of the "
+    "summary comes out far too low; track the applied count seen on the previous call instead",
+)
+def test_final_throughput_counts_until_the_last_applied_record(
+    clock: FakeTime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    progress = Progress()  # wall clock 1000.0
+    clock.advance(1.0)  # 1001.0: all 200 records applied between 1000.5 and 1001.0
+    statuses = {A: status(A, applied=200, records=200, first_applied_at=1_000.5)}
+    progress.report(statuses)
+    for _ in range(6):  # nothing changes any more; the supervisor keeps polling
+        clock.advance(0.5)
+        progress.report(statuses)
+    clock.advance(20.0)  # graceful stop of the JVM
+    progress.report(statuses, final=True)
+    summary = stderr_lines(capsys)[-1]
+    assert summary.endswith("; 400 records/s from the first applied record to the last")
+
+
+# ---- make_state_dir -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_state_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KCL_RELAY_STATE_DIR", raising=False)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+
+
+@pytest.mark.usefixtures("no_state_env")
+def test_state_dir_honours_kcl_relay_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = tmp_path / "nested" / "state"
+    monkeypatch.setenv("KCL_RELAY_STATE_DIR", str(base))
+    first = make_state_dir("kcl-relay-cdc-orders")
+    second = make_state_dir("kcl-relay-cdc-orders")
+    assert first.parent == base == second.parent
+    assert first != second, "two workers never share a state directory"
+    assert first.is_dir() and second.is_dir()
+    assert first.name.startswith("kcl-relay-kcl-relay-cdc-orders-")
+
+
+@pytest.mark.usefixtures("no_state_env")
+def test_state_dir_takes_systemds_state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "systemd"))
+    assert make_state_dir("app").parent == tmp_path / "systemd"
+    monkeypatch.setenv("KCL_RELAY_STATE_DIR", str(tmp_path / "ours"))
+    assert make_state_dir("app").parent == tmp_path / "ours", "ours wins"
+
+
+@pytest.mark.usefixtures("no_state_env")
+def test_state_dir_defaults_to_the_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("KCL_RELAY_STATE_DIR", "")  # empty: not set
+    made = make_state_dir("app")
+    assert made.parent == tmp_path and made.is_dir()
+
+
+@pytest.mark.usefixtures("no_state_env")
+def test_state_dir_prefix_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KCL_RELAY_STATE_DIR", str(tmp_path))
+    made = make_state_dir("a" * 255)
+    assert made.name.startswith("kcl-relay-" + "a" * 40 + "-")
+    assert "a" * 41 not in made.name
