@@ -93,14 +93,19 @@ class Pipeline:
         """Full, or the oldest staged record has waited buffer-time."""
         if not self._staged:
             return False
-        waited = self.clock() - (self._oldest or self.clock())
+        waited = 0.0 if self._oldest is None else self.clock() - self._oldest
         return len(self._staged) >= self.options.batch_size or waited >= self.options.buffer_time
 
     def flush(self) -> FlushStats:
-        staged, self._staged, self._oldest = self._staged, [], None
+        """Write everything staged; on failure it stays staged (a retry by the caller loses nothing)."""
+        if not self._staged:
+            return FlushStats()
+        stats = self._write(self._staged)
+        self._staged, self._oldest = [], None
+        return stats
+
+    def _write(self, staged: list[RawRecord]) -> FlushStats:
         stats = FlushStats(records=len(staged))
-        if not staged:
-            return stats
         letters: list[DeadLetter] = []
         by_sink: dict[str | None, list[ChangeEvent]] = {}
         for record in staged:

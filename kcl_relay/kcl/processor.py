@@ -104,9 +104,10 @@ class RelayProcessor(processor.RecordProcessorBase):
         if self.pipeline.due():
             self._flush_and_checkpoint(process_records_input.checkpointer)
         self.status.millis_behind = process_records_input.millis_behind_latest
+        was_caught_up = self.status.caught_up
         caught_up = not process_records_input.records and not self.pipeline.pending
         self.status.caught_up = caught_up and process_records_input.millis_behind_latest == 0
-        self._write_status()
+        self._write_status(force=self.status.caught_up != was_caught_up)  # once=true must never act on a stale one
 
     def lease_lost(self, lease_lost_input) -> None:
         # Another worker owns the shard now and resumes from the last checkpoint: drop what is staged, never checkpoint.

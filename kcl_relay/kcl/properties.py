@@ -60,8 +60,22 @@ def build_properties(spec: SourceSpec, application_name: str) -> dict[str, str]:
     return props
 
 
+ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\f": "\\f"}
+UNESCAPES = {"n": "\n", "r": "\r", "t": "\t", "f": "\f"}
+
+
+def _escape(text: str, is_key: bool) -> str:
+    """java.util.Properties escaping: a value can never end its line or start another property."""
+    escaped = "".join(ESCAPES.get(char, char) for char in text)
+    if is_key:
+        escaped = "".join(f"\\{char}" if char in "=: #!" else char for char in escaped)
+    elif escaped[:1] in (" ", "\t"):
+        escaped = "\\" + escaped
+    return escaped
+
+
 def render(props: dict[str, str]) -> str:
-    return "".join(f"{key} = {value}\n" for key, value in props.items())
+    return "".join(f"{_escape(key, True)} = {_escape(value, False)}\n" for key, value in props.items())
 
 
 def write_properties(path: Path, props: dict[str, str]) -> Path:
@@ -74,17 +88,56 @@ def write_properties(path: Path, props: dict[str, str]) -> Path:
 
 
 def read_properties(path: Path) -> dict[str, str]:
-    """Read a Java properties file (key = value, # and ! comments); enough for KCL multilang files."""
+    """Read a Java properties file: comments (# !), separators = : or blanks, escapes, continued lines."""
     props: dict[str, str] = {}
+    logical = ""
     for line in path.read_text().splitlines():
-        stripped = line.strip()
-        if not stripped or stripped[0] in "#!":
+        stripped = line.lstrip()
+        if not logical and (not stripped or stripped[0] in "#!"):
             continue
-        key, sep, value = stripped.partition("=")
-        if not sep:
-            key, _, value = stripped.partition(":")
-        props[key.strip()] = value.strip()
+        trailing = len(stripped) - len(stripped.rstrip("\\"))
+        if trailing % 2:  # an odd number of backslashes continues the line
+            logical += stripped[:-1]
+            continue
+        key, value = _split_property(logical + stripped)
+        props[key] = value
+        logical = ""
+    if logical:
+        key, value = _split_property(logical)
+        props[key] = value
     return props
+
+
+def _split_property(line: str) -> tuple[str, str]:
+    key: list[str] = []
+    index = 0
+    while index < len(line):  # the key ends at the first unescaped separator
+        char = line[index]
+        if char == "\\" and index + 1 < len(line):
+            key.append(UNESCAPES.get(line[index + 1], line[index + 1]))
+            index += 2
+            continue
+        if char in "=: \t\f":
+            break
+        key.append(char)
+        index += 1
+    rest = line[index:].lstrip(" \t\f")
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:].lstrip(" \t\f")
+    return "".join(key), _unescape(rest.rstrip())  # unlike Java, forgive trailing blanks: they are never meant
+
+
+def _unescape(text: str) -> str:
+    out: list[str] = []
+    index = 0
+    while index < len(text):
+        if text[index] == "\\" and index + 1 < len(text):
+            out.append(UNESCAPES.get(text[index + 1], text[index + 1]))
+            index += 2
+        else:
+            out.append(text[index])
+            index += 1
+    return "".join(out)
 
 
 RELAY_PREFIX = "kclrelay."
@@ -130,9 +183,13 @@ def spec_from_properties(props: dict[str, str]) -> tuple[SourceSpec, dict[str, s
                 options[option] = convert(kcl_props[key])
             except ValueError:
                 raise SourceError(f"bad value {kcl_props[key]!r} for {key} in the properties file") from None
+    if "timestamp" in options:  # the KCL's own way to start at a time: the extended key alone
+        options["start"] = "at-timestamp"
     options.update({key: value for key, value in relay_props.items() if key != "table"})
     endpoint = kcl_props.get("kinesisEndpoint")
     host = urlsplit(endpoint).netloc if endpoint else "aws"
+    if endpoint and (not host or urlsplit(endpoint).scheme not in ("http", "https")):
+        raise SourceError(f"kinesisEndpoint must be an http:// or https:// URL, got {endpoint!r}")
     spec = parse_source(f"{SCHEME}://{host}/{quote(stream)}?{urlencode(options)}")
     if endpoint:
         spec = dataclasses.replace(spec, endpoint_url=endpoint)  # keep the user's scheme (http or https)

@@ -56,7 +56,8 @@ class Progress:
         self.started = time.monotonic()
         self.started_wall = time.time()
         self.last_report = self.started
-        self.last_applied = 0
+        self.last_applied = 0  # at the last progress line
+        self.previous_applied = 0  # at the last call
         self.first_applied_at: float | None = None  # wall clock, from the processors
         self.last_change_at: float | None = None  # wall clock of the last increase seen
 
@@ -67,8 +68,9 @@ class Progress:
         if firsts and self.first_applied_at is None:
             self.first_applied_at = min(firsts)
             say(f"first records applied {self.first_applied_at - self.started_wall:.1f} s after start")
-        if applied != self.last_applied:
+        if applied != self.previous_applied:
             self.last_change_at = time.time()
+            self.previous_applied = applied
         if final:
             self._summary(statuses, applied)
             return

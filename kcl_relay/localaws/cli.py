@@ -65,7 +65,7 @@ def _endpoint_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-@click.group("local")
+@click.group("local", context_settings={"help_option_names": ["-h", "--help"]})
 def local() -> None:
     """Local AWS emulators (moto under hypercorn) for demos and tests: Kinesis, DynamoDB (+ Streams), CloudWatch."""
 

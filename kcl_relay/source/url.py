@@ -17,8 +17,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 SCHEME = "kinesis+dynamodb+cdc"
 START_POSITIONS = ("earliest", "latest", "seqno-at", "seqno-after", "at-timestamp")
 TTL_MODES = ("delete", "ignore")
-STREAM_NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
-APP_NAME = re.compile(r"^[a-zA-Z0-9_.-]{3,255}$")  # the KCL's lease table is named after the application
+STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in a value: it would reach the KCL properties file
+APP_NAME = re.compile(r"[a-zA-Z0-9_.-]{3,255}")  # the KCL's lease table is named after the application
 
 
 class SourceError(ValueError):
@@ -109,7 +110,7 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
 
 
 def _seqno(text: str) -> str:
-    if not text.isdigit() or len(text) > 128:
+    if not (text.isascii() and text.isdigit()) or len(text) > 128:
         raise ValueError("expected a Kinesis sequence number (digits)")
     return text
 
@@ -124,7 +125,7 @@ def _timestamp(text: str) -> datetime:
 
 def _name(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
-        if not pattern.match(text):
+        if not pattern.fullmatch(text):
             raise ValueError(f"not a valid {what}")
         return text
 
@@ -146,17 +147,21 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     ),
     "create": ("create", _bool, "create the Kinesis stream upfront when missing, wait until ACTIVE"),
     "create-shards": ("create_shards", _positive_int(500), "shard count of a stream made by create=true"),
-    "region": ("region", _name(re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$"), "AWS region"), "AWS region"),
+    "region": ("region", _name(re.compile(r"[a-z]{2}(-[a-z]+)+-\d"), "AWS region"), "AWS region"),
     "start": ("start", _choice(START_POSITIONS), "where to start on a shard without checkpoint"),
     "seqno": ("seqno", _seqno, "sequence number for start=seqno-at / seqno-after"),
     "timestamp": ("timestamp", _timestamp, "ISO-8601 time for start=at-timestamp"),
     "idle-sleep": ("idle_sleep", _seconds, "seconds to wait after an empty read (KCL idleTimeBetweenReadsInMillis)"),
     "buffer-time": ("buffer_time", _seconds, "seconds to buffer records before writing them to the database"),
     "once": ("once", _bool, "stop, exit 0, once every shard is caught up"),
-    "app": ("app", _name(APP_NAME, "application name (3-255 of a-z A-Z 0-9 _ . -)"), "KCL application name"),
+    "app": (
+        "app",
+        _name(APP_NAME, "application name (3-255 of a-z A-Z 0-9 _ . -)"),
+        "KCL application name, i.e. its lease table; by default derived: kcl-relay-STREAM-TABLE",
+    ),
     "worker-id": ("worker_id", _text, "KCL worker id (default: host name and a random suffix)"),
     "failover-time": ("failover_time", _seconds, "seconds before a dead worker's leases are taken over"),
-    "max-leases": ("max_leases", _positive_int(100000), "at most this many shards per worker"),
+    "max-leases": ("max_leases", _positive_int(100000), "at most this many shards per worker; by default no limit"),
     "shard-sync-interval": ("shard_sync_interval", _seconds, "seconds between shard discoveries"),
     "ttl": ("ttl", _choice(TTL_MODES), "TTL expiries (REMOVE by dynamodb.amazonaws.com): delete the row or ignore"),
     "route-tables": ("route_tables", _bool, "write each DynamoDB table's records into a target table of its name"),
@@ -170,8 +175,13 @@ def parse_source(url: str) -> SourceSpec:
     parts = urlsplit(url)
     if parts.scheme != SCHEME:
         raise SourceError(f"source URL must start with {SCHEME}://, got {parts.scheme or 'no scheme'}://")
+    if "@" in parts.path:
+        # An unencoded "/" in a secret ends the host early: say so without echoing any part of it.
+        raise SourceError("source URL credentials must be URL-encoded (/ as %2F, @ as %40, : as %3A)")
     values: dict[str, Any] = {}
     for name, raw in parse_qsl(parts.query, keep_blank_values=True):
+        if CONTROL.search(raw):
+            raise SourceError(f"source option {name!r} holds a control character")
         if name not in OPTIONS:
             raise SourceError(f"unknown source option {name!r}; valid options: {', '.join(OPTIONS)}")
         attr, parser, _help = OPTIONS[name]
@@ -184,6 +194,8 @@ def parse_source(url: str) -> SourceSpec:
         host, port = parts.hostname, parts.port
     except ValueError:
         raise SourceError(f"bad port in source URL host {parts.netloc.rsplit('@', 1)[-1]!r}") from None
+    if parts.username is not None and not parts.username:
+        raise SourceError("source URL credentials must be KEY:SECRET with a non-empty KEY")
     if not host:
         if not parts.path or parts.path == "/":
             raise SourceError("source URL names no host and no file: use HOST/STREAM or /ABS/PATH.ndjson")
@@ -192,11 +204,12 @@ def parse_source(url: str) -> SourceSpec:
         stream = unquote(parts.path.lstrip("/"))
         if not stream:
             raise SourceError("source URL names no stream: kinesis+dynamodb+cdc://HOST/STREAM")
-        if not STREAM_NAME.match(stream):
+        if not STREAM_NAME.fullmatch(stream):
             raise SourceError(f"bad stream name {stream!r}: 1-128 of a-z A-Z 0-9 _ . -")
         values["stream"] = stream
         if host != "aws":  # emulators and LocalStack speak plain HTTP on loopback
-            values["endpoint_url"] = f"http://{host}:{port}" if port else f"http://{host}"
+            netloc = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+            values["endpoint_url"] = f"http://{netloc}:{port}" if port else f"http://{netloc}"
         if parts.username is not None:
             if not parts.password:
                 raise SourceError("source URL credentials must be KEY:SECRET")

@@ -178,12 +178,6 @@ def test_buffer_time_zero_is_due_at_once() -> None:
     assert pipeline.due()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pipeline.py Pipeline.due() computes `self.clock() - (self._oldest or self.clock())`: a record "
-    "staged at clock time 0.0 counts as 'no record yet', so buffer-time never expires; use "
-    "`if self._oldest is None` instead of `or`",
-)
 def test_due_by_buffer_time_with_a_clock_starting_at_zero() -> None:
     clock = Clock(0.0)
     pipeline = Pipeline(FakeSinks(), PipelineOptions(batch_size=100, buffer_time=0.5), clock=clock)

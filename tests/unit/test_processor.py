@@ -411,13 +411,6 @@ def test_caught_up_is_written_at_once(make: Callable[..., RelayProcessor], state
     assert status.caught_up and status.applied == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: processor.py _write_status writes only when forced, after STATUS_INTERVAL or while caught_up: "
-    "after an empty read at the tip (caught_up true, written) a read with new records sets caught_up false but the "
-    "file keeps saying caught_up for up to a second, so once=true can stop with records still buffered; write "
-    "whenever caught_up changes",
-)
 def test_caught_up_is_withdrawn_at_once(
     make: Callable[..., RelayProcessor], state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

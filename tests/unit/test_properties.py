@@ -144,19 +144,16 @@ def test_no_property_holds_the_credentials() -> None:
     assert props["AwsCredentialsProvider"] == "DefaultCredentialsProvider"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: properties.py render() writes values verbatim, so a newline (or backslash) in a value, e.g. "
-    "worker-id=a%0AexecutableName%3D... (accepted by url.py _text), injects a property into the KCL file; "
-    "escape per java.util.Properties (\\n, \\\\, leading blanks) or refuse control characters",
-)
 def test_values_cannot_inject_properties(tmp_path: Path) -> None:
-    spec = parse_source(f"{AWS}?worker-id=w%0AexecutableName%3D/bin/evil")
-    props = build_properties(spec, "app-x")
-    assert props["workerId"] == "w\nexecutableName=/bin/evil"
+    # The URL refuses control characters outright; render() escapes whatever reaches it all the same.
+    with pytest.raises(SourceError, match="control character"):
+        parse_source(f"{AWS}?worker-id=w%0AexecutableName%3D/bin/evil")
+    props = build_properties(parse_source(AWS), "app-x")
+    props["workerId"] = "w\nexecutableName=/bin/evil\\"
     written = read_properties(write_properties(tmp_path / "kcl.properties", props))
     assert written["executableName"] == PROCESSOR_COMMAND
     assert written["workerId"] == props["workerId"]
+    assert written == props
 
 
 # ---- write / read ---------------------------------------------------------------------------------------------
@@ -207,11 +204,6 @@ def test_read_properties_syntax(tmp_path: Path) -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: properties.py read_properties splits on the first '=' before trying ':', so `key: a=b` "
-    "becomes key 'key: a' -> 'b'; java.util.Properties splits on the first of '=', ':' (or blank)",
-)
 def test_read_properties_first_separator_wins(tmp_path: Path) -> None:
     path = tmp_path / "x.properties"
     path.write_text("workerId: host=1\n")
@@ -289,12 +281,6 @@ def test_at_timestamp_keys() -> None:
     assert spec.timestamp == datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: properties.py spec_from_properties maps initialPositionInStreamExtended to timestamp= but leaves "
-    "start at earliest, so the KCL's own way to start at a time (only initialPositionInStreamExtended, see the KCL "
-    "sample properties) is refused with 'timestamp= needs start=at-timestamp'; it should imply start=at-timestamp",
-)
 def test_extended_position_alone_means_at_timestamp() -> None:
     spec, _, _ = spec_from_properties({**MINIMAL, "initialPositionInStreamExtended": "1795773600"})
     assert spec.start == "at-timestamp"
@@ -338,12 +324,6 @@ def test_kinesis_endpoint_keeps_its_scheme(endpoint: str) -> None:
     assert kcl_props["kinesisEndpoint"] == endpoint
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: properties.py spec_from_properties takes urlsplit(kinesisEndpoint).netloc as the host; for an "
-    "endpoint without scheme ('localhost:4566') that is '', so the URL becomes kinesis+dynamodb+cdc:///STREAM, a "
-    "FILE replay (stream None, path '/STREAM'); it must raise SourceError or keep the stream",
-)
 def test_kinesis_endpoint_without_scheme_is_no_file_source() -> None:
     try:
         spec, _, _ = spec_from_properties({**MINIMAL, "kinesisEndpoint": "localhost:4566"})
@@ -408,12 +388,6 @@ def test_build_then_read_back(tmp_path: Path, base: str, query: str) -> None:
     assert again == spec
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: properties.py spec_from_properties does not read what build_properties writes for "
-    "start=at-timestamp (initialPositionInStreamExtended without initialPositionInStream): 'timestamp= needs "
-    "start=at-timestamp'; an initialPositionInStreamExtended key should imply start=at-timestamp",
-)
 def test_build_then_read_back_at_timestamp(tmp_path: Path) -> None:
     spec = parse_source(f"{AWS}?start=at-timestamp&timestamp=2026-11-27T10:00:00Z&app=relay-app")
     path = write_properties(tmp_path / "kcl.properties", build_properties(spec, "relay-app"))

@@ -61,11 +61,6 @@ def test_any_other_host_is_one_plain_http_endpoint(url: str, endpoint: str) -> N
     assert not spec.is_file
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: url.py parse_source builds f'http://{host}:{port}' from urlsplit().hostname, which drops the "
-    "brackets of an IPv6 literal: [::1]:4566 becomes the unusable endpoint http://::1:4566",
-)
 def test_ipv6_host_keeps_its_brackets() -> None:
     assert parse_source("kinesis+dynamodb+cdc://[::1]:4566/cdc-stream").endpoint_url == "http://[::1]:4566"
 
@@ -118,21 +113,10 @@ def test_credentials_need_key_and_secret(url: str) -> None:
     assert "KEY:SECRET" in error_of(url)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: url.py parse_source accepts ':SECRET@host' (urlsplit gives username '') and returns "
-    "Credentials(access_key_id=''); an empty key id should be rejected like a missing secret",
-)
 def test_credentials_need_a_key_id() -> None:
     assert "KEY:SECRET" in error_of("kinesis+dynamodb+cdc://:s3cret@localhost:4566/s")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: url.py parse_source echoes URL parts in its errors: with an AWS secret whose '/' is not "
-    "%2F-encoded, the netloc ends at the '/', so 'bad port in source URL host' shows KEY:<start of secret> "
-    "(and a digit-only start makes 'bad stream name' show the rest of it)",
-)
 @pytest.mark.parametrize(
     ("secret", "parts"),
     [
@@ -322,21 +306,11 @@ def test_options_combine() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: url.py _seqno checks str.isdigit(), which accepts non-ASCII digits such as '²' or '٣'; "
-    "int('²') then fails in processor.StartFilter; replay.py already checks isascii() as well",
-)
 @pytest.mark.parametrize("seqno", ["%C2%B2", "%D9%A3%D9%A4"])  # "²", Arabic-Indic "34"
 def test_seqno_is_ascii_digits_only(seqno: str) -> None:
     error_of(f"{BASE}?start=seqno-at&seqno={seqno}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: url.py STREAM_NAME, APP_NAME and the region pattern end in '$', which also matches before a "
-    "trailing newline: 'abc\\n' passes and the newline ends up in the KCL properties file; use \\Z or fullmatch",
-)
 @pytest.mark.parametrize(
     "url",
     [
@@ -447,11 +421,6 @@ def test_describe_options_examples() -> None:
     assert "tombstone-retention: seconds to keep delete tombstones (default 86400.0)" in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (docs): url.py describe_options()/OPTIONS help says nothing about the default of `app` "
-    "(derived: kcl-relay-STREAM-TABLE) or `max-leases` (no limit), so --help lists them without a default",
-)
 @pytest.mark.parametrize("name", ["app", "max-leases"])
 def test_every_optional_setting_says_what_happens_without_it(name: str) -> None:
     (line,) = [line for line in describe_options().splitlines() if line.startswith(f"{name}:")]
