@@ -54,9 +54,11 @@ def build_properties(spec: SourceSpec, application_name: str) -> dict[str, str]:
         props["maxLeasesForWorker"] = str(spec.max_leases)
     if spec.endpoint_url:
         props["kinesisEndpoint"] = spec.endpoint_url
-        props["dynamoDBEndpoint"] = spec.endpoint_url
+        props["dynamoDBEndpoint"] = spec.dynamodb_endpoint or spec.endpoint_url
         # No CloudWatch on an emulator: publishing metrics would only fail and log.
         props["metricsLevel"] = "NONE"
+    elif spec.dynamodb_endpoint:
+        props["dynamoDBEndpoint"] = spec.dynamodb_endpoint
     return props
 
 

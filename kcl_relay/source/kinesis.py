@@ -25,7 +25,8 @@ def session(spec: SourceSpec) -> boto3.Session:
 
 
 def client(spec: SourceSpec, service: str) -> Any:
-    return session(spec).client(service, endpoint_url=spec.endpoint_url, config=PREFLIGHT_CONFIG)
+    endpoint = (spec.dynamodb_endpoint or spec.endpoint_url) if service == "dynamodb" else spec.endpoint_url
+    return session(spec).client(service, endpoint_url=endpoint, config=PREFLIGHT_CONFIG)
 
 
 def _where(spec: SourceSpec) -> str:
@@ -47,7 +48,10 @@ def prepare_stream(spec: SourceSpec) -> list[dict]:
                 ) from None
             kinesis.create_stream(StreamName=spec.stream, ShardCount=spec.create_shards)
         wait_active(kinesis, spec.stream)
-        client(spec, "dynamodb").list_tables(Limit=1)  # the KCL keeps its leases there: fail now, not in the JVM
+        try:
+            client(spec, "dynamodb").list_tables(Limit=1)  # the KCL keeps its leases there: fail now, not in the JVM
+        except EndpointConnectionError:
+            raise SourceError(f"cannot reach the DynamoDB endpoint {spec.dynamodb_endpoint or _where(spec)}") from None
         return list_shards(kinesis, spec.stream)
     except EndpointConnectionError:
         raise SourceError(f"cannot reach the AWS endpoint {_where(spec)}") from None

@@ -42,6 +42,7 @@ class SourceSpec:
     stream: str | None = None  # None for a file replay
     path: str | None = None  # the NDJSON file of a replay
     endpoint_url: str | None = None  # None: AWS's endpoints
+    dynamodb_endpoint: str | None = None  # the lease table's endpoint when it differs from endpoint_url
     credentials: Credentials | None = None  # None: the usual AWS chain
     region: str = "us-east-1"
     batch_size: int = 100
@@ -132,6 +133,13 @@ def _name(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
     return parse
 
 
+def _http_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise ValueError("expected http://HOST:PORT or https://HOST")
+    return text.rstrip("/")
+
+
 def _text(text: str) -> str:
     if not text:
         raise ValueError("must not be empty")
@@ -167,6 +175,11 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "route-tables": ("route_tables", _bool, "write each DynamoDB table's records into a target table of its name"),
     "source-table": ("source_table", _text, "the DynamoDB table expected in the stream (default: the first one seen)"),
     "tombstone-retention": ("tombstone_retention", _seconds, "seconds to keep delete tombstones"),
+    "dynamodb-endpoint": (
+        "dynamodb_endpoint",
+        _http_url,
+        "DynamoDB endpoint of the KCL lease table when it is not the stream's; by default the same",
+    ),
 }
 
 

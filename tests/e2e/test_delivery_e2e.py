@@ -6,16 +6,24 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kcl_relay.kcl.properties import read_properties, render
 from kcl_relay.localaws.server import LocalAws
-from kcl_relay.sink.target import parse_target
-from tests.support.e2e import ENV, app_name, cdc_record, missing_kcl, put_records, run_relay, source_url, state_dir
-from tests.support.tables import read_items
+from tests.support.e2e import (
+    ENV,
+    app_name,
+    cdc_record,
+    ids_in,
+    missing_kcl,
+    new_stream,
+    put_records,
+    run_relay,
+    source_url,
+    state_dir,
+)
 
 MISSING_KCL = missing_kcl()
 pytestmark = [
@@ -25,24 +33,6 @@ pytestmark = [
 ]
 T0 = 1_795_000_000_000_000
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[LocalAws]:
-    with LocalAws() as emulators:
-        yield emulators
-
-
-def new_stream(aws: LocalAws, shards: int = 1) -> str:
-    name = f"s-{app_name()}"
-    kinesis = aws.client("kinesis")
-    kinesis.create_stream(StreamName=name, ShardCount=shards)
-    kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})
-    return name
-
-
-def ids_in(target_url: str, table: str) -> set[str]:
-    return {item["id"] for item in read_items(parse_target(target_url, table), {"id": "S"}).values()}
 
 
 def checkpoints(aws: LocalAws, app: str) -> dict[str, str]:

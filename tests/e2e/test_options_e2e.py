@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,7 +17,9 @@ from kcl_relay.sink.target import parse_target
 from tests.support.e2e import (
     app_name,
     cdc_record,
+    ids_in,
     missing_kcl,
+    new_stream,
     put_records,
     run_relay,
     source_url,
@@ -26,7 +27,6 @@ from tests.support.e2e import (
     state_dir,
     wait_for,
 )
-from tests.support.tables import read_items
 
 MISSING_KCL = missing_kcl()
 pytestmark = [
@@ -35,24 +35,6 @@ pytestmark = [
     pytest.mark.skipif(bool(MISSING_KCL), reason=f"needs Java and the KCL jars: {MISSING_KCL}"),
 ]
 T0 = 1_795_000_000_000_000  # microseconds: the versions of the crafted records
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[LocalAws]:
-    with LocalAws() as emulators:
-        yield emulators
-
-
-def new_stream(aws: LocalAws, shards: int = 1) -> str:
-    name = f"s-{app_name()}"
-    kinesis = aws.client("kinesis")
-    kinesis.create_stream(StreamName=name, ShardCount=shards)
-    kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})
-    return name
-
-
-def ids_in(target_url: str, table: str) -> set[str]:
-    return {item["id"] for item in read_items(parse_target(target_url, table), {"id": "S"}).values()}
 
 
 def count(target_url: str, relation: str) -> int:

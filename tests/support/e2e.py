@@ -14,6 +14,27 @@ from pathlib import Path
 from typing import Any
 
 from kcl_relay.kcl.daemon import SetupError, find_jars, find_java
+from kcl_relay.localaws.server import LocalAws
+from kcl_relay.sink.target import parse_target
+from tests.support.records import cdc_record
+from tests.support.tables import read_items
+
+__all__ = [  # cdc_record re-exported: the e2e modules build their records with it
+    "ENV",
+    "FAST",
+    "app_name",
+    "cdc_record",
+    "ids_in",
+    "missing_kcl",
+    "new_stream",
+    "put_records",
+    "relay_command",
+    "run_relay",
+    "source_url",
+    "start_relay",
+    "state_dir",
+    "wait_for",
+]
 
 # Short KCL intervals: a fresh lease table otherwise waits a minute or more before the first lease is taken.
 FAST = {"shard-sync-interval": "1", "idle-sleep": "0.2", "failover-time": "2"}
@@ -77,34 +98,6 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def cdc_record(
-    op: str, key: str, micros: int, *, table: str = "items", ttl: bool = False, **attributes: str
-) -> dict[str, Any]:
-    """A Kinesis Data Streams for DynamoDB record of an item keyed `id` (S) with string attributes."""
-    image = {"id": {"S": key}, **{name: {"S": value} for name, value in attributes.items()}}
-    dynamodb: dict[str, Any] = {
-        "ApproximateCreationDateTime": micros,
-        "Keys": {"id": {"S": key}},
-        "SizeBytes": 100,
-        "ApproximateCreationDateTimePrecision": "MICROSECOND",
-    }
-    if op == "REMOVE":
-        dynamodb["OldImage"] = image
-    else:
-        dynamodb["NewImage"] = image
-    identity = {"type": "Service", "principalId": "dynamodb.amazonaws.com"} if ttl else None
-    return {
-        "awsRegion": "us-east-1",
-        "eventID": str(uuid.uuid4()),
-        "eventName": op,
-        "userIdentity": identity,
-        "recordFormat": "application/json",
-        "tableName": table,
-        "dynamodb": dynamodb,
-        "eventSource": "aws:dynamodb",
-    }
-
-
 def put_records(kinesis: Any, stream: str, records: Sequence[dict[str, Any]]) -> list[str]:
     """Put records one by one (their order kept), partitioned by item key; return their sequence numbers."""
     numbers = []
@@ -114,3 +107,17 @@ def put_records(kinesis: Any, stream: str, records: Sequence[dict[str, Any]]) ->
             kinesis.put_record(StreamName=stream, Data=json.dumps(record).encode(), PartitionKey=key)["SequenceNumber"]
         )
     return numbers
+
+
+def new_stream(aws: LocalAws, shards: int = 1) -> str:
+    """A fresh ACTIVE stream on the emulators."""
+    name = f"s-{app_name()}"
+    kinesis = aws.client("kinesis")
+    kinesis.create_stream(StreamName=name, ShardCount=shards)
+    kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})
+    return name
+
+
+def ids_in(target_url: str, table: str) -> set[str]:
+    """The `id` keys of the items in a target table (items made by cdc_record)."""
+    return {item["id"] for item in read_items(parse_target(target_url, table), {"id": "S"}).values()}

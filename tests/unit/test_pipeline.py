@@ -17,7 +17,8 @@ from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.base import ApplyResult, Sink
 from kcl_relay.sink.target import TargetSpec, parse_target
 from kcl_relay.sink.writer import open_sink
-from tests.support.corpus import KEY_TYPES, TTL_IDENTITY, make_corpus
+from tests.support.corpus import KEY_TYPES, make_corpus
+from tests.support.records import cdc_record
 from tests.support.reference import reference_state
 from tests.support.tables import read_items
 
@@ -35,17 +36,7 @@ def cdc(
     **attributes: Any,
 ) -> dict[str, Any]:
     """One CDC record of key {"id": ident} at T0 + `version` ms; attributes are strings."""
-    change: dict[str, Any] = {
-        "ApproximateCreationDateTime": T0_MILLIS + version,
-        "ApproximateCreationDateTimePrecision": "MILLISECOND",
-        "Keys": {"id": {"S": ident}},
-    }
-    if op != "REMOVE":
-        change["NewImage"] = {"id": {"S": ident}, **{k: {"S": v} for k, v in attributes.items()}}
-    record: dict[str, Any] = {"eventName": op, "eventSource": "aws:dynamodb", "tableName": table, "dynamodb": change}
-    if ttl:
-        record["userIdentity"] = dict(TTL_IDENTITY)
-    return record
+    return cdc_record(op, ident, (T0_MILLIS + version) * 1000, table=table, ttl=ttl, **attributes)
 
 
 def raw(record: dict[str, Any] | bytes, seq: int, shard: str = SHARD) -> RawRecord:

@@ -26,7 +26,7 @@ from kcl_relay.kcl.status import ShardStatus, read_statuses
 from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.base import Sink
 from kcl_relay.sink.target import TargetSpec, parse_target
-from tests.support.corpus import TTL_IDENTITY
+from tests.support.records import cdc_record
 
 SHARD = "shardId-000000000001"
 OTHER_SHARD = "shardId-000000000002"
@@ -41,17 +41,10 @@ def kcl_message(**fields: Any) -> Any:
 
 
 def cdc(op: str, ident: str, version: int, ttl: bool = False, **attributes: str) -> bytes:
-    change: dict[str, Any] = {
-        "ApproximateCreationDateTime": T0_MILLIS + version,
-        "ApproximateCreationDateTimePrecision": "MILLISECOND",
-        "Keys": {"id": {"S": ident}},
-    }
-    if op != "REMOVE":
-        change["NewImage"] = {"id": {"S": ident}, **{k: {"S": v} for k, v in attributes.items()}}
-    record: dict[str, Any] = {"eventName": op, "eventSource": "aws:dynamodb", "tableName": "orders", "dynamodb": change}
-    if ttl:
-        record["userIdentity"] = dict(TTL_IDENTITY)
-    return json.dumps(record).encode()
+    """The JSON of one CDC record of key {"id": ident} at T0 + `version` ms."""
+    return json.dumps(
+        cdc_record(op, ident, (T0_MILLIS + version) * 1000, table="orders", ttl=ttl, **attributes)
+    ).encode()
 
 
 def kinesis_record(data: bytes, seq: int | str, sub: int = 0) -> dict[str, Any]:

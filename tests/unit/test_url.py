@@ -211,6 +211,7 @@ GOOD: dict[str, tuple[str, str, Any]] = {
     "route-tables": ("route-tables=on", "route_tables", True),
     "source-table": ("source-table=orders.v2", "source_table", "orders.v2"),
     "tombstone-retention": ("tombstone-retention=3600", "tombstone_retention", 3600.0),
+    "dynamodb-endpoint": ("dynamodb-endpoint=http://127.0.0.1:4567/", "dynamodb_endpoint", "http://127.0.0.1:4567"),
 }
 
 BAD: dict[str, list[str]] = {
@@ -233,6 +234,7 @@ BAD: dict[str, list[str]] = {
     "route-tables": ["yes please"],
     "source-table": [""],
     "tombstone-retention": ["-1", "forever"],
+    "dynamodb-endpoint": ["127.0.0.1:4567", "ftp://host", "http://host/path", ""],
 }
 
 
