@@ -12,6 +12,8 @@ from kcl_relay.kcl.daemon import find_jars, find_java
 from kcl_relay.kcl.properties import build_properties
 from kcl_relay.kcl.supervisor import WorkerPlan, make_state_dir, run_worker, say
 from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, target_for
+from kcl_relay.sink.admin import check_reachable
+from kcl_relay.sink.base import Sink
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import open_sink
 from kcl_relay.source import kinesis
@@ -38,8 +40,9 @@ def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
     path = Path(spec.path)
     if not path.is_file():
         raise SourceError(f"replay file not found: {path}")
+    check_reachable(target)
 
-    def sink_for(dynamodb_table: str | None):
+    def sink_for(dynamodb_table: str | None) -> Sink:
         return open_sink(
             target_for(target, dynamodb_table), tombstone_retention=timedelta(seconds=spec.tombstone_retention)
         )
@@ -69,6 +72,7 @@ def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
 def plan_worker(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> WorkerPlan:
     """Validate everything a worker needs before anything starts; SetupError/SourceError otherwise."""
     java, jars = find_java(), find_jars()
+    check_reachable(target)
     shards = kinesis.prepare_stream(spec)
     seqno_shard = kinesis.shard_of_sequence_number(spec, shards, spec.seqno) if spec.seqno else None
     application = spec.application_name(target.table)

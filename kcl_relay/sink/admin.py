@@ -10,7 +10,7 @@ from sqlalchemy.pool import NullPool
 from kcl_relay.sink.dialect import quote_ident
 from kcl_relay.sink.target import TargetSpec
 
-__all__ = ["format_rows", "run_sql", "show_table"]
+__all__ = ["check_reachable", "format_rows", "run_sql", "show_table"]
 
 Rows = list[tuple[Any, ...]]
 
@@ -31,6 +31,19 @@ def run_sql(spec: TargetSpec, sql: str, commit: bool = False) -> tuple[list[str]
             return columns, rows
     finally:
         engine.dispose()
+
+
+def check_reachable(spec: TargetSpec) -> None:
+    """Connect once before anything starts: a wrong host, port or password is a one-line TargetError."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from kcl_relay.sink.target import TargetError
+
+    try:
+        run_sql(spec, "SELECT 1")
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise TargetError(f"cannot reach the target {spec.describe()}: {reason}") from None
 
 
 def _relation(spec: TargetSpec, name: str) -> str:

@@ -214,10 +214,22 @@ def test_replay_of_a_file_into_sqlite(tmp_path: Path) -> None:
 
 
 def test_replay_into_a_target_that_fails_exits_1(tmp_path: Path, orders_file: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
-    result = run("load", "table", f"kinesis+dynamodb+cdc://{orders_file}", "--target", url, "--table", "t")
+    import sqlite3
+
+    database = tmp_path / "target.db"
+    with sqlite3.connect(database) as connection:  # reachable, but "t" is not our table: every write fails
+        connection.execute("CREATE TABLE t (unrelated INTEGER)")
+    result = run(
+        "load", "table", f"kinesis+dynamodb+cdc://{orders_file}", "--target", f"sqlite:///{database}", "--table", "t"
+    )
     assert result.exit_code == 1
     assert "kcl-relay: error: the target failed after 0 records" in result.stderr
+
+
+def test_replay_into_an_unopenable_target_stops_before_anything_starts(tmp_path: Path, orders_file: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
+    result = run("load", "table", f"kinesis+dynamodb+cdc://{orders_file}", "--target", url, "--table", "t")
+    assert_usage_error(result, "cannot reach the target sqlite table t")
 
 
 def test_replay_with_the_target_from_the_environment(tmp_path: Path, orders_file: Path) -> None:
@@ -312,3 +324,40 @@ def test_show_dead_letters(tmp_path: Path) -> None:
     assert letter["raw"] == "not json"
     assert letter["reason"].startswith("undecodable: not JSON")
     assert (letter["shard_id"], letter["sequence_number"]) == ("file:bad.ndjson", "2")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_target_stops_before_anything_starts_without_showing_the_password(tmp_path: Path) -> None:
+    url = f"postgresql://relay:hunter2-secret@127.0.0.1:{free_port()}/db"
+    for source in (f"kinesis+dynamodb+cdc://127.0.0.1:{free_port()}/s", f"kinesis+dynamodb+cdc://{tmp_path}/x.ndjson"):
+        if "ndjson" in source:
+            (tmp_path / "x.ndjson").write_text("{}\n")
+        line = assert_usage_error(run("load", "table", source, "--target", url, "--table", "t"), "cannot reach")
+        assert "hunter2-secret" not in line and "***" in line
+
+
+def test_unreachable_aws_endpoint_stops_before_anything_starts(tmp_path: Path) -> None:
+    from kcl_relay.kcl.daemon import SetupError, find_jars, find_java
+
+    try:
+        find_java(), find_jars()
+    except SetupError as missing:
+        pytest.skip(f"the endpoint is checked after Java and the jars: {missing}")
+    port = free_port()
+    result = run(
+        "load",
+        "table",
+        f"kinesis+dynamodb+cdc://k:s@127.0.0.1:{port}/s",
+        "--target",
+        f"sqlite:///{tmp_path / 'x.db'}",
+        "--table",
+        "t",
+    )
+    assert assert_usage_error(result) == f"kcl-relay: error: cannot reach the AWS endpoint http://127.0.0.1:{port}"

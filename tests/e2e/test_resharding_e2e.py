@@ -1,0 +1,174 @@
+"""Resharding through the real KCL: a split and a merge on kinesis-mock, the lease table on moto.
+
+moto cannot serve this: it ignores ListShards' ShardFilter, and the KCL then rejects the shard hash ranges after a
+split ("Hash range of shards returned ... was incomplete"). kinesis-mock implements the filter, SplitShard and
+MergeShards; moto (LocalAws) keeps the lease table, reached through the `dynamodb-endpoint` source option.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kcl_relay.cdc.event import canonical_key
+from kcl_relay.localaws.kinesis_mock import KinesisMock, listening_addresses, missing_requirements
+from kcl_relay.localaws.server import LocalAws
+from kcl_relay.sink.target import parse_target
+from tests.support.e2e import app_name, cdc_record, missing_kcl, put_records, run_relay, source_url, state_dir
+from tests.support.tables import read_items
+
+MISSING_KCL = missing_kcl()
+MISSING_NODE = missing_requirements()
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(bool(MISSING_KCL), reason=f"needs Java and the KCL jars: {MISSING_KCL}"),
+    pytest.mark.skipif(bool(MISSING_NODE), reason=f"needs Node.js and npm for kinesis-mock: {MISSING_NODE}"),
+]
+T0 = 1_795_000_000_000_000
+PARENT = "shardId-000000000000"
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[LocalAws]:
+    with LocalAws() as emulators:
+        yield emulators
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[KinesisMock]:
+    with KinesisMock() as server:
+        yield server
+
+
+def wait_active(kinesis: Any, stream: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
+        assert time.monotonic() < deadline, f"stream {stream} not ACTIVE after {timeout} s"
+        time.sleep(0.1)
+
+
+def new_stream(kinesis: Any) -> str:
+    name = f"s-{app_name()}"
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    wait_active(kinesis, name)
+    return name
+
+
+def split(kinesis: Any, stream: str, shard_id: str) -> list[str]:
+    """Split a shard in the middle of its hash range; the two children's ids."""
+    (shard,) = [s for s in kinesis.list_shards(StreamName=stream)["Shards"] if s["ShardId"] == shard_id]
+    low, high = (int(shard["HashKeyRange"][end]) for end in ("StartingHashKey", "EndingHashKey"))
+    kinesis.split_shard(StreamName=stream, ShardToSplit=shard_id, NewStartingHashKey=str((low + high) // 2))
+    wait_active(kinesis, stream)
+    shards = kinesis.list_shards(StreamName=stream)["Shards"]
+    return sorted(s["ShardId"] for s in shards if s.get("ParentShardId") == shard_id)
+
+
+def merge(kinesis: Any, stream: str, left: str, right: str) -> str:
+    kinesis.merge_shards(StreamName=stream, ShardToMerge=left, AdjacentShardToMerge=right)
+    wait_active(kinesis, stream)
+    (merged,) = [s for s in kinesis.list_shards(StreamName=stream)["Shards"] if s.get("AdjacentParentShardId")]
+    return str(merged["ShardId"])
+
+
+def relay(aws: LocalAws, mock: KinesisMock, stream: str, target: str, app: str) -> tuple[str, list[str]]:
+    """Run the relay with once=true; return its stderr and the lines of its processor.log."""
+    url = source_url(mock.endpoint_url, stream, once="true", app=app, dynamodb_endpoint=aws.endpoint_url)
+    done = run_relay(url, target, "t")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr, (state_dir(done.stderr) / "processor.log").read_text().splitlines()
+
+
+def leases(aws: LocalAws, app: str) -> dict[str, dict[str, Any]]:
+    items = aws.client("dynamodb").scan(TableName=app, ConsistentRead=True)["Items"]
+    return {item["leaseKey"]["S"]: item for item in items}
+
+
+def line_of(lines: list[str], text: str) -> int:
+    """Index of the first processor.log line containing `text`."""
+    found = next((index for index, line in enumerate(lines) if text in line), None)
+    assert found is not None, f"{text!r} not in processor.log:\n" + "\n".join(lines[-40:])
+    return found
+
+
+def assert_read_after(lines: list[str], parent: str, children: list[str]) -> None:
+    """Each child's processor started only after its parent's reached shard end and checkpointed."""
+    ended = line_of(lines, f"shard {parent}: shard end reached and checkpointed")
+    for child in children:
+        assert line_of(lines, f"shard {child}: ") > ended, f"{child} was read before its parent {parent} ended"
+
+
+def test_loopback_only(mock: KinesisMock) -> None:
+    assert mock.pid is not None
+    addresses = listening_addresses(mock.pid)
+    assert {port for _, port in addresses} == {mock.port, mock.tls_port}
+    assert {host for host, _ in addresses} == {"127.0.0.1"}
+
+
+def test_split_and_merge_every_record_applied_parents_before_children(
+    aws: LocalAws, mock: KinesisMock, sqlite_url: str
+) -> None:
+    kinesis = mock.client()
+    stream = new_stream(kinesis)
+    put_records(kinesis, stream, [cdc_record("INSERT", f"before{i}", T0 + i) for i in range(20)])
+    children = split(kinesis, stream, PARENT)
+    put_records(kinesis, stream, [cdc_record("INSERT", f"split{i}", T0 + 100 + i) for i in range(20)])
+    merged = merge(kinesis, stream, *children)
+    put_records(kinesis, stream, [cdc_record("INSERT", f"merged{i}", T0 + 200 + i) for i in range(10)])
+    counts = {
+        shard: len(kinesis.get_records(ShardIterator=iterator(kinesis, stream, shard))["Records"])
+        for shard in [PARENT, *children, merged]
+    }
+    assert counts[PARENT] == 20 and sum(counts[c] for c in children) == 20 and counts[merged] == 10
+    assert all(counts[c] for c in children), f"both children must hold records: {counts}"
+
+    app = app_name()
+    _, lines = relay(aws, mock, stream, sqlite_url, app)
+
+    items = read_items(parse_target(sqlite_url, "t"), {"id": "S"})
+    expected = {f"{prefix}{i}" for prefix, n in (("before", 20), ("split", 20), ("merged", 10)) for i in range(n)}
+    assert {item["id"] for item in items.values()} == expected
+    assert_read_after(lines, PARENT, children)
+    for child in children:
+        assert_read_after(lines, child, [merged])
+    checkpoints = {key: lease["checkpoint"]["S"] for key, lease in leases(aws, app).items()}
+    assert checkpoints[PARENT] == "SHARD_END"
+    assert all(checkpoints[child] == "SHARD_END" for child in children), checkpoints
+    assert checkpoints[merged].isdigit(), checkpoints  # the open shard: checkpointed at its last record
+
+
+def iterator(kinesis: Any, stream: str, shard: str) -> str:
+    return str(
+        kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    )
+
+
+def test_one_key_updated_across_the_lineage_ends_with_its_newest_image(
+    aws: LocalAws, mock: KinesisMock, sqlite_url: str
+) -> None:
+    kinesis = mock.client()
+    stream = new_stream(kinesis)
+    version = iter(range(T0, T0 + 1000))
+
+    def changes(count: int, stage: str) -> list[dict[str, Any]]:
+        return [cdc_record("MODIFY", "k", next(version), v=f"{stage}{n}") for n in range(count)]
+
+    # "gone" is inserted on the parent and removed on a child: the tombstone must hold across the lineage too.
+    put_records(kinesis, stream, [cdc_record("INSERT", "gone", next(version)), *changes(3, "parent")])
+    children = split(kinesis, stream, PARENT)
+    put_records(kinesis, stream, [*changes(3, "child"), cdc_record("REMOVE", "gone", next(version))])
+    merged = merge(kinesis, stream, *children)
+    put_records(kinesis, stream, changes(2, "merged"))
+
+    app = app_name()
+    _, lines = relay(aws, mock, stream, sqlite_url, app)
+
+    items = read_items(parse_target(sqlite_url, "t"), {"id": "S"})
+    assert items == {canonical_key({"id": "k"}): {"id": "k", "v": "merged1"}}
+    assert_read_after(lines, PARENT, children)
+    assert leases(aws, app)[PARENT]["checkpoint"]["S"] == "SHARD_END"
+    assert leases(aws, app)[merged]["checkpoint"]["S"].isdigit()
