@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -100,7 +99,6 @@ def plan_worker(spec: SourceSpec, target: TargetSpec, properties: dict[str, str]
             "AWS_ACCESS_KEY_ID": spec.credentials.access_key_id,
             "AWS_SECRET_ACCESS_KEY": spec.credentials.secret_access_key,
         }
-        aws_env.pop("AWS_SESSION_TOKEN", None)
 
     def open_shards() -> set[str]:
         return kinesis.open_shard_ids(kinesis.list_shards(kinesis.client(spec, "kinesis"), spec.stream))
@@ -115,11 +113,10 @@ def plan_worker(spec: SourceSpec, target: TargetSpec, properties: dict[str, str]
         aws_env=aws_env,
         once=spec.once,
         open_shards=open_shards,
+        # A session token of other credentials must not pair with the URL's key.
+        drop_env=("AWS_SESSION_TOKEN",) if spec.credentials else (),
     )
 
 
 def run_stream(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> int:
-    plan = plan_worker(spec, target, properties)
-    if "AWS_SESSION_TOKEN" in os.environ and spec.credentials:
-        plan.aws_env["AWS_SESSION_TOKEN"] = ""  # a token of other credentials must not pair with the URL's key
-    return run_worker(plan)
+    return run_worker(plan_worker(spec, target, properties))

@@ -127,6 +127,7 @@ class RelayProcessor(processor.RecordProcessorBase):
 
     def shutdown_requested(self, shutdown_requested_input) -> None:
         self._flush_and_checkpoint(shutdown_requested_input.checkpointer)
+        self.status.stopped = True
         log.info("shard %s: shutdown requested, flushed and checkpointed", self.status.shard_id)
         self._write_status(force=True)
         self.pipeline.close()
@@ -156,8 +157,10 @@ class RelayProcessor(processor.RecordProcessorBase):
         self.status.applied = self.totals.applied
         self.status.records = self.totals.records
         self.status.dead_letters = self.totals.dead_letters
-        if self.status.first_applied_at is None and stats.applied:
-            self.status.first_applied_at = time.time()
+        if stats.applied:
+            self.status.last_applied_at = time.time()
+            if self.status.first_applied_at is None:
+                self.status.first_applied_at = self.status.last_applied_at
         log.info(
             "shard %s: %d records -> %d upserts, %d deletes, %d stale, %d ttl ignored, %d dead letters",
             self.status.shard_id,

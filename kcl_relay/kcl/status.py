@@ -22,7 +22,9 @@ class ShardStatus:
     caught_up: bool = False  # an empty read at the tip with nothing buffered: everything so far is applied
     ended: bool = False  # shard end reached and checkpointed
     lease_lost: bool = False
+    stopped: bool = False  # shutdown requested: flushed and checkpointed
     first_applied_at: float | None = None  # wall clock of the first applied record
+    last_applied_at: float | None = None  # wall clock of the latest flush that applied records
     updated_at: float = 0.0
 
 

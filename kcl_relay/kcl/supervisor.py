@@ -36,6 +36,7 @@ class WorkerPlan:
     aws_env: dict[str, str]  # credentials for the JVM, only ever by environment
     once: bool = False
     open_shards: Callable[[], set[str]] | None = None  # for once=true: the shards that must be caught up
+    drop_env: tuple[str, ...] = ()  # variables of ours the JVM must not inherit
 
 
 STATE_DIR_ENV = ("KCL_RELAY_STATE_DIR", "STATE_DIRECTORY")  # ours, or systemd's StateDirectory=
@@ -57,9 +58,7 @@ class Progress:
         self.started_wall = time.time()
         self.last_report = self.started
         self.last_applied = 0  # at the last progress line
-        self.previous_applied = 0  # at the last call
         self.first_applied_at: float | None = None  # wall clock, from the processors
-        self.last_change_at: float | None = None  # wall clock of the last increase seen
 
     def report(self, statuses: dict[str, ShardStatus], final: bool = False) -> None:
         now = time.monotonic()
@@ -68,9 +67,6 @@ class Progress:
         if firsts and self.first_applied_at is None:
             self.first_applied_at = min(firsts)
             say(f"first records applied {self.first_applied_at - self.started_wall:.1f} s after start")
-        if applied != self.previous_applied:
-            self.last_change_at = time.time()
-            self.previous_applied = applied
         if final:
             self._summary(statuses, applied)
             return
@@ -90,9 +86,10 @@ class Progress:
         records = sum(status.records for status in statuses.values())
         dead = sum(status.dead_letters for status in statuses.values())
         line = f"done: {records} records read, {applied} events applied, {dead} dead letters"
-        if self.first_applied_at and self.last_change_at and self.last_change_at > self.first_applied_at:
-            span = self.last_change_at - self.first_applied_at
-            line += f"; {records / span:.0f} records/s from the first applied record to the last"
+        firsts = [s.first_applied_at for s in statuses.values() if s.first_applied_at]
+        lasts = [s.last_applied_at for s in statuses.values() if s.last_applied_at]
+        if firsts and lasts and max(lasts) > min(firsts):  # the processors' own clocks, taken at each flush
+            line += f"; {records / (max(lasts) - min(firsts)):.0f} records/s from the first applied record to the last"
         say(line)
 
 
@@ -106,7 +103,8 @@ def caught_up(statuses: dict[str, ShardStatus], open_shards: set[str]) -> bool:
 def run_worker(plan: WorkerPlan) -> int:
     state_dir = Path(plan.processor.state_dir)
     properties_path = write_properties(state_dir / "kcl.properties", plan.properties)
-    env = {**os.environ, **plan.aws_env, **plan.processor.to_env()}
+    inherited = {name: value for name, value in os.environ.items() if name not in plan.drop_env}
+    env = {**inherited, **plan.aws_env, **plan.processor.to_env()}
     daemon = Daemon(plan.java, plan.jars, properties_path, state_dir / "kcl.log", env)
 
     stop_requested: list[str] = []
@@ -129,6 +127,7 @@ def run_worker(plan: WorkerPlan) -> int:
         open_shards: set[str] = set()
         next_shard_check = 0.0
         stop_deadline: float | None = None
+        killed = False
         while daemon.poll() is None:
             time.sleep(POLL_INTERVAL)
             statuses = read_statuses(state_dir)
@@ -144,18 +143,25 @@ def run_worker(plan: WorkerPlan) -> int:
             if stop_requested and stop_deadline is None:
                 stop_deadline = time.monotonic() + STOP_TIMEOUT
             if stop_deadline is not None and time.monotonic() > stop_deadline:
-                say(f"the KCL did not stop within {STOP_TIMEOUT:.0f} s: killing it (no checkpoint is lost)")
+                say(f"the KCL did not stop within {STOP_TIMEOUT:.0f} s: killing it")
                 daemon.kill()
+                killed = True
         code = daemon.poll()
     finally:
         if daemon.poll() is None:
             _stop_within(daemon, STOP_TIMEOUT)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    progress.report(read_statuses(state_dir), final=True)
-    if stop_requested:
-        say(f"stopped ({stop_requested[0]}): processors flushed and checkpointed")
+    statuses = read_statuses(state_dir)
+    progress.report(statuses, final=True)
+    if stop_requested and not killed:
+        held = [status for status in statuses.values() if not (status.lease_lost or status.ended) or status.stopped]
+        done = sum(status.stopped for status in held)
+        say(f"stopped ({stop_requested[0]}): {done} of {len(held)} shard processors flushed and checkpointed")
         return 0
+    if killed:
+        say("stopped by force: records since the last checkpoint will be delivered again (writes are idempotent)")
+        return 1
     say(f"the KCL MultiLangDaemon exited on its own with code {code}; last lines of {daemon.log_path}:")
     print(daemon.tail(), file=sys.stderr)
     return 1

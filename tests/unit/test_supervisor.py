@@ -137,7 +137,9 @@ def test_first_records_applied_once(clock: FakeTime, capsys: pytest.CaptureFixtu
 def test_final_summary(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
     progress = Progress()
     clock.advance(1.0)
-    statuses = {A: status(A, applied=80, records=100, dead_letters=4, first_applied_at=1_000.5)}
+    statuses = {
+        A: status(A, applied=80, records=100, dead_letters=4, first_applied_at=1_000.5, last_applied_at=1_000.9)
+    }
     progress.report(statuses)
     clock.advance(1.0)
     progress.report(statuses, final=True)
@@ -158,8 +160,11 @@ def test_final_throughput_counts_until_the_last_applied_record(
     clock: FakeTime, capsys: pytest.CaptureFixture[str]
 ) -> None:
     progress = Progress()  # wall clock 1000.0
-    clock.advance(1.0)  # 1001.0: all 200 records applied between 1000.5 and 1001.0
-    statuses = {A: status(A, applied=200, records=200, first_applied_at=1_000.5)}
+    clock.advance(1.0)  # all 300 records applied between 1000.5 and 1001.0, on two shards (processor clocks)
+    statuses = {
+        A: status(A, applied=200, records=200, first_applied_at=1_000.5, last_applied_at=1_000.9),
+        B: status(B, applied=100, records=100, first_applied_at=1_000.6, last_applied_at=1_001.0),
+    }
     progress.report(statuses)
     for _ in range(6):  # nothing changes any more; the supervisor keeps polling
         clock.advance(0.5)
@@ -167,7 +172,7 @@ def test_final_throughput_counts_until_the_last_applied_record(
     clock.advance(20.0)  # graceful stop of the JVM
     progress.report(statuses, final=True)
     summary = stderr_lines(capsys)[-1]
-    assert summary.endswith("; 400 records/s from the first applied record to the last")
+    assert summary.endswith("; 600 records/s from the first applied record to the last")
 
 
 # ---- make_state_dir -------------------------------------------------------------------------------------------
