@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any, Literal
 
 Op = Literal["INSERT", "MODIFY", "REMOVE"]
@@ -38,7 +39,7 @@ class RawRecord:
     partition_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: key_id is cached in the instance dict
 class ChangeEvent:
     """One decoded item change."""
 
@@ -52,7 +53,7 @@ class ChangeEvent:
     is_ttl_expiry: bool = False
     raw: RawRecord | None = field(default=None, compare=False, repr=False)
 
-    @property
+    @cached_property
     def key_id(self) -> str:
         """The item's identity as canonical text: same key, same text, on every worker."""
         return canonical_key(self.key)

@@ -115,6 +115,8 @@ def test_split_and_merge_every_record_applied_parents_before_children(
     kinesis = mock.client()
     stream = new_stream(kinesis)
     put_records(kinesis, stream, [cdc_record("INSERT", f"before{i}", T0 + i) for i in range(20)])
+    app = app_name()
+    relay(aws, mock, stream, sqlite_url, app)
     children = split(kinesis, stream, PARENT)
     put_records(kinesis, stream, [cdc_record("INSERT", f"split{i}", T0 + 100 + i) for i in range(20)])
     merged = merge(kinesis, stream, *children)
@@ -126,7 +128,6 @@ def test_split_and_merge_every_record_applied_parents_before_children(
     assert counts[PARENT] == 20 and sum(counts[c] for c in children) == 20 and counts[merged] == 10
     assert all(counts[c] for c in children), f"both children must hold records: {counts}"
 
-    app = app_name()
     _, lines = relay(aws, mock, stream, sqlite_url, app)
 
     items = read_items(parse_target(sqlite_url, "t"), {"id": "S"})
