@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 from collections.abc import Callable
+from datetime import date, datetime, time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -184,6 +187,7 @@ def _print_rows(columns: list[str], rows: list[tuple]) -> int:
 
 
 def _plain(value: Any) -> Any:
+    """A database value as JSON: SQLite's JSON text parsed, timestamps ISO 8601, bytes base64, the rest as text."""
     from kcl_relay.cdc.jsonenc import loads
 
     if isinstance(value, str) and value[:1] in "{[":
@@ -191,7 +195,13 @@ def _plain(value: Any) -> Any:
             return loads(value)  # SQLite keeps JSON as text
         except ValueError:
             return value
-    return value
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if value is None or isinstance(value, (str, int, float, bool, Decimal, dict, list)):
+        return value
+    return str(value)  # UUID, intervals, ...
 
 
 cli.add_command(local)

@@ -114,6 +114,9 @@ class Pipeline:
             except DecodeError as error:
                 letters.append(DeadLetter.of(record, f"undecodable: {error}"))
                 continue
+            except Exception as error:
+                letters.append(DeadLetter.of(record, f"undecodable: {type(error).__name__}: {error}"))
+                continue
             if event.is_ttl_expiry and self.options.ttl == "ignore":
                 stats.ttl_ignored += 1
                 continue
@@ -142,8 +145,9 @@ class Pipeline:
         if self.options.route_tables:
             return event.table_name or None
         if self._expected_table is None and event.table_name:
-            self._expected_table = event.table_name
-            log.info("source table: %s (records of other tables are dead-lettered)", event.table_name)
+            # Recorded in the target, so every shard's processor and every worker agrees on the first one seen.
+            self._expected_table = self._sink(None, None).claim_source_table(event.table_name)
+            log.info("source table: %s (records of other tables are dead-lettered)", self._expected_table)
         if event.table_name and event.table_name != self._expected_table:
             reason = (
                 f"record of DynamoDB table {event.table_name!r}, but this relay carries {self._expected_table!r}:"

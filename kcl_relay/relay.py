@@ -74,7 +74,7 @@ def plan_worker(spec: SourceSpec, target: TargetSpec, properties: dict[str, str]
     check_reachable(target)
     shards = kinesis.prepare_stream(spec)
     seqno_shard = kinesis.shard_of_sequence_number(spec, shards, spec.seqno) if spec.seqno else None
-    application = spec.application_name(target.table)
+    application = spec.application_name(target.table, target.describe())
     props = build_properties(spec, application)
     if properties:  # run --properties: the user's file wins, but the processor and its protocol needs are ours
         props = {**props, **properties, **{key: props[key] for key in PROCESSOR_KEYS}}

@@ -34,7 +34,7 @@ def version_micros(created: Any, precision: Any) -> int:
         raise DecodeError(f"ApproximateCreationDateTime is not a valid time: {created!r:.60}")
     if precision is None:
         factor = 1_000_000 if value < _SECONDS_BELOW else 1000 if value < _MILLIS_BELOW else 1
-    elif precision in _FACTOR:
+    elif isinstance(precision, str) and precision in _FACTOR:
         factor = _FACTOR[precision]
     else:
         raise DecodeError(f"unknown ApproximateCreationDateTimePrecision: {precision!r:.40}")
@@ -82,7 +82,7 @@ def decode(record: RawRecord) -> ChangeEvent:
     if document.get("eventSource") != "aws:dynamodb":
         raise DecodeError(f"eventSource is not aws:dynamodb: {document.get('eventSource')!r:.60}")
     op = document.get("eventName")
-    if op not in _OPS:
+    if not isinstance(op, str) or op not in _OPS:  # a list or object would not even hash
         raise DecodeError(f"eventName is not INSERT, MODIFY or REMOVE: {op!r:.60}")
     change = document.get("dynamodb")
     if not isinstance(change, dict):

@@ -134,8 +134,11 @@ def run_worker(plan: WorkerPlan) -> int:
             progress.report(statuses)
             if plan.once and not stop_requested and plan.open_shards:
                 if time.monotonic() >= next_shard_check:
-                    open_shards = plan.open_shards()  # resharding may add shards while we run
                     next_shard_check = time.monotonic() + 5
+                    try:
+                        open_shards = plan.open_shards()  # resharding may add shards while we run
+                    except Exception as error:
+                        say(f"listing shards failed ({type(error).__name__}); trying again")
                 if caught_up(statuses, open_shards):
                     say("every shard is caught up (once=true): stopping")
                     stop_requested.append("once")
@@ -158,6 +161,9 @@ def run_worker(plan: WorkerPlan) -> int:
         held = [status for status in statuses.values() if not (status.lease_lost or status.ended) or status.stopped]
         done = sum(status.stopped for status in held)
         say(f"stopped ({stop_requested[0]}): {done} of {len(held)} shard processors flushed and checkpointed")
+        if done < len(held):
+            say("a processor did not confirm its last checkpoint: its records will be delivered again (idempotent)")
+            return 1
         return 0
     if killed:
         say("stopped by force: records since the last checkpoint will be delivered again (writes are idempotent)")

@@ -1,9 +1,10 @@
 """kinesis-mock (npm `kinesis-local`) on a loopback port: a Kinesis emulator that splits and merges shards.
 
 moto ignores ListShards' ShardFilter, so after a split the KCL rejects the shard hash ranges it gets; kinesis-mock
-implements the filter, SplitShard and MergeShards. The KCL's lease table stays on moto (`LocalAws`). kinesis-mock
-binds every interface and has no host setting: a `--require` preload makes each listen() default to 127.0.0.1,
-and `start()` checks the process's listening sockets through /proc.
+implements SplitShard, MergeShards, child shards in GetRecords and the filter (but AT_TRIM_HORIZON answers every
+shard, like FROM_TRIM_HORIZON: docs/local-aws.md says what that means for the KCL). The KCL's lease table stays on
+moto (`LocalAws`). kinesis-mock binds every interface and has no host setting: a `--require` preload makes each
+listen() default to 127.0.0.1, and `start()` checks the process's listening sockets through /proc.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +25,16 @@ from typing import Any
 
 from kcl_relay.localaws.server import HOST, _terminate_group, aws_client
 
-__all__ = ["PACKAGE", "VERSION", "KinesisMock", "KinesisMockError", "find_package", "missing_requirements"]
+__all__ = [
+    "DIR_ENV",
+    "PACKAGE",
+    "VERSION",
+    "KinesisMock",
+    "KinesisMockError",
+    "find_package",
+    "listening_addresses",
+    "missing_requirements",
+]
 
 PACKAGE = "kinesis-local"
 VERSION = "0.6.2"
@@ -42,18 +53,19 @@ FAST_DURATIONS = {
         "DEREGISTER_STREAM_CONSUMER_DURATION",
     )
 }
-# net.Server.listen(port[, host][, backlog][, cb]) or listen({port, host}): a missing or wildcard host becomes
-# loopback. Other forms (a path, an fd, a handle) bind no network interface and pass through unchanged.
-LOOPBACK_PRELOAD = (
-    """\
+# net.Server.listen([port[, host[, backlog]]][, cb]) or listen({port, host}): a missing or wildcard host becomes
+# loopback. The other forms (a path, an fd, a handle) open no new network socket and pass through unchanged.
+LOOPBACK_PRELOAD = """\
 "use strict";
 const net = require("net");
-const LOOPBACK = "%s";
+const LOOPBACK = "@HOST@";
 const wildcard = (host) => host === undefined || host === null || host === "" || host === "0.0.0.0" || host === "::";
 const listen = net.Server.prototype.listen;
 net.Server.prototype.listen = function (...args) {
   const first = args[0];
-  if (typeof first === "number" || (typeof first === "string" && /^[0-9]+$/.test(first))) {
+  if (first === undefined || typeof first === "function") {
+    args.unshift(0, LOOPBACK);
+  } else if (typeof first === "number" || (typeof first === "string" && /^[0-9]+$/.test(first))) {
     if (typeof args[1] === "string") {
       if (wildcard(args[1])) args[1] = LOOPBACK;
     } else {
@@ -64,9 +76,7 @@ net.Server.prototype.listen = function (...args) {
   }
   return listen.apply(this, args);
 };
-"""
-    % HOST
-)
+""".replace("@HOST@", HOST)
 LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
 
 
@@ -161,8 +171,8 @@ def listening_addresses(pid: int) -> set[tuple[str, int]]:
                     continue
                 address, port = fields[1].split(":")
                 raw = bytes.fromhex(address)
-                # /proc prints each 32-bit word of the address in host (little-endian) order.
-                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                if sys.byteorder == "little":  # /proc prints each 32-bit word of the address in host order
+                    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
                 found.add((socket.inet_ntop(family, raw), int(port, 16)))
     return found
 
@@ -257,7 +267,7 @@ class KinesisMock:
             )
 
     def _wait_until_ready(self) -> None:
-        kinesis = self.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1})
+        kinesis = self.client(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1})
         deadline = time.monotonic() + self.start_timeout
         while True:
             assert self._process is not None
@@ -292,14 +302,14 @@ class KinesisMock:
         except OSError:
             return ""
 
-    def _kill(self, timeout: float = 1.0) -> None:
+    def _kill(self, timeout: float = 0.2) -> None:
         # kinesis-mock 0.6.2 on node ignores SIGTERM and SIGINT (still running 15 s later); its state is in memory
         # only, so the SIGKILL that follows the short wait loses nothing.
         process, self._process = self._process, None
         if process is not None:
             _terminate_group(process.pid, timeout, lambda: process.poll() is None)
 
-    def stop(self, timeout: float = 1.0) -> None:
+    def stop(self, timeout: float = 0.2) -> None:
         self._kill(timeout)
         self.port = self.tls_port = None
         if self._preload is not None:

@@ -42,5 +42,9 @@ class Sink(ABC):
     def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         """Store records that could not be decoded."""
 
+    def claim_source_table(self, dynamodb_table: str) -> str:
+        """The DynamoDB table this target carries: the first claim wins, for every processor and worker."""
+        return dynamodb_table
+
     @abstractmethod
     def close(self) -> None: ...

@@ -57,6 +57,12 @@ _STATEMENT_ERRORS = re.compile(
     r"|AmbiguousColumn|InvalidSchemaName|InvalidRelationName|PartitionUnknown|UnsupportedOperation",
     re.IGNORECASE,
 )
+# What CrateDB says when one row's values cannot be stored (dynamic mapping, casts, limits).
+_ROW_ERRORS = re.compile(
+    r"ColumnValidation|Validation failed|Conversion|Cannot cast|MapperParsing|DocumentParsing|IllegalArgument"
+    r"|InvalidColumnName|Mixed ?data ?types|nested arrays?|immense term|out of range|too large|exceed",
+    re.IGNORECASE,
+)
 _NEWER = (
     "excluded.cdc_version > cdc_version OR (excluded.cdc_version = cdc_version AND excluded.cdc_order >= cdc_order)"
 )
@@ -203,8 +209,10 @@ class CrateDBDialect(Dialect):
         return [int(result.get("rowcount", -2)) for result in results]
 
     def is_row_error(self, exc: BaseException) -> bool:
+        """Only errors known to be about a row's values: anything else raises, so it is retried, never skipped."""
         if isinstance(exc, (UnicodeEncodeError, TypeError)):  # the driver cannot serialize a value (orjson)
             return True
         if not isinstance(exc, crate_errors.DatabaseError) or is_transient(exc):
             return False
-        return not _STATEMENT_ERRORS.search(str(exc))
+        message = str(exc)
+        return bool(_ROW_ERRORS.search(message)) and not _STATEMENT_ERRORS.search(message)

@@ -38,6 +38,7 @@ __all__ = [
 ROW_COLUMNS = ("pk", "data", "aux", "cdc_version", "cdc_order", "cdc_event")
 TOMBSTONES_SUFFIX = "__tombstones"
 DEADLETTERS_SUFFIX = "__deadletters"
+SETTINGS_SUFFIX = "__relay"
 SAVEPOINT = "kcl_relay_sp"
 
 
@@ -139,6 +140,20 @@ class Dialect(ABC):
 
     def tombstone_purge_sql(self) -> str:
         return f"DELETE FROM {self.relation(TOMBSTONES_SUFFIX)} WHERE deleted_at < {self.param}"
+
+    # ---- the relay's own settings (one decision shared by every processor and worker) ----
+    def create_settings_table(self) -> str:
+        return f"CREATE TABLE IF NOT EXISTS {self.relation(SETTINGS_SUFFIX)} (name TEXT PRIMARY KEY, value TEXT)"
+
+    def claim_setting_sql(self) -> str:
+        """First writer wins: later claims of the same name change nothing."""
+        return (
+            f"INSERT INTO {self.relation(SETTINGS_SUFFIX)} (name, value) VALUES ({self.placeholders(2)}) "
+            "ON CONFLICT (name) DO NOTHING"
+        )
+
+    def setting_sql(self) -> str:
+        return f"SELECT value FROM {self.relation(SETTINGS_SUFFIX)} WHERE name = {self.param}"
 
     # ---- dead letters ----
     def dead_letter_sql(self) -> str:

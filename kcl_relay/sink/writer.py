@@ -147,6 +147,17 @@ class TableWriter(Sink):
             self._dead_letter_table = True
         self._transaction(lambda cursor: self._store_letters(cursor, letters))
 
+    def claim_source_table(self, dynamodb_table: str) -> str:
+        create = self.dialect.create_settings_table()
+        self._transaction(lambda cursor: self._run_all(cursor, [create]), ddl=True)
+
+        def claim(cursor: Any) -> str:
+            self._call(cursor.execute, self.dialect.claim_setting_sql(), ("source_table", dynamodb_table))
+            rows = self.dialect.fetch(cursor, self.dialect.setting_sql(), ("source_table",))
+            return str(rows[0][0])
+
+        return self._transaction(claim)
+
     def purge_tombstones(self) -> int:
         """Delete tombstones older than the retention; returns how many (when the database says)."""
         if self._key_names is None:

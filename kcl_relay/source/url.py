@@ -7,6 +7,7 @@ KCL's DynamoDB lease table (LocalStack style). An empty host with an absolute pa
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,11 +69,17 @@ class SourceSpec:
     def is_file(self) -> bool:
         return self.path is not None
 
-    def application_name(self, target_table: str) -> str:
-        """The KCL application (and lease table) name: explicit, else derived from stream and target table."""
+    def application_name(self, target_table: str, target_identity: str = "") -> str:
+        """The KCL application (and lease table) name: explicit, else derived from stream and target.
+
+        `target_identity` (the target database without secrets) adds a short hash, so relays of one stream into
+        two databases never share checkpoints; every worker of one relay derives the same name.
+        """
         if self.app:
             return self.app
-        return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"kcl-relay-{self.stream}-{target_table}")[:255]
+        suffix = f"-{hashlib.sha256(target_identity.encode()).hexdigest()[:8]}" if target_identity else ""
+        name = re.sub(r"[^a-zA-Z0-9_.-]", "-", f"kcl-relay-{self.stream}-{target_table}")
+        return name[: 255 - len(suffix)] + suffix
 
 
 def _bool(text: str) -> bool:
@@ -183,16 +190,26 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 }
 
 
+# What a file replay uses; the rest is about Kinesis and the KCL.
+FILE_OPTIONS = frozenset({"batch-size", "ttl", "route-tables", "source-table", "tombstone-retention"})
+
+
 def parse_source(url: str) -> SourceSpec:
     """Parse and validate a source URL; raise SourceError with a one-line message."""
     parts = urlsplit(url)
     if parts.scheme != SCHEME:
         raise SourceError(f"source URL must start with {SCHEME}://, got {parts.scheme or 'no scheme'}://")
-    if "@" in parts.path:
-        # An unencoded "/" in a secret ends the host early: say so without echoing any part of it.
-        raise SourceError("source URL credentials must be URL-encoded (/ as %2F, @ as %40, : as %3A)")
+    if "@" not in parts.netloc and "@" in parts.path + parts.query + parts.fragment:
+        # An unencoded "/", "?" or "#" in a secret ends the host early: say so without echoing any part of it.
+        raise SourceError("source URL credentials must be URL-encoded (/ as %2F, ? as %3F, # as %23, @ as %40)")
+    if parts.fragment:
+        raise SourceError("source URL must not have a #fragment (in credentials, write # as %23)")
     values: dict[str, Any] = {}
+    given: set[str] = set()
     for name, raw in parse_qsl(parts.query, keep_blank_values=True):
+        if name in given:
+            raise SourceError(f"source option {name!r} is given twice")
+        given.add(name)
         if CONTROL.search(raw):
             raise SourceError(f"source option {name!r} holds a control character")
         if name not in OPTIONS:
@@ -228,6 +245,11 @@ def parse_source(url: str) -> SourceSpec:
                 raise SourceError("source URL credentials must be KEY:SECRET")
             values["credentials"] = Credentials(unquote(parts.username), unquote(parts.password))
 
+    if "path" in values and given - FILE_OPTIONS:
+        raise SourceError(
+            f"option(s) {', '.join(sorted(given - FILE_OPTIONS))} do not apply to a file replay; "
+            f"valid there: {', '.join(sorted(FILE_OPTIONS))}"
+        )
     spec = SourceSpec(**values)
     _check_combinations(spec)
     return spec

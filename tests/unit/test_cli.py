@@ -361,3 +361,18 @@ def test_unreachable_aws_endpoint_stops_before_anything_starts(tmp_path: Path) -
         "t",
     )
     assert assert_usage_error(result) == f"kcl-relay: error: cannot reach the AWS endpoint http://127.0.0.1:{port}"
+
+
+def test_rows_with_timestamps_bytes_and_uuids_print_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import datetime
+    import uuid
+
+    from kcl_relay.cli import _print_rows
+
+    moment = datetime.datetime(2026, 11, 27, 5, 0, tzinfo=datetime.timezone.utc)
+    assert _print_rows(["at", "raw", "id"], [(moment, b"\x00\x01", uuid.UUID(int=5))]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "at": "2026-11-27T05:00:00+00:00",
+        "raw": "AAE=",
+        "id": "00000000-0000-0000-0000-000000000005",
+    }

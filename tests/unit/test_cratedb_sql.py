@@ -285,3 +285,29 @@ def test_recheck_removes_a_row_that_a_concurrent_remove_superseded() -> None:
     assert (result.upserted, result.skipped_stale) == (0, 1)
     deletes = [rows for kind, sql, rows in db.log if sql.startswith('DELETE FROM "doc"."orders" ')]
     assert deletes == [[("5", "acme", 11, 1)]]
+
+
+def test_settings_claim(dialect: CrateDBDialect) -> None:
+    """The relay's own settings (the source table): first writer wins, read back by primary key (real time)."""
+    assert dialect.create_settings_table() == (
+        'CREATE TABLE IF NOT EXISTS "doc"."orders__relay" (name TEXT PRIMARY KEY, value TEXT)'
+    )
+    assert dialect.claim_setting_sql() == (
+        'INSERT INTO "doc"."orders__relay" (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING'
+    )
+    assert dialect.setting_sql() == 'SELECT value FROM "doc"."orders__relay" WHERE name = ?'
+
+
+@pytest.mark.parametrize(
+    ("message", "row_error"),
+    [
+        ("ColumnValidationException[Validation failed for data['n']: Cannot cast value `x` to type `bigint`]", True),
+        ("MapperParsingException[failed to parse]: Mixed dataTypes inside a list are not supported", True),
+        ("RelationUnknown[Relation 'doc.orders' unknown]", False),
+        ("SomethingNewException[the cluster did something unexpected]", False),  # unknown: retried, never skipped
+    ],
+)
+def test_only_value_errors_make_dead_letters(dialect: CrateDBDialect, message: str, row_error: bool) -> None:
+    from crate.client import exceptions as crate_errors
+
+    assert dialect.is_row_error(crate_errors.ProgrammingError(message)) is row_error

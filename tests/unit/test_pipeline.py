@@ -510,3 +510,17 @@ def test_corpus_in_random_batches_reaches_the_reference_state(target: TargetSpec
     assert totals.last_position == Position(SHARD, str(len(records)))
     assert totals.ttl_ignored == (sum(decode(r).is_ttl_expiry for r in records) if ttl == "ignore" else 0)
     assert read_items(target, KEY_TYPES) == reference_state(events)
+
+
+def test_every_processor_agrees_on_the_first_table_seen(target: TargetSpec) -> None:
+    """Two shards' processors (two pipelines) seeing different tables first: the first claim in the target wins."""
+    shard_a, shard_b = sqlite_pipeline(target), sqlite_pipeline(target)
+    shard_a.add([raw(cdc("INSERT", "u1", 1, table="users"), 1)])
+    shard_a.flush()
+    shard_b.add([raw(cdc("INSERT", "o1", 2, table="orders"), 1, shard="shardId-000000000001")])
+    stats = shard_b.flush()
+    assert stats.dead_letters == 1 and stats.upserted == 0
+    assert set(rows(target)) == {'{"id":"u1"}'}
+    assert "this relay carries 'users'" in dead_letters(target)[0][1]
+    shard_a.close()
+    shard_b.close()

@@ -427,3 +427,23 @@ def test_describe_options_examples() -> None:
 def test_every_optional_setting_says_what_happens_without_it(name: str) -> None:
     (line,) = [line for line in describe_options().splitlines() if line.startswith(f"{name}:")]
     assert "default" in line
+
+
+@pytest.mark.parametrize("separator", ["?", "#", "/"])
+def test_unencoded_secret_characters_never_reach_the_error(separator: str) -> None:
+    with pytest.raises(SourceError) as error:
+        parse_source(f"kinesis+dynamodb+cdc://AKIAX:abc{separator}SECRETPART@aws/s")
+    assert "SECRETPART" not in str(error.value) and "abc" not in str(error.value)
+    assert "URL-encoded" in str(error.value)
+
+
+def test_an_option_given_twice_is_refused() -> None:
+    with pytest.raises(SourceError, match="'once' is given twice"):
+        parse_source("kinesis+dynamodb+cdc://aws/s?once=true&once=false")
+
+
+def test_stream_options_do_not_apply_to_a_file_replay() -> None:
+    with pytest.raises(SourceError, match="start do not apply to a file replay"):
+        parse_source("kinesis+dynamodb+cdc:///tmp/x.ndjson?start=latest")
+    spec = parse_source("kinesis+dynamodb+cdc:///tmp/x.ndjson?batch-size=5&ttl=ignore&route-tables=true")
+    assert (spec.batch_size, spec.ttl, spec.route_tables) == (5, "ignore", True)
