@@ -98,9 +98,10 @@ class Pipeline:
 
     def flush(self) -> FlushStats:
         """Write everything staged; on failure it stays staged (a retry by the caller loses nothing)."""
-        if not self._staged:
-            return FlushStats()
-        stats = self._write(self._staged)
+        stats = FlushStats()
+        size = self.options.batch_size
+        for start in range(0, len(self._staged), size):  # one database batch holds at most batch-size records
+            stats.add(self._write(self._staged[start : start + size]))
         self._staged, self._oldest = [], None
         return stats
 

@@ -53,6 +53,9 @@ def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
         for records in batched(read_records(path), spec.batch_size):
             pipeline.add(records)
             totals.add(pipeline.flush())
+    except KeyboardInterrupt:
+        say(f"interrupted after {totals.records} records (all of them applied; run again to apply the rest)")
+        return 130
     except Exception as error:  # the sink retried transient failures already: this one is final
         say(f"error: the target failed after {totals.records} records: {type(error).__name__}: {error}")
         return 1

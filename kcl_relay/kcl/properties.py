@@ -178,6 +178,9 @@ def spec_from_properties(props: dict[str, str]) -> tuple[SourceSpec, dict[str, s
         raise SourceError("the properties file names no streamName")
     if not kcl_props.get("applicationName"):
         raise SourceError("the properties file names no applicationName")
+    for key, (option, _convert) in KCL_TO_OPTION.items():
+        if kcl_props.get(key) and option in relay_props:  # the KCL would use one, the processor the other
+            raise SourceError(f"the properties file sets both {key} and {RELAY_PREFIX}{option}: keep one")
     options: dict[str, str] = {}
     for key, (option, convert) in KCL_TO_OPTION.items():
         if kcl_props.get(key):

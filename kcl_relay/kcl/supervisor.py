@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -39,6 +40,7 @@ class WorkerPlan:
     drop_env: tuple[str, ...] = ()  # variables of ours the JVM must not inherit
 
 
+KEEP_STATE_DIRS = 10  # per application: the logs of the last runs
 STATE_DIR_ENV = ("KCL_RELAY_STATE_DIR", "STATE_DIRECTORY")  # ours, or systemd's StateDirectory=
 
 
@@ -47,7 +49,17 @@ def make_state_dir(application_name: str) -> Path:
     base = next((os.environ[name] for name in STATE_DIR_ENV if os.environ.get(name)), None)
     if base:
         Path(base).mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"kcl-relay-{application_name[:40]}-", dir=base))
+    prefix = f"kcl-relay-{application_name[:40]}-"
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    _prune(folder.parent, prefix, keep=KEEP_STATE_DIRS)
+    return folder
+
+
+def _prune(parent: Path, prefix: str, keep: int) -> None:
+    """Restarts (systemd's Restart=on-failure) must not pile up folders: keep the newest few of this application."""
+    folders = sorted((p for p in parent.glob(f"{prefix}*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in folders[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class Progress:

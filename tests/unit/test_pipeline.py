@@ -524,3 +524,32 @@ def test_every_processor_agrees_on_the_first_table_seen(target: TargetSpec) -> N
     assert "this relay carries 'users'" in dead_letters(target)[0][1]
     shard_a.close()
     shard_b.close()
+
+
+class CountingSink(Sink):
+    """Records the size of every apply() call."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def ensure_table(self, key_types: Mapping[str, KeyType]) -> None:
+        pass
+
+    def apply(self, events: Sequence[ChangeEvent]) -> ApplyResult:
+        self.sizes.append(len(events))
+        return ApplyResult(upserted=len(events))
+
+    def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_one_database_batch_holds_at_most_batch_size_records() -> None:
+    sink = CountingSink()
+    pipeline = Pipeline(lambda route: sink, PipelineOptions(batch_size=7))
+    pipeline.add([raw(cdc("INSERT", f"k{i}", i), i) for i in range(1, 13)])  # one KCL batch larger than batch-size
+    stats = pipeline.flush()
+    assert sink.sizes == [7, 5] and stats.upserted == 12 and stats.records == 12
+    assert stats.last_position is not None and stats.last_position.sequence_number == "12"

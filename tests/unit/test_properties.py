@@ -309,8 +309,11 @@ def test_relay_keys_are_the_url_options() -> None:
     assert kcl_props == MINIMAL
 
 
-def test_relay_key_overrides_the_kcl_key() -> None:
-    spec, _, _ = spec_from_properties({**MINIMAL, "maxRecords": "50", "kclrelay.batch-size": "70"})
+def test_a_relay_key_and_its_kcl_key_together_are_refused() -> None:
+    # maxRecords would reach the KCL and kclrelay.batch-size the processor: two truths, so neither wins.
+    with pytest.raises(SourceError, match=r"sets both maxRecords and kclrelay\.batch-size"):
+        spec_from_properties({**MINIMAL, "maxRecords": "50", "kclrelay.batch-size": "70"})
+    spec, _, _ = spec_from_properties({**MINIMAL, "kclrelay.batch-size": "70"})
     assert spec.batch_size == 70
 
 
