@@ -160,6 +160,13 @@ class CrateDBDialect(Dialect):
         conflict = ", ".join(_subscript(name) for name in sorted(key_names))
         return self._guarded_upsert(self.relation(), ROW_COLUMNS, ("pk",), conflict)
 
+    def fallback_upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...] | None:
+        """A row whose `data` clashes with the types CrateDB fixed for data's sub-columns on earlier rows (an
+        attribute that was a number is now text, say): store every non-key attribute in `aux` instead, intact."""
+        if not row.data:
+            return None
+        return self.upsert_params(event, Row(pk=row.pk, data={}, aux={**row.data, **row.aux}))
+
     def upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...]:
         pk = {name: key_text(value) for name, value in row.pk.items()}
         order = event.position.order_token

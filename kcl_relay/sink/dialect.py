@@ -78,6 +78,10 @@ class Dialect(ABC):
     def placeholders(self, count: int) -> str:
         return ", ".join([self.param] * count)
 
+    def fallback_upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...] | None:
+        """Another way to store a row this database rejected, or None: then it is a dead letter."""
+        return None
+
     def key_rejection(self, event: ChangeEvent) -> str | None:
         """Why this dialect can never store the event's key (checked before any statement), or None."""
         return None

@@ -29,7 +29,7 @@ from sqlalchemy.pool import NullPool
 
 from kcl_relay.cdc.event import ChangeEvent, DeadLetter, KeyType
 from kcl_relay.cdc.jsonenc import dumps
-from kcl_relay.cdc.layout import split
+from kcl_relay.cdc.layout import Row, split
 from kcl_relay.sink.base import ApplyResult, Sink
 from kcl_relay.sink.dialect import Dialect
 from kcl_relay.sink.retry import RetryPolicy, TransientError, call_with_retry, describe_error, is_transient
@@ -340,24 +340,33 @@ class TableWriter(Sink):
         tombstones = self._tombstones(cursor, upserts)
         live: list[ChangeEvent] = []
         rows: list[tuple[Any, ...]] = []
+        layouts: list[Row] = []
         for event in upserts:
             removed = tombstones.get(event.key_id)
             if removed is not None and removed >= event.order:
                 result.skipped_stale += 1
                 continue
             assert event.image is not None  # checked by _problem
+            layout = split(event.key, event.image)
             try:
-                rows.append(self.dialect.upsert_params(event, split(event.key, event.image)))
+                rows.append(self.dialect.upsert_params(event, layout))
             except (TypeError, ValueError) as exc:
                 letters.append(self._letter(event, f"cannot store in {self.dialect.name}: {describe_error(exc)}"))
                 continue
             live.append(event)
+            layouts.append(layout)
         bulk = self._bulk(cursor, self._sql["upsert"], rows)
         unknown = 0
         written: list[ChangeEvent] = []
         for index, event in enumerate(live):
             count = bulk.counts[index]
             if index in bulk.rejected:
+                fallback = self.dialect.fallback_upsert_params(event, layouts[index])
+                if fallback is not None and self._run_fallback(cursor, fallback):
+                    log.warning("%s: %s; stored with its attributes in aux", event.key_id, bulk.rejected[index])
+                    written.append(event)
+                    result.upserted += 1
+                    continue
                 letters.append(self._letter(event, bulk.rejected[index]))
                 continue
             written.append(event)
@@ -373,6 +382,15 @@ class TableWriter(Sink):
             superseded = self._recheck(cursor, written, letters)
             result.upserted -= superseded
             result.skipped_stale += superseded
+
+    def _run_fallback(self, cursor: Any, params: tuple[Any, ...]) -> bool:
+        try:
+            self._in_savepoint(cursor, self.dialect.run_one, cursor, self._sql["upsert"], params)
+        except Exception as exc:
+            if is_transient(exc) or not self.dialect.is_row_error(exc):
+                raise
+            return False
+        return True
 
     def _recheck(self, cursor: Any, written: list[ChangeEvent], letters: list[DeadLetter]) -> int:
         """Without transactions, a REMOVE applied by another worker between our tombstone read and our upsert

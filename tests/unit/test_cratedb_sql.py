@@ -194,6 +194,7 @@ class FakeCrate:
         self.stored: dict[tuple[str, ...], list[Any]] = {}  # state key -> [version, order, seq_no, term]
         self.poison: set[str] = set()  # tenants whose upserts are rejected
         self.tombstone_reads: list[list[list[Any]]] = []  # answers to successive tombstone SELECTs
+        self.clash_in_data_only = False  # reject a single-row upsert only while its `data` is not empty
 
     def bulk_answer(self, sql: str, row: Sequence[Any]) -> int:
         if sql.startswith('INSERT INTO "doc"."orders" ') and row[0]["tenant"] in self.poison:
@@ -209,6 +210,8 @@ class FakeCrate:
         if sql.startswith('INSERT INTO "doc"."orders" '):
             from crate.client.exceptions import ProgrammingError
 
+            if self.clash_in_data_only and not params[1]:
+                return [], 1
             raise ProgrammingError("SQLParseException[Cannot cast object element `price` with value `x`]")
         return [], 0
 
@@ -311,3 +314,23 @@ def test_only_value_errors_make_dead_letters(dialect: CrateDBDialect, message: s
     from crate.client import exceptions as crate_errors
 
     assert dialect.is_row_error(crate_errors.ProgrammingError(message)) is row_error
+
+
+def test_a_row_whose_data_clashes_with_earlier_types_is_stored_in_aux() -> None:
+    """data['price'] became BIGINT on earlier rows; now it is text: the row goes whole into aux, not dead letters."""
+    db = FakeCrate()
+    spec = parse_target("crate://localhost:4200/doc/orders", None)
+    writer = TableWriter(spec, engine=db, retry=RetryPolicy(attempts=1), clock=lambda: WHEN)  # type: ignore[arg-type]
+    writer.ensure_table(KEY_TYPES)
+    db.poison.add("clash")
+    db.clash_in_data_only = True
+    key = {"tenant": "clash", "id": 3}
+    event = ChangeEvent("INSERT", "orders", key, KEY_TYPES, {**key, "price": "x", "n": 1}, 1735689600000001,
+                        Position("shardId-1", SEQ))  # fmt: skip
+    db.log.clear()
+    result = writer.apply([event])
+    assert (result.upserted, result.dead_letters) == (1, [])
+    single = [
+        params for kind, sql, params in db.log if kind == "execute" and sql.startswith('INSERT INTO "doc"."orders" ')
+    ]
+    assert [row[1:3] for row in single] == [[{"n": 1, "price": "x"}, {}], [{}, {"n": 1, "price": "x"}]]
