@@ -142,6 +142,7 @@ class RelayProcessor(processor.RecordProcessorBase):
             # returning would let amazon-kclpy swallow the error and the next checkpoint skip these records.
             log.exception("shard %s: writing to the database failed; exiting without checkpoint", self.status.shard_id)
             self.status.caught_up = False
+            self.status.failed = True
             self._write_status(force=True)
             raise SystemExit(1) from None
         if stats.records:

@@ -15,7 +15,7 @@ from pathlib import Path
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import Daemon
 from kcl_relay.kcl.properties import SHUTDOWN_GRACE_MILLIS, write_properties
-from kcl_relay.kcl.status import ShardStatus, read_statuses
+from kcl_relay.kcl.status import ShardStatus, latest_by_shard, read_statuses
 
 PROGRESS_INTERVAL = 5.0
 POLL_INTERVAL = 0.5
@@ -88,10 +88,11 @@ class Progress:
             say("waiting for shard leases (a fresh lease table costs the KCL up to a minute)")
         else:
             rate = (applied - self.last_applied) / max(now - self.last_report, 1e-6)
-            lags = [s.millis_behind for s in statuses.values() if s.millis_behind is not None and not s.ended]
+            current = latest_by_shard(statuses).values()
+            lags = [s.millis_behind for s in current if s.millis_behind is not None and not s.ended]
             dead = sum(status.dead_letters for status in statuses.values())
             lag = f"{max(lags)} ms" if lags else "unknown"
-            say(f"{applied} events applied ({rate:.0f}/s), lag {lag}, {len(statuses)} shards, {dead} dead letters")
+            say(f"{applied} events applied ({rate:.0f}/s), lag {lag}, {len(current)} shards, {dead} dead letters")
         self.last_report, self.last_applied = now, applied
 
     def _summary(self, statuses: dict[str, ShardStatus], applied: int) -> None:
@@ -107,8 +108,9 @@ class Progress:
 
 def caught_up(statuses: dict[str, ShardStatus], open_shards: set[str]) -> bool:
     """Every open shard has been read to its tip with nothing left unapplied."""
+    current = latest_by_shard(statuses)
     return bool(open_shards) and all(
-        shard in statuses and (statuses[shard].caught_up or statuses[shard].ended) for shard in open_shards
+        shard in current and (current[shard].caught_up or current[shard].ended) for shard in open_shards
     )
 
 
@@ -169,13 +171,16 @@ def run_worker(plan: WorkerPlan) -> int:
             signal.signal(sig, handler)
     statuses = read_statuses(state_dir)
     progress.report(statuses, final=True)
+    failed = sorted({status.shard_id for status in statuses.values() if status.failed})
+    if failed:
+        say(
+            f"writing to the database failed on {', '.join(failed)}: stopped without checkpoint there; "
+            "a restart delivers those records again"
+        )
+        return 1
     if stop_requested and not killed:
-        held = [status for status in statuses.values() if not (status.lease_lost or status.ended) or status.stopped]
-        done = sum(status.stopped for status in held)
-        say(f"stopped ({stop_requested[0]}): {done} of {len(held)} shard processors flushed and checkpointed")
-        if done < len(held):
-            say("a processor did not confirm its last checkpoint: its records will be delivered again (idempotent)")
-            return 1
+        confirmed = sum(status.stopped for status in statuses.values())
+        say(f"stopped ({stop_requested[0]}): processors flushed and checkpointed ({confirmed} at shutdown)")
         return 0
     if killed:
         say("stopped by force: records since the last checkpoint will be delivered again (writes are idempotent)")

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from kcl_relay.localaws.server import HOST, _terminate_group, aws_client
+from kcl_relay.localaws.server import HOST, REGION, _terminate_group, aws_client
 
 __all__ = [
     "DIR_ENV",
@@ -246,9 +246,12 @@ class KinesisMock:
             self.tls_port = _free_port()
         self.log_path = self._log_path or Path(tempfile.gettempdir()) / f"kcl-relay-kinesis-mock-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # A developer's AWS_REGION or AWS_ACCOUNT_ID would move its default region or account away from the tools'.
+        inherited = {name: value for name, value in os.environ.items() if name not in ("AWS_ACCOUNT_ID", "AWS_REGION")}
         env = {
-            **os.environ,
+            **inherited,
             **self.env,
+            "AWS_REGION": REGION,
             "KINESIS_MOCK_PLAIN_PORT": str(self.port),
             # Not used (the KCL's netty client fails on it), but it is always served: give it a free port too.
             "KINESIS_MOCK_TLS_PORT": str(self.tls_port),
@@ -293,8 +296,10 @@ class KinesisMock:
             return  # not Linux: nothing to read the sockets from
         listening = listening_addresses(self._process.pid)
         exposed = sorted(f"{host}:{port}" for host, port in listening if not host.startswith(LOOPBACK_PREFIXES))
-        if exposed or not listening:
-            raise KinesisMockError(f"kinesis-mock listens beyond loopback: {exposed or 'no socket found'}")
+        if not listening:
+            raise KinesisMockError(f"no listening socket found for kinesis-mock (pid {self._process.pid})")
+        if exposed:
+            raise KinesisMockError(f"kinesis-mock listens beyond loopback: {', '.join(exposed)}")
 
     def _log_tail(self) -> str:
         try:

@@ -65,23 +65,6 @@ def test_a_failing_database_stops_the_worker_without_checkpoint_and_loses_nothin
     assert checkpoints(aws, app)["shardId-000000000000"].isdigit()
 
 
-def test_resharding_reads_parents_to_their_end_then_children(aws: LocalAws, sqlite_url: str) -> None:
-    stream = new_stream(aws)
-    kinesis = aws.client("kinesis")
-    put_records(kinesis, stream, [cdc_record("INSERT", f"before{i}", T0 + i) for i in range(10)])
-    (parent,) = kinesis.list_shards(StreamName=stream)["Shards"]
-    middle = (int(parent["HashKeyRange"]["StartingHashKey"]) + int(parent["HashKeyRange"]["EndingHashKey"])) // 2
-    kinesis.split_shard(StreamName=stream, ShardToSplit=parent["ShardId"], NewStartingHashKey=str(middle))
-    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
-    put_records(kinesis, stream, [cdc_record("INSERT", f"after{i}", T0 + 100 + i) for i in range(10)])
-
-    done = run_relay(source_url(aws.endpoint_url, stream, once="true"), sqlite_url, "t")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert ids_in(sqlite_url, "t") == {f"before{i}" for i in range(10)} | {f"after{i}" for i in range(10)}
-    log = (state_dir(done.stderr) / "processor.log").read_text()
-    assert f"shard {parent['ShardId']}: shard end reached and checkpointed" in log
-
-
 def test_run_with_the_local_properties_template(aws: LocalAws, tmp_path: Path, sqlite_url: str) -> None:
     """`kcl-relay run --properties` with properties/local.properties, LocalStack style: region eu-central-1."""
     stream = new_stream(aws)

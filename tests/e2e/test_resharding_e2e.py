@@ -1,13 +1,19 @@
 """Resharding through the real KCL: a split and a merge on kinesis-mock, the lease table on moto.
 
 moto cannot serve this: it ignores ListShards' ShardFilter, and the KCL then rejects the shard hash ranges after a
-split ("Hash range of shards returned ... was incomplete"). kinesis-mock implements the filter, SplitShard and
-MergeShards; moto (LocalAws) keeps the lease table, reached through the `dynamodb-endpoint` source option.
+split ("Hash range of shards returned ... was incomplete"). kinesis-mock implements SplitShard, MergeShards and the
+filter; moto (LocalAws) keeps the lease table, reached through the `dynamodb-endpoint` source option.
+
+kinesis-mock 0.6.2 answers ListShards with ShardFilter AT_TRIM_HORIZON with every shard, parents and children,
+which the KCL refuses on an empty lease table. So each test has a worker hold leases before the split: a first
+once=true run, or a worker that keeps running through split and merge. With leases present the KCL lists shards
+without a filter.
 """
 
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +48,11 @@ pytestmark = [
 ]
 T0 = 1_795_000_000_000_000
 PARENT = "shardId-000000000000"
+# A false alarm of kcl-relay's stop summary after a reshard (reported, to be fixed in the supervisor/processor):
+# the KCL's graceful shutdown waits for the finished (SHARD_END) leases the worker still holds; meanwhile the same
+# worker takes the open shard's lease back and starts a second processor for it, which overwrites the shard's
+# status file and is never asked to shut down. The first processor had flushed and checkpointed, the second had
+# nothing staged, yet the summary says "0 of 1 shard processors flushed and checkpointed" and the exit code is 1.
 
 
 @pytest.fixture(scope="module")
@@ -92,32 +103,35 @@ def records_in(kinesis: Any, stream: str, shard: str) -> int:
     return len(kinesis.get_records(ShardIterator=iterator["ShardIterator"])["Records"])
 
 
+def url(aws: LocalAws, mock: KinesisMock, stream: str, app: str, **more: str) -> str:
+    # A fixed worker id: a restarted worker is the same worker to KCL 3's lease assignment. With a fresh id each
+    # run, the previous run's WorkerMetricStats still count as a live worker and get leases assigned that then
+    # have to expire (about 10 s per lease).
+    return source_url(
+        mock.endpoint_url, stream, app=app, worker_id=f"{app}-w", dynamodb_endpoint=aws.endpoint_url, **more
+    )
+
+
+def run_once(aws: LocalAws, mock: KinesisMock, stream: str, target: str, app: str) -> subprocess.CompletedProcess[str]:
+    return run_relay(url(aws, mock, stream, app, once="true"), target, "t")
+
+
+def processor_log(stderr: str) -> list[str]:
+    return (state_dir(stderr) / "processor.log").read_text().splitlines()
+
+
 def ids(target: str) -> set[str]:
     return {item["id"] for item in read_items(parse_target(target, "t"), {"id": "S"}).values()}
 
 
-def options(aws: LocalAws, app: str, **more: str) -> dict[str, str]:
-    # A fixed worker id: a restarted worker is the same worker to KCL 3's lease assignment. With a fresh id each
-    # run, the previous run's WorkerMetricStats still count as a live worker and get leases assigned that then
-    # have to expire (about 10 s per lease).
-    return {"app": app, "worker_id": f"{app}-w", "dynamodb_endpoint": aws.endpoint_url, **more}
-
-
-def run_once(aws: LocalAws, mock: KinesisMock, stream: str, target: str, app: str) -> list[str]:
-    """Run the relay with once=true; return the lines of its processor.log."""
-    done = run_relay(source_url(mock.endpoint_url, stream, **options(aws, app, once="true")), target, "t")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return (state_dir(done.stderr) / "processor.log").read_text().splitlines()
-
-
-def leases(aws: LocalAws, app: str) -> dict[str, dict[str, Any]]:
+def checkpoints(aws: LocalAws, app: str) -> dict[str, str]:
     items = aws.client("dynamodb").scan(TableName=app, ConsistentRead=True)["Items"]
-    return {item["leaseKey"]["S"]: item for item in items}
+    return {item["leaseKey"]["S"]: item["checkpoint"]["S"] for item in items}
 
 
-def line_of(lines: list[str], text: str) -> int:
-    """Index of the first processor.log line containing `text`."""
-    found = next((index for index, line in enumerate(lines) if text in line), None)
+def line_of(lines: list[str], text: str, start: int = 0) -> int:
+    """Index of the first processor.log line from `start` on containing `text`."""
+    found = next((index for index, line in enumerate(lines) if index >= start and text in line), None)
     assert found is not None, f"{text!r} not in processor.log:\n" + "\n".join(lines[-40:])
     return found
 
@@ -127,6 +141,13 @@ def assert_read_after(lines: list[str], parent: str, children: list[str]) -> Non
     ended = line_of(lines, f"shard {parent}: shard end reached and checkpointed")
     for child in children:
         assert line_of(lines, f"shard {child}: ") > ended, f"{child} was read before its parent {parent} ended"
+
+
+def assert_stopped(code: int, stderr: str) -> None:
+    """A clean stop, also when the KCL hands a lease back to this worker during its shutdown (a second processor
+    of the same shard): every processor's status counts, and only a real write failure makes exit code 1."""
+    assert code == 0, stderr[-3000:]
+    assert "processors flushed and checkpointed" in stderr
 
 
 def test_loopback_only(mock: KinesisMock) -> None:
@@ -142,31 +163,29 @@ def test_split_and_merge_every_record_applied_parents_before_children(
     kinesis = mock.client()
     stream = new_stream(kinesis)
     put_records(kinesis, stream, [cdc_record("INSERT", f"before{i}", T0 + i) for i in range(20)])
-    # A first run before the split: kinesis-mock 0.6.2 answers ListShards with ShardFilter AT_TRIM_HORIZON with
-    # every shard, parents and children, and the KCL refuses such a list on an empty lease table ("Hash range of
-    # shards returned ... was incomplete"). With leases present it lists shards without a filter.
     app = app_name()
-    run_once(aws, mock, stream, sqlite_url, app)
+    first = run_once(aws, mock, stream, sqlite_url, app)
+    assert first.returncode == 0, first.stderr[-3000:]
     assert ids(sqlite_url) == {f"before{i}" for i in range(20)}
+
     children = split(kinesis, stream, PARENT)
     put_records(kinesis, stream, [cdc_record("INSERT", f"split{i}", T0 + 100 + i) for i in range(20)])
     merged = merge(kinesis, stream, *children)
-    put_records(kinesis, stream, [cdc_record("INSERT", f"merged{i}", T0 + 200 + i) for i in range(10)])
+    last = put_records(kinesis, stream, [cdc_record("INSERT", f"merged{i}", T0 + 200 + i) for i in range(10)])[-1]
     counts = {shard: records_in(kinesis, stream, shard) for shard in [PARENT, *children, merged]}
-    assert counts[PARENT] == 20 and sum(counts[c] for c in children) == 20 and counts[merged] == 10
+    assert counts[PARENT] == 20 and counts[merged] == 10 and sum(counts[c] for c in children) == 20, counts
     assert all(counts[c] for c in children), f"both children must hold records: {counts}"
 
-    lines = run_once(aws, mock, stream, sqlite_url, app)
+    done = run_once(aws, mock, stream, sqlite_url, app)
+    assert_stopped(done.returncode, done.stderr)
 
     expected = {f"{prefix}{i}" for prefix, n in (("before", 20), ("split", 20), ("merged", 10)) for i in range(n)}
     assert ids(sqlite_url) == expected
+    lines = processor_log(done.stderr)
     assert_read_after(lines, PARENT, children)
     for child in children:
         assert_read_after(lines, child, [merged])
-    checkpoints = {key: lease["checkpoint"]["S"] for key, lease in leases(aws, app).items()}
-    assert checkpoints[PARENT] == "SHARD_END"
-    assert all(checkpoints[child] == "SHARD_END" for child in children), checkpoints
-    assert checkpoints[merged].isdigit(), checkpoints  # the open shard: checkpointed at its last record
+    assert checkpoints(aws, app) == {PARENT: "SHARD_END", **dict.fromkeys(children, "SHARD_END"), merged: last}
 
 
 def test_one_key_updated_across_the_lineage_while_the_relay_runs(
@@ -191,23 +210,23 @@ def test_one_key_updated_across_the_lineage_while_the_relay_runs(
     put_records(kinesis, stream, [cdc_record("INSERT", "gone", next(version)), *changes(3, "parent")])
     app = app_name()
     log = tmp_path / "relay.log"
-    worker = start_relay(source_url(mock.endpoint_url, stream, **options(aws, app)), sqlite_url, "t", log)
+    worker = start_relay(url(aws, mock, stream, app), sqlite_url, "t", log)
     try:
         wait_for(lambda: current().get("k") == "parent2", 240, "the parent shard's records")
         children = split(kinesis, stream, PARENT)
         put_records(kinesis, stream, [*changes(3, "child"), cdc_record("REMOVE", "gone", next(version))])
         merged = merge(kinesis, stream, *children)
-        put_records(kinesis, stream, changes(2, "merged"))
+        last = put_records(kinesis, stream, changes(2, "merged"))[-1]
         wait_for(lambda: current() == {"k": "merged1"}, 240, "the merged shard's records")
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(timeout=120)
     stderr = log.read_text()
-    assert code == 0, stderr[-3000:]
+    assert_stopped(code, stderr)
 
     assert read_items(spec, {"id": "S"}) == {canonical_key({"id": "k"}): {"id": "k", "v": "merged1"}}
-    lines = (state_dir(stderr) / "processor.log").read_text().splitlines()
+    lines = processor_log(stderr)
     assert_read_after(lines, PARENT, children)
     for child in children:
         assert_read_after(lines, child, [merged])
-    assert leases(aws, app)[PARENT]["checkpoint"]["S"] == "SHARD_END"
+    assert checkpoints(aws, app) == {PARENT: "SHARD_END", **dict.fromkeys(children, "SHARD_END"), merged: last}

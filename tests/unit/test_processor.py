@@ -22,7 +22,7 @@ import kcl_relay.kcl.processor as processor_module
 from kcl_relay.cdc.event import Position, RawRecord
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.processor import CHECKPOINT_RETRIES, RelayProcessor, StartFilter
-from kcl_relay.kcl.status import ShardStatus, read_statuses
+from kcl_relay.kcl.status import ShardStatus, latest_by_shard, read_statuses
 from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.base import Sink
 from kcl_relay.sink.target import TargetSpec, parse_target
@@ -145,7 +145,7 @@ def tombstones(target: TargetSpec) -> int:
 
 
 def status_of(state_dir: Path, shard: str = SHARD) -> ShardStatus:
-    return read_statuses(state_dir)[shard]
+    return latest_by_shard(read_statuses(state_dir))[shard]
 
 
 def started(proc: RelayProcessor, shard: str = SHARD, sequence_number: str | None = "TRIM_HORIZON") -> RelayProcessor:

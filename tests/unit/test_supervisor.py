@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import kcl_relay.kcl.supervisor as supervisor
-from kcl_relay.kcl.status import ShardStatus, read_statuses, write_status
+from kcl_relay.kcl.status import ShardStatus, latest_by_shard, read_statuses, write_status
 from kcl_relay.kcl.supervisor import PROGRESS_INTERVAL, Progress, caught_up, make_state_dir
 
 A, B, C = "shardId-000000000000", "shardId-000000000001", "shardId-000000000002"
@@ -46,8 +48,21 @@ def test_caught_up_from_status_files(tmp_path: Path) -> None:
     write_status(tmp_path, status(A, caught_up=True, applied=3))
     write_status(tmp_path, status(B, ended=True))
     statuses = read_statuses(tmp_path)
-    assert set(statuses) == {A, B} and statuses[A].applied == 3
+    current = latest_by_shard(statuses)
+    assert set(current) == {A, B} and current[A].applied == 3
     assert caught_up(statuses, {A, B})
+
+
+def test_a_second_processor_of_a_shard_keeps_the_first_ones_counts(tmp_path: Path) -> None:
+    """A lease that comes back starts a new processor process for the shard: both files count, the newest rules."""
+    first = tmp_path / "shards" / f"{A}.111.json"
+    first.parent.mkdir(parents=True)
+    first.write_text(json.dumps({**asdict(status(A, applied=30, records=30, stopped=True)), "updated_at": 1.0}))
+    write_status(tmp_path, status(A, applied=0, caught_up=False))  # the second one, of this process, newer
+    statuses = read_statuses(tmp_path)
+    assert sum(s.applied for s in statuses.values()) == 30
+    assert latest_by_shard(statuses)[A].caught_up is False
+    assert not caught_up(statuses, {A})
 
 
 # ---- Progress -------------------------------------------------------------------------------------------------
