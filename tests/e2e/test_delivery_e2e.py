@@ -17,7 +17,6 @@ from tests.support.e2e import (
     app_name,
     cdc_record,
     ids_in,
-    missing_kcl,
     new_stream,
     put_records,
     run_relay,
@@ -25,12 +24,7 @@ from tests.support.e2e import (
     state_dir,
 )
 
-MISSING_KCL = missing_kcl()
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.timeout(600),
-    pytest.mark.skipif(bool(MISSING_KCL), reason=f"needs Java and the KCL jars: {MISSING_KCL}"),
-]
+pytestmark = pytest.mark.timeout(600)
 T0 = 1_795_000_000_000_000
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,15 +11,10 @@ import pytest
 
 from kcl_relay.localaws.server import LocalAws
 from kcl_relay.sink.target import parse_target
-from tests.support.e2e import app_name, cdc_record, missing_kcl, put_records, source_url, start_relay, wait_for
+from tests.support.e2e import app_name, cdc_record, put_records, source_url, start_relay, wait_for
 from tests.support.tables import read_items
 
-MISSING_KCL = missing_kcl()
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.timeout(600),
-    pytest.mark.skipif(bool(MISSING_KCL), reason=f"needs Java and the KCL jars: {MISSING_KCL}"),
-]
+pytestmark = pytest.mark.timeout(600)
 SHARDS, KEYS = 4, 200
 
 

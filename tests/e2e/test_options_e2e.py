@@ -18,7 +18,6 @@ from tests.support.e2e import (
     app_name,
     cdc_record,
     ids_in,
-    missing_kcl,
     new_stream,
     put_records,
     run_relay,
@@ -28,12 +27,7 @@ from tests.support.e2e import (
     wait_for,
 )
 
-MISSING_KCL = missing_kcl()
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.timeout(600),
-    pytest.mark.skipif(bool(MISSING_KCL), reason=f"needs Java and the KCL jars: {MISSING_KCL}"),
-]
+pytestmark = pytest.mark.timeout(600)
 T0 = 1_795_000_000_000_000  # microseconds: the versions of the crafted records
 
 

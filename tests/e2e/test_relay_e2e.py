@@ -16,16 +16,10 @@ from kcl_relay.localaws.pump import PumpClients, StreamPump
 from kcl_relay.localaws.server import LocalAws
 from kcl_relay.localaws.workload import create_stream, create_table, run_workload, scan_items
 from kcl_relay.sink.target import parse_target
-from tests.support.e2e import app_name, missing_kcl, run_relay, source_url, state_dir
+from tests.support.e2e import app_name, run_relay, source_url, state_dir
 from tests.support.tables import read_items, same_value
 
-MISSING_KCL = missing_kcl()
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.timeout(900),
-    pytest.mark.skipif(bool(MISSING_KCL), reason=f"needs Java and the KCL jars: {MISSING_KCL}"),
-]
+pytestmark = pytest.mark.timeout(900)
 
 TABLE, STREAM = "orders", "orders-cdc"
 KEY_SCHEMA = (("tenant", "S"), ("id", "N"))

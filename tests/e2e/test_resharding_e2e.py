@@ -28,7 +28,6 @@ from kcl_relay.sink.target import parse_target
 from tests.support.e2e import (
     app_name,
     cdc_record,
-    missing_kcl,
     put_records,
     run_relay,
     source_url,
@@ -38,12 +37,9 @@ from tests.support.e2e import (
 )
 from tests.support.tables import read_items
 
-MISSING_KCL = missing_kcl()
 MISSING_NODE = missing_requirements()
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(600),
-    pytest.mark.skipif(bool(MISSING_KCL), reason=f"needs Java and the KCL jars: {MISSING_KCL}"),
     pytest.mark.skipif(bool(MISSING_NODE), reason=f"needs Node.js and npm for kinesis-mock: {MISSING_NODE}"),
 ]
 T0 = 1_795_000_000_000_000
