@@ -47,7 +47,7 @@ def test_a_failing_database_stops_the_worker_without_checkpoint_and_loses_nothin
 
     failed = run_relay(source_url(aws.endpoint_url, stream, once="true", app=app), target, "t")
     assert failed.returncode == 1, failed.stderr[-2000:]
-    assert "exited on its own" in failed.stderr
+    assert "writing to the database failed on shardId-000000000000: stopped without checkpoint" in failed.stderr
     assert "exiting without checkpoint" in (state_dir(failed.stderr) / "processor.log").read_text()
     assert checkpoints(aws, app) == {"shardId-000000000000": "TRIM_HORIZON"}
 
@@ -61,8 +61,9 @@ def test_a_failing_database_stops_the_worker_without_checkpoint_and_loses_nothin
 
 def test_run_with_the_local_properties_template(aws: LocalAws, tmp_path: Path, sqlite_url: str) -> None:
     """`kcl-relay run --properties` with properties/local.properties, LocalStack style: region eu-central-1."""
-    stream = new_stream(aws)
-    put_records(aws.client("kinesis"), stream, [cdc_record("INSERT", f"k{i}", T0 + i) for i in range(5)])
+    stream = new_stream(aws, region="eu-central-1")
+    kinesis = aws.client("kinesis", region="eu-central-1")
+    put_records(kinesis, stream, [cdc_record("INSERT", f"k{i}", T0 + i) for i in range(5)])
     props = read_properties(REPO / "properties" / "local.properties")
     app = app_name()
     props |= {
@@ -94,8 +95,8 @@ def test_run_with_the_local_properties_template(aws: LocalAws, tmp_path: Path, s
 
 def test_credentials_in_the_url_localstack_style(aws: LocalAws, sqlite_url: str) -> None:
     """kinesis+dynamodb+cdc://LSIA...:SECRET@localhost:PORT/STREAM?region=eu-central-1, no AWS_* in the env."""
-    stream = new_stream(aws)
-    put_records(aws.client("kinesis"), stream, [cdc_record("INSERT", "k", T0)])
+    stream = new_stream(aws, region="eu-central-1")
+    put_records(aws.client("kinesis", region="eu-central-1"), stream, [cdc_record("INSERT", "k", T0)])
     secret = "dummy-S3cr3t-e2e"
     url = source_url(aws.endpoint_url, stream, once="true", region="eu-central-1").replace(
         "cdc://", f"cdc://LSIAQAAAAAAVNCBMPNSG:{secret}@"

@@ -109,10 +109,10 @@ def put_records(kinesis: Any, stream: str, records: Sequence[dict[str, Any]]) ->
     return numbers
 
 
-def new_stream(aws: LocalAws, shards: int = 1) -> str:
-    """A fresh ACTIVE stream on the emulators."""
+def new_stream(aws: LocalAws, shards: int = 1, region: str = "us-east-1") -> str:
+    """A fresh ACTIVE stream on the emulators (which keep each region apart, like AWS)."""
     name = f"s-{app_name()}"
-    kinesis = aws.client("kinesis")
+    kinesis = aws.client("kinesis", region=region)
     kinesis.create_stream(StreamName=name, ShardCount=shards)
     kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})
     return name
