@@ -32,6 +32,11 @@ class PipelineOptions:
     route_tables: bool = False
     source_table: str | None = None
 
+    @classmethod
+    def of(cls, settings: object) -> PipelineOptions:
+        """From anything carrying these fields by name: a SourceSpec, or a processor's config."""
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
+
 
 @dataclass
 class FlushStats:

@@ -23,16 +23,6 @@ from kcl_relay.source.url import SourceError, SourceSpec
 PROCESSOR_KEYS = ("executableName", "processingLanguage", "callProcessRecordsEvenForEmptyRecordList")
 
 
-def pipeline_options(spec: SourceSpec) -> PipelineOptions:
-    return PipelineOptions(
-        batch_size=spec.batch_size,
-        buffer_time=spec.buffer_time,
-        ttl=spec.ttl,
-        route_tables=spec.route_tables,
-        source_table=spec.source_table,
-    )
-
-
 def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
     """Apply a file of CDC records in batches of batch-size: exit code 0, or 1 when the target failed."""
     assert spec.path is not None
@@ -46,7 +36,7 @@ def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
             target_for(target, dynamodb_table), tombstone_retention=timedelta(seconds=spec.tombstone_retention)
         )
 
-    pipeline = Pipeline(sink_for, pipeline_options(spec))
+    pipeline = Pipeline(sink_for, PipelineOptions.of(spec))
     totals = FlushStats()
     started = time.monotonic()
     try:

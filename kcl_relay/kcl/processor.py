@@ -53,16 +53,7 @@ class RelayProcessor(processor.RecordProcessorBase):
         self.config = config
         self.target = parse_target(config.target_url, config.table)
         self.state_dir = Path(config.state_dir)
-        self.pipeline = Pipeline(
-            self._open_sink,
-            PipelineOptions(
-                batch_size=config.batch_size,
-                buffer_time=config.buffer_time,
-                ttl=config.ttl,
-                route_tables=config.route_tables,
-                source_table=config.source_table,
-            ),
-        )
+        self.pipeline = Pipeline(self._open_sink, PipelineOptions.of(config))
         self.status = ShardStatus(shard_id="unknown")
         self.totals = FlushStats()
         self.start_filter: StartFilter | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.pool import NullPool
@@ -10,7 +9,7 @@ from sqlalchemy.pool import NullPool
 from kcl_relay.sink.dialect import quote_ident
 from kcl_relay.sink.target import TargetSpec
 
-__all__ = ["check_reachable", "format_rows", "run_sql", "show_table"]
+__all__ = ["check_reachable", "run_sql", "show_table"]
 
 Rows = list[tuple[Any, ...]]
 
@@ -64,13 +63,3 @@ def show_table(spec: TargetSpec, name: str, limit: int | None = 100) -> tuple[li
         run_sql(spec, f"REFRESH TABLE {relation}")
     query = f"SELECT * FROM {relation}" + (f" LIMIT {int(limit)}" if limit is not None else "")
     return run_sql(spec, query)
-
-
-def format_rows(columns: Sequence[str], rows: Rows) -> str:
-    """A plain text table for a terminal."""
-    cells = [[str(value) for value in row] for row in rows]
-    widths = [max([len(column), *(len(row[i]) for row in cells)]) for i, column in enumerate(columns)]
-    lines = [" | ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True))]
-    lines.append("-+-".join("-" * width for width in widths))
-    lines.extend(" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in cells)
-    return "\n".join(lines)
