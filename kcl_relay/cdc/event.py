@@ -14,11 +14,35 @@ KeyType = Literal["S", "N", "B"]
 Item = dict[str, Any]
 
 SEQNO_WIDTH = 64  # Kinesis sequence numbers have at most 56 digits; padding makes text order = numeric order
+LINEAGE_WIDTH = 13  # shardId-NNNNNNNNNNNN (12 digits) plus one: room for the snapshot rank above them all
+# Items of a full load (a table scan): on an equal version they win against stream records, see lineage_rank().
+SNAPSHOT_SHARD = "snapshot"
+_SNAPSHOT_RANK = 10**LINEAGE_WIDTH - 1
+_SHARD_PREFIX = "shardId-"
+
+
+def lineage_rank(shard_id: str) -> int:
+    """Where a shard stands in its stream's lineage: a child shard always ranks above its parents.
+
+    Kinesis numbers shards in creation order (shardId-000000000000, -000000000001, ...), and the children of a split
+    or merge are created after their parents, so the number orders any shard after its ancestors. An item's records
+    sit in one shard at a time, so (rank, sequence number) orders them across resharding, where sequence numbers of
+    two shards alone are not comparable. Records with no stream position (lines of a replayed file) rank 0; a
+    snapshot item ranks above every shard: its version is taken before the item was read, so it already holds every
+    change of that version.
+    """
+    if shard_id.startswith(_SHARD_PREFIX):
+        number = shard_id[len(_SHARD_PREFIX) :]
+        if number.isascii() and number.isdigit() and len(number) < LINEAGE_WIDTH:
+            return int(number) + 1
+    if shard_id == SNAPSHOT_SHARD:
+        return _SNAPSHOT_RANK
+    return 0
 
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """Where a record sits in its stream. Only comparable within one shard lineage."""
+    """Where a record sits in its stream."""
 
     shard_id: str
     sequence_number: str
@@ -26,8 +50,9 @@ class Position:
 
     @property
     def order_token(self) -> str:
-        """Text that sorts like the position: the tie-breaker stored beside the version."""
-        return f"{int(self.sequence_number):0{SEQNO_WIDTH}d}.{self.sub_sequence_number:010d}"
+        """Text that sorts like the position across a shard lineage: the tie-breaker stored beside the version."""
+        rank = lineage_rank(self.shard_id)
+        return f"{rank:0{LINEAGE_WIDTH}d}.{int(self.sequence_number):0{SEQNO_WIDTH}d}.{self.sub_sequence_number:010d}"
 
 
 @dataclass(frozen=True, slots=True)

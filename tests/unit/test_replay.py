@@ -111,4 +111,4 @@ def test_envelope_base64_payload_is_exact_bytes(tmp_path: Path) -> None:
     path.write_text(json.dumps(envelope) + "\n")
     (record,) = read_records(path)
     assert record.data == payload
-    assert record.position.order_token.startswith("0" * 62 + "12.")
+    assert record.position.order_token.startswith("0000000000004." + "0" * 62 + "12.")

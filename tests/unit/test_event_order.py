@@ -1,0 +1,31 @@
+"""The tie-breaker on an equal ApproximateCreationDateTime: stream order that holds across a shard lineage."""
+
+from __future__ import annotations
+
+from kcl_relay.cdc.event import SNAPSHOT_SHARD, Position, lineage_rank
+
+
+def test_a_child_shard_record_wins_a_tie_against_its_parents_record_whatever_the_sequence_numbers() -> None:
+    # Sequence numbers of two shards are not ordered: the parent's may well be the greater one.
+    parent = Position("shardId-000000000000", "49590338271490256608559692538361571095921575989136588898")
+    child = Position("shardId-000000000002", "49590338271490256608559692538361571095921575989136588897")
+    assert child.order_token > parent.order_token
+
+
+def test_within_a_shard_sequence_numbers_order_numerically() -> None:
+    assert Position("shardId-000000000001", "900").order_token > Position("shardId-000000000001", "12").order_token
+    later = Position("shardId-000000000001", "12", sub_sequence_number=3)
+    assert later.order_token > Position("shardId-000000000001", "12", 2).order_token
+
+
+def test_ranks() -> None:
+    assert lineage_rank("shardId-000000000000") == 1
+    assert lineage_rank("shardId-000000000041") == 42
+    assert lineage_rank("file:changes.ndjson") == 0  # no stream position
+    assert lineage_rank("shardId-x") == 0
+    assert lineage_rank(SNAPSHOT_SHARD) > lineage_rank("shardId-999999999998")
+
+
+def test_a_snapshot_item_wins_a_tie_against_every_stream_record() -> None:
+    snapshot = Position(SNAPSHOT_SHARD, "0")
+    assert snapshot.order_token > Position("shardId-999999999998", "9" * 56).order_token
