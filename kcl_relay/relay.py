@@ -6,9 +6,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import find_jars, find_java
-from kcl_relay.kcl.properties import build_properties
+from kcl_relay.kcl.leases import LeaseTables, prepare_leases
+from kcl_relay.kcl.properties import INITIAL_POSITION, build_properties
 from kcl_relay.kcl.supervisor import WorkerPlan, make_state_dir, run_worker, say
 from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, target_for
 from kcl_relay.sink.admin import check_reachable
@@ -71,6 +74,7 @@ def plan_worker(spec: SourceSpec, target: TargetSpec, properties: dict[str, str]
     props = build_properties(spec, application)
     if properties:  # run --properties: the user's file wins, but the processor and its protocol needs are ours
         props = {**props, **properties, **{key: props[key] for key in PROCESSOR_KEYS}}
+    prepare_lease_table(spec, props)
     state_dir = make_state_dir(application)
     processor = ProcessorConfig(
         target_url=target.url.render_as_string(hide_password=False),
@@ -109,6 +113,34 @@ def plan_worker(spec: SourceSpec, target: TargetSpec, properties: dict[str, str]
         # A session token of other credentials must not pair with the URL's key.
         drop_env=("AWS_SESSION_TOKEN",) if spec.credentials else (),
     )
+
+
+def prepare_lease_table(spec: SourceSpec, props: dict[str, str]) -> None:
+    """A fresh application: write the lease table and leases the KCL would write after its empty-table wait.
+
+    Only an optimization: when it fails (no CreateTable permission, say), the KCL creates them itself, slowly.
+    """
+    tables = LeaseTables.of(props)
+    try:
+        prepared = prepare_leases(
+            kinesis.client(spec, "dynamodb"),
+            kinesis.client(spec, "kinesis"),
+            tables,
+            props["streamName"],
+            INITIAL_POSITION[spec.start],
+            spec.timestamp,
+        )
+    except (BotoCoreError, ClientError, TimeoutError) as error:
+        say(f"could not prepare lease table {tables.leases} ({describe_error(error)}); the KCL creates it, slower")
+        return
+    if prepared.created or prepared.skipped.startswith("the shard"):
+        say(prepared.describe(tables.leases))
+
+
+def describe_error(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        return f"{error.operation_name}: {error.response['Error']['Code']}"
+    return f"{type(error).__name__}: {error}"
 
 
 def run_stream(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> int:

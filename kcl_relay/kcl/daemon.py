@@ -69,7 +69,17 @@ class Daemon:
     """One MultiLangDaemon JVM in its own session: terminal signals reach kcl-relay only, which stops it gracefully."""
 
     def __init__(self, java: str, jars: Path, properties: Path, log_path: Path, env: dict[str, str]) -> None:
-        self.command = [java, *JVM_OPTIONS, "-cp", f"{jars}/*", DAEMON_CLASS, "--properties-file", str(properties)]
+        extra = os.environ.get("KCL_RELAY_JVM_OPTIONS", "").split()
+        self.command = [
+            java,
+            *JVM_OPTIONS,
+            *extra,
+            "-cp",
+            f"{jars}/*",
+            DAEMON_CLASS,
+            "--properties-file",
+            str(properties),
+        ]
         self.log_path = log_path
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None

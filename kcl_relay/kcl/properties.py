@@ -23,6 +23,21 @@ INITIAL_POSITION = {
 PROCESSOR_COMMAND = f"{sys.executable} -m kcl_relay.kcl.processor"
 SHUTDOWN_GRACE_MILLIS = 20000  # SIGTERM -> every processor gets shutdown_requested and checkpoints
 
+# Polling (KCL 3.1.3 PollingConfig, PrefetchRecordsPublisher, KinesisSleepTimeController; see docs/options.md).
+# Before every GetRecords the KCL sleeps idleTimeBetweenReadsInMillis minus the time since the last call, whether or
+# not that call returned records; and, while the last MillisBehindLatest is below
+# millisBehindLatestThresholdForReducedTps, up to that threshold instead. So: read a backlog as fast as the KCL can
+# (its floor, 200 ms, is also AWS's 5 reads/s per shard) with as many records per call as it can (10,000, its and
+# AWS's limit), and pause idle-sleep only once a read reached the tip of the shard.
+MAX_RECORDS_PER_CALL = 10000
+MIN_MILLIS_BETWEEN_READS = 200
+# Lease assignment (KCL 3 LeaseAssignmentManager on the leader; each worker discovers its leases at half that
+# interval). The KCL's default, twice failoverTimeMillis (20 s), makes a fresh or restarted worker wait up to 30 s
+# for its first lease; a second costs the leader a lease table scan per second.
+LEASE_ASSIGNMENT_INTERVAL_MILLIS = 1000
+# A worker is assignable once it has reported its metrics: the first report comes after twice this (default 1000).
+WORKER_METRICS_CAPTURE_MILLIS = 200
+
 
 def build_properties(spec: SourceSpec, application_name: str) -> dict[str, str]:
     """The multilang properties for one worker of `application_name`."""
@@ -34,8 +49,7 @@ def build_properties(spec: SourceSpec, application_name: str) -> dict[str, str]:
         "regionName": spec.region,
         "AwsCredentialsProvider": "DefaultCredentialsProvider",
         "initialPositionInStream": INITIAL_POSITION[spec.start],
-        "maxRecords": str(spec.batch_size),
-        "idleTimeBetweenReadsInMillis": str(round(spec.idle_sleep * 1000)),
+        **polling_properties(spec.idle_sleep),
         # Empty calls let the processor flush buffered records on time and tell when a shard is caught up.
         "callProcessRecordsEvenForEmptyRecordList": "true",
         # Enhanced fan-out needs a consumer registration per application; polling works everywhere, emulators too.
@@ -43,6 +57,8 @@ def build_properties(spec: SourceSpec, application_name: str) -> dict[str, str]:
         "shutdownGraceMillis": str(SHUTDOWN_GRACE_MILLIS),
         "failoverTimeMillis": str(round(spec.failover_time * 1000)),
         "shardSyncIntervalMillis": str(round(spec.shard_sync_interval * 1000)),
+        "leaseAssignmentIntervalMillis": str(LEASE_ASSIGNMENT_INTERVAL_MILLIS),
+        "inMemoryWorkerMetricsCaptureFrequencyMillis": str(WORKER_METRICS_CAPTURE_MILLIS),
     }
     if spec.timestamp:
         # The KCL refuses initialPositionInStream = AT_TIMESTAMP: the extended key alone sets it, in epoch seconds.
@@ -59,6 +75,18 @@ def build_properties(spec: SourceSpec, application_name: str) -> dict[str, str]:
         props["metricsLevel"] = "NONE"
     elif spec.dynamodb_endpoint:
         props["dynamoDBEndpoint"] = spec.dynamodb_endpoint
+    return props
+
+
+def polling_properties(idle_sleep: float) -> dict[str, str]:
+    """idle-sleep (seconds to wait after reading up to the tip) -> the KCL's polling keys. batch-size is not one."""
+    idle_millis = round(idle_sleep * 1000)
+    props = {
+        "maxRecords": str(MAX_RECORDS_PER_CALL),
+        "idleTimeBetweenReadsInMillis": str(MIN_MILLIS_BETWEEN_READS),
+    }
+    if idle_millis > MIN_MILLIS_BETWEEN_READS:
+        props["millisBehindLatestThresholdForReducedTps"] = str(idle_millis)
     return props
 
 
@@ -146,8 +174,9 @@ RELAY_PREFIX = "kclrelay."
 # standard KCL key -> (source option, KCL value -> option value)
 KCL_TO_OPTION = {
     "regionName": ("region", str),
-    "maxRecords": ("batch-size", str),
+    # Both read back as idle-sleep (the larger one: what polling_properties writes); see RENDERED_KCL_KEYS.
     "idleTimeBetweenReadsInMillis": ("idle-sleep", lambda ms: str(int(ms) / 1000)),
+    "millisBehindLatestThresholdForReducedTps": ("idle-sleep", lambda ms: str(int(ms) / 1000)),
     "applicationName": ("app", str),
     "workerId": ("worker-id", str),
     "workerIdentifier": ("worker-id", str),
@@ -163,6 +192,16 @@ KCL_TO_OPTION = {
         lambda s: datetime.fromtimestamp(int(s), timezone.utc).isoformat(),
     ),
 }
+
+
+# Keys read as a source option and rendered our way (polling_properties): the file's raw value must not reach the KCL.
+RENDERED_KCL_KEYS = frozenset({"idleTimeBetweenReadsInMillis", "millisBehindLatestThresholdForReducedTps"})
+
+
+def _check_max_records(value: str) -> None:
+    """maxRecords is the KCL's own (records per GetRecords, passed on as it is): only its range is ours to check."""
+    if not (value.strip().isdigit() and 1 <= int(value) <= MAX_RECORDS_PER_CALL):
+        raise SourceError(f"bad value {value!r} for maxRecords in the properties file: 1 to {MAX_RECORDS_PER_CALL}")
 
 
 def spec_from_properties(props: dict[str, str]) -> tuple[SourceSpec, dict[str, str], dict[str, str]]:
@@ -185,9 +224,14 @@ def spec_from_properties(props: dict[str, str]) -> tuple[SourceSpec, dict[str, s
     for key, (option, convert) in KCL_TO_OPTION.items():
         if kcl_props.get(key):
             try:
-                options[option] = convert(kcl_props[key])
+                value = convert(kcl_props[key])
             except ValueError:
                 raise SourceError(f"bad value {kcl_props[key]!r} for {key} in the properties file") from None
+            if option == "idle-sleep" and option in options:
+                value = str(max(float(value), float(options[option])))
+            options[option] = value
+    if kcl_props.get("maxRecords"):
+        _check_max_records(kcl_props["maxRecords"])
     if "timestamp" in options:  # the KCL's own way to start at a time: the extended key alone
         options["start"] = "at-timestamp"
     options.update({key: value for key, value in relay_props.items() if key != "table"})
@@ -198,4 +242,5 @@ def spec_from_properties(props: dict[str, str]) -> tuple[SourceSpec, dict[str, s
     spec = parse_source(f"{SCHEME}://{host}/{quote(stream)}?{urlencode(options)}")
     if endpoint:
         spec = dataclasses.replace(spec, endpoint_url=endpoint)  # keep the user's scheme (http or https)
+    kcl_props = {key: value for key, value in kcl_props.items() if key not in RENDERED_KCL_KEYS}
     return spec, kcl_props, relay_props

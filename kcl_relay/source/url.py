@@ -158,7 +158,7 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "batch-size": (
         "batch_size",
         _positive_int(10000),
-        "records per GetRecords (KCL maxRecords) and per database batch",
+        "records per database batch (GetRecords reads up to 10,000 regardless)",
     ),
     "create": ("create", _bool, "create the Kinesis stream upfront when missing, wait until ACTIVE"),
     "create-shards": ("create_shards", _positive_int(500), "shard count of a stream made by create=true"),
@@ -166,7 +166,7 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "start": ("start", _choice(START_POSITIONS), "where to start on a shard without checkpoint"),
     "seqno": ("seqno", _seqno, "sequence number for start=seqno-at / seqno-after"),
     "timestamp": ("timestamp", _timestamp, "ISO-8601 time for start=at-timestamp"),
-    "idle-sleep": ("idle_sleep", _seconds, "seconds to wait after an empty read (KCL idleTimeBetweenReadsInMillis)"),
+    "idle-sleep": ("idle_sleep", _seconds, "seconds to wait after a read that reached the tip of a shard"),
     "buffer-time": ("buffer_time", _seconds, "seconds to buffer records before writing them to the database"),
     "once": ("once", _bool, "stop, exit 0, once every shard is caught up"),
     "app": (

@@ -111,7 +111,7 @@ def test_load_table_help_lists_every_source_option_with_its_default() -> None:
         assert line in lines, f"--help lost or rewrapped {line!r}"
     for name in OPTIONS:
         assert any(line.startswith(f"{name}: ") for line in lines)
-    assert "batch-size: records per GetRecords (KCL maxRecords) and per database batch (default 100)" in lines
+    assert "batch-size: records per database batch (GetRecords reads up to 10,000 regardless) (default 100)" in lines
     assert any(line.startswith("ttl: ") and line.endswith("(default delete)") for line in lines)
 
 
@@ -190,7 +190,8 @@ def test_run_with_a_missing_properties_file(tmp_path: Path) -> None:
         ("streamName = s\n", "names no applicationName"),
         ("streamName = s\napplicationName = app\nkclrelay.ttl = keep\n", "source option 'ttl'"),
         ("streamName = s\napplicationName = app\nkclrelay.nope = 1\n", "unknown source option 'nope'"),
-        ("streamName = s\napplicationName = app\nmaxRecords = many\n", "batch-size"),
+        ("streamName = s\napplicationName = app\nmaxRecords = many\n", "maxRecords"),
+        ("streamName = s\napplicationName = app\nmaxRecords = 10001\n", "maxRecords"),
     ],
 )
 def test_run_with_a_bad_properties_file(tmp_path: Path, content: str, needle: str) -> None:

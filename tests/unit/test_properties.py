@@ -44,8 +44,12 @@ def test_default_properties() -> None:
     assert props["regionName"] == "eu-central-1"
     assert props["AwsCredentialsProvider"] == "DefaultCredentialsProvider"
     assert props["initialPositionInStream"] == "TRIM_HORIZON"
-    assert props["maxRecords"] == "100"
-    assert props["idleTimeBetweenReadsInMillis"] == "500"
+    # batch-size is the database batch only: the KCL reads as much as it can, and pauses idle-sleep at the tip.
+    assert props["maxRecords"] == "10000"
+    assert props["idleTimeBetweenReadsInMillis"] == "200"
+    assert props["millisBehindLatestThresholdForReducedTps"] == "500"
+    assert props["leaseAssignmentIntervalMillis"] == "1000"
+    assert props["inMemoryWorkerMetricsCaptureFrequencyMillis"] == "200"
     assert props["callProcessRecordsEvenForEmptyRecordList"] == "true"
     assert props["retrievalMode"] == "POLLING"
     assert props["shutdownGraceMillis"] == str(SHUTDOWN_GRACE_MILLIS)
@@ -114,11 +118,12 @@ def test_initial_position(query: str, position: str) -> None:
     [
         ("worker-id=host-1", "workerId", "host-1"),
         ("max-leases=4", "maxLeasesForWorker", "4"),
-        ("batch-size=7", "maxRecords", "7"),
+        ("batch-size=7", "maxRecords", "10000"),
         ("batch-size=10000", "maxRecords", "10000"),
-        ("idle-sleep=0.25", "idleTimeBetweenReadsInMillis", "250"),
-        ("idle-sleep=0", "idleTimeBetweenReadsInMillis", "0"),
-        ("idle-sleep=1.0004", "idleTimeBetweenReadsInMillis", "1000"),
+        ("idle-sleep=0.25", "millisBehindLatestThresholdForReducedTps", "250"),
+        ("idle-sleep=1.0004", "millisBehindLatestThresholdForReducedTps", "1000"),
+        ("idle-sleep=0.25", "idleTimeBetweenReadsInMillis", "200"),
+        ("idle-sleep=5", "idleTimeBetweenReadsInMillis", "200"),
         ("failover-time=2.5", "failoverTimeMillis", "2500"),
         ("shard-sync-interval=60", "shardSyncIntervalMillis", "60000"),
         ("region=ap-southeast-2", "regionName", "ap-southeast-2"),
@@ -126,6 +131,15 @@ def test_initial_position(query: str, position: str) -> None:
 )
 def test_option_to_property(query: str, key: str, value: str) -> None:
     assert props_of(f"{AWS}?{query}")[key] == value
+
+
+@pytest.mark.parametrize("idle_sleep", ["0", "0.1", "0.2"])
+def test_idle_sleep_at_or_below_the_kcl_floor(idle_sleep: str) -> None:
+    # The KCL never reads a shard more often than every 200 ms (PollingConfig.MIN_IDLE_MILLIS_BETWEEN_READS): no
+    # threshold above that floor is needed, and none below it is written (the KCL would warn and round it up).
+    props = props_of(f"{AWS}?idle-sleep={idle_sleep}")
+    assert props["idleTimeBetweenReadsInMillis"] == "200"
+    assert "millisBehindLatestThresholdForReducedTps" not in props
 
 
 def test_relay_only_options_are_not_kcl_properties() -> None:
@@ -246,7 +260,6 @@ def test_standard_kcl_keys() -> None:
         {
             **MINIMAL,
             "regionName": "eu-central-1",
-            "maxRecords": "250",
             "idleTimeBetweenReadsInMillis": "250",
             "workerId": "worker-7",
             "failoverTimeMillis": "30000",
@@ -256,7 +269,7 @@ def test_standard_kcl_keys() -> None:
             "metricsLevel": "SUMMARY",  # a KCL key the relay does not need: kept for the KCL only
         }
     )
-    assert (spec.region, spec.batch_size, spec.idle_sleep, spec.worker_id) == ("eu-central-1", 250, 0.25, "worker-7")
+    assert (spec.region, spec.batch_size, spec.idle_sleep, spec.worker_id) == ("eu-central-1", 100, 0.25, "worker-7")
     assert (spec.failover_time, spec.max_leases, spec.shard_sync_interval) == (30.0, 4, 60.0)
     assert spec.start == "latest"
     assert spec.endpoint_url is None
@@ -310,11 +323,29 @@ def test_relay_keys_are_the_url_options() -> None:
 
 
 def test_a_relay_key_and_its_kcl_key_together_are_refused() -> None:
-    # maxRecords would reach the KCL and kclrelay.batch-size the processor: two truths, so neither wins.
-    with pytest.raises(SourceError, match=r"sets both maxRecords and kclrelay\.batch-size"):
-        spec_from_properties({**MINIMAL, "maxRecords": "50", "kclrelay.batch-size": "70"})
-    spec, _, _ = spec_from_properties({**MINIMAL, "kclrelay.batch-size": "70"})
-    assert spec.batch_size == 70
+    # idleTimeBetweenReadsInMillis is read as idle-sleep: with kclrelay.idle-sleep too there are two truths.
+    with pytest.raises(SourceError, match=r"sets both idleTimeBetweenReadsInMillis and kclrelay\.idle-sleep"):
+        spec_from_properties({**MINIMAL, "idleTimeBetweenReadsInMillis": "500", "kclrelay.idle-sleep": "1"})
+    spec, _, _ = spec_from_properties({**MINIMAL, "kclrelay.idle-sleep": "1"})
+    assert spec.idle_sleep == 1.0
+
+
+def test_max_records_is_the_kcls_and_batch_size_ours() -> None:
+    # maxRecords means what it means to the KCL (records per GetRecords) and reaches it as it is; the database
+    # batch is kclrelay.batch-size. Both together are two settings, not two truths.
+    spec, kcl_props, _ = spec_from_properties({**MINIMAL, "maxRecords": "500", "kclrelay.batch-size": "70"})
+    assert (spec.batch_size, kcl_props["maxRecords"]) == (70, "500")
+
+
+def test_idle_time_between_reads_becomes_idle_sleep_and_never_reaches_the_kcl_raw() -> None:
+    # The file's value is the pause at the tip (idle-sleep); the KCL gets it rendered by polling_properties, so a
+    # backlog is still read at the KCL's floor instead of once per idleTimeBetweenReadsInMillis.
+    spec, kcl_props, _ = spec_from_properties({**MINIMAL, "idleTimeBetweenReadsInMillis": "1500"})
+    assert spec.idle_sleep == 1.5
+    assert "idleTimeBetweenReadsInMillis" not in kcl_props
+    props = build_properties(spec, "app")
+    assert props["idleTimeBetweenReadsInMillis"] == "200"
+    assert props["millisBehindLatestThresholdForReducedTps"] == "1500"
 
 
 @pytest.mark.parametrize(
@@ -339,8 +370,9 @@ def test_kinesis_endpoint_without_scheme_is_no_file_source() -> None:
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        ({"maxRecords": "0"}, "batch-size"),
-        ({"maxRecords": "lots"}, "batch-size"),
+        ({"maxRecords": "0"}, "maxRecords"),
+        ({"maxRecords": "lots"}, "maxRecords"),
+        ({"maxRecords": "10001"}, "maxRecords"),
         ({"idleTimeBetweenReadsInMillis": "soon"}, "idleTimeBetweenReadsInMillis"),
         ({"failoverTimeMillis": "1.5"}, "failoverTimeMillis"),
         ({"shardSyncIntervalMillis": "x"}, "shardSyncIntervalMillis"),
@@ -384,11 +416,14 @@ def test_stream_and_application_are_required(props: dict[str, str]) -> None:
 )
 @pytest.mark.parametrize("base", [AWS, EMULATOR])
 def test_build_then_read_back(tmp_path: Path, base: str, query: str) -> None:
-    """What build_properties writes, spec_from_properties reads back as the same KCL settings."""
+    """What build_properties writes, spec_from_properties reads back as the same KCL settings.
+
+    batch-size is not one of them (it never reaches the KCL): it comes back as the default.
+    """
     spec = dataclasses.replace(parse_source(f"{base}?{query}" if query else base), app="relay-app")
     path = write_properties(tmp_path / "kcl.properties", build_properties(spec, "relay-app"))
     again, _, _ = spec_from_properties(read_properties(path))
-    assert again == spec
+    assert again == dataclasses.replace(spec, batch_size=SourceSpec().batch_size)
 
 
 def test_build_then_read_back_at_timestamp(tmp_path: Path) -> None:
