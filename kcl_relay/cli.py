@@ -1,24 +1,29 @@
-"""kcl-relay's command line: `load table`, `run`, `shell`, `show table`, and `local` for the emulators."""
+"""kcl-relay's command line: `load table`, `run`, `shell`, `show table`, and `local` for the emulators.
+
+Imports of boto3, SQLAlchemy and the emulators wait until a command needs them: `--help` and bad input answer in a
+fraction of a second.
+"""
 
 from __future__ import annotations
 
 import base64
+import importlib
 import os
 import sys
 from collections.abc import Callable
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from kcl_relay.kcl.daemon import SetupError
 from kcl_relay.kcl.properties import read_properties, spec_from_properties
-from kcl_relay.localaws.cli import local
-from kcl_relay.pipeline import routed_table_name
-from kcl_relay.sink.target import TargetError, TargetSpec, parse_target
 from kcl_relay.source.url import SourceError, describe_options, parse_source
+
+if TYPE_CHECKING:
+    from kcl_relay.sink.target import TargetSpec
 
 TARGET_ENV = "CRATEDB_SQLALCHEMY_URL"
 EMBEDDED_DEFAULT = "sqlite:///kcl-relay.sqlite"
@@ -32,6 +37,8 @@ def fail(message: str) -> NoReturn:
 
 
 def resolve_target(target: str | None, table: str | None, default_table: str | None = None) -> TargetSpec:
+    from kcl_relay.sink.target import TargetError, parse_target
+
     url = target or os.environ.get(TARGET_ENV)
     if not url:
         url = EMBEDDED_DEFAULT
@@ -59,6 +66,8 @@ def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def run_guarded(action: Callable[[], int]) -> NoReturn:
     """Map the errors found before anything starts to one line and exit code 2."""
+    from kcl_relay.sink.target import TargetError
+
     try:
         code = action()
     except (SourceError, TargetError, SetupError) as error:
@@ -89,12 +98,13 @@ def load_table(source: str, target: str | None, table: str | None) -> None:
     for Kinesis and the KCL lease table, e.g. LocalStack), or
     kinesis+dynamodb+cdc:///ABS/PATH.ndjson to replay a file of CDC records.
     """
-    from kcl_relay import relay  # imported late: --help must not wait for boto3 and SQLAlchemy
-
     try:
         spec = parse_source(source)
     except SourceError as error:
         fail(str(error))
+    from kcl_relay import relay  # only now: --help and bad input must not wait for boto3 and SQLAlchemy
+    from kcl_relay.pipeline import routed_table_name
+
     default_table = routed_table_name(spec.stream or Path(spec.path or "cdc").stem)
     resolved = resolve_target(target, table, default_table)
     if spec.is_file:
@@ -114,14 +124,15 @@ def load_table(source: str, target: str | None, table: str | None) -> None:
 @target_options
 def run_properties(properties_file: Path, target: str | None, table: str | None) -> None:
     """Run a worker from a KCL properties file (manual runs, systemd, fleets)."""
-    from kcl_relay import relay
-
     if not properties_file.is_file():
         fail(f"properties file not found: {properties_file}")
     try:
         spec, kcl_props, relay_props = spec_from_properties(read_properties(properties_file))
     except SourceError as error:
         fail(str(error))
+    from kcl_relay import relay
+    from kcl_relay.pipeline import routed_table_name
+
     resolved = resolve_target(target, table or relay_props.get("table"), routed_table_name(spec.stream or "cdc"))
     run_guarded(lambda: relay.run_stream(spec, resolved, kcl_props))
 
@@ -154,6 +165,8 @@ def show_table(name: str, target: str | None) -> None:
 
 
 def _admin_target(target: str | None, table: str = "-") -> TargetSpec:
+    from kcl_relay.sink.target import TargetError, parse_target
+
     url = target or os.environ.get(TARGET_ENV)
     if not url:
         fail(f"no --target and no {TARGET_ENV}")
@@ -204,7 +217,28 @@ def _plain(value: Any) -> Any:
     return str(value)  # UUID, intervals, ...
 
 
-cli.add_command(local)
+class LazyGroup(click.Group):
+    """A command group imported when it runs: listed in --help by its short help alone."""
+
+    def __init__(self, name: str, target: str, short_help: str) -> None:
+        super().__init__(name, help=short_help)
+        self.target = target  # "module:attribute"
+
+    def real(self) -> click.Group:
+        module, attribute = self.target.split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any):
+        return self.real().make_context(info_name, args, parent=parent, **extra)
+
+
+cli.add_command(
+    LazyGroup(
+        "local",
+        "kcl_relay.localaws.cli:local",
+        "Local AWS emulators (moto under hypercorn) for demos and tests: Kinesis, DynamoDB (+ Streams), CloudWatch.",
+    )
+)
 
 
 def main() -> None:
