@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import find_jars, find_java
-from kcl_relay.kcl.leases import LeaseTables, prepare_leases
+from kcl_relay.kcl.leases import LeaseTables, prepare_leases, release_leases
 from kcl_relay.kcl.properties import INITIAL_POSITION, build_properties
 from kcl_relay.kcl.supervisor import WorkerPlan, make_state_dir, run_worker, say
 from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, target_for
@@ -74,6 +76,9 @@ def plan_worker(spec: SourceSpec, target: TargetSpec, properties: dict[str, str]
     props = build_properties(spec, application)
     if properties:  # run --properties: the user's file wins, but the processor and its protocol needs are ours
         props = {**props, **properties, **{key: props[key] for key in PROCESSOR_KEYS}}
+    if not (props.get("workerId") or props.get("workerIdentifier")):
+        # Named here, not by the KCL (a bare UUID), so that a graceful stop can hand this worker's leases back.
+        props["workerId"] = f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
     prepare_lease_table(spec, props)
     state_dir = make_state_dir(application)
     processor = ProcessorConfig(
@@ -143,5 +148,22 @@ def describe_error(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def release_worker_leases(spec: SourceSpec, props: dict[str, str]) -> None:
+    """After a graceful stop: the leases go back at once, so a restart (or another worker) takes them in seconds."""
+    tables = LeaseTables.of(props)
+    worker = props.get("workerId") or props["workerIdentifier"]
+    try:
+        released = release_leases(kinesis.client(spec, "dynamodb"), tables, worker)
+    except (BotoCoreError, ClientError) as error:
+        say(f"could not hand back the leases of worker {worker} ({describe_error(error)}); they expire instead")
+        return
+    if released:
+        say(f"handed back {released} leases of worker {worker}")
+
+
 def run_stream(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> int:
-    return run_worker(plan_worker(spec, target, properties))
+    plan = plan_worker(spec, target, properties)
+    code = run_worker(plan)
+    if code == 0:  # stopped gracefully: every processor flushed and checkpointed, the JVM is gone
+        release_worker_leases(spec, plan.properties)
+    return code

@@ -99,7 +99,9 @@ class ClassDataArchive:
         self.pending: Path | None = None
 
     def options(self) -> list[str]:
-        if os.environ.get(CDS_ENV) == "off" or not self._writable_folder():
+        if os.environ.get(CDS_ENV) == "off":
+            return []
+        if not self._writable_folder():
             return [f"-XX:SharedArchiveFile={self.path}"] if self.path.is_file() else []
         if java_major(self.java) >= 19:
             return ["-XX:+AutoCreateSharedArchive", f"-XX:SharedArchiveFile={self.path}"]

@@ -197,3 +197,54 @@ def _put_lease_if_absent(dynamodb: Any, table: str, item: dict[str, Any]) -> boo
             return False  # another worker wrote it first: the same lease, or one the KCL already works on
         raise
     return True
+
+
+def release_leases(dynamodb: Any, tables: LeaseTables, worker_id: str) -> int:
+    """After a graceful stop: hand this worker's leases back, as the KCL's evictLease does, and forget its metrics.
+
+    The KCL keeps a stopped worker's leases until they expire (failoverTimeMillis, judged by the leader) and counts
+    the worker as alive while its metrics entry is fresh (up to a minute), so a restart under a new worker id would
+    wait for both. Released leases go to the next worker the KCL's lease assignment finds. Conditional on the owner:
+    a lease another worker took meanwhile is left alone. Returns how many leases were released.
+    """
+    released = 0
+    for item in _scan(dynamodb, tables.leases):
+        owner = item.get("leaseOwner", {}).get("S")
+        checkpoint_owner = item.get("checkpointOwner", {}).get("S")
+        if checkpoint_owner == worker_id:  # a graceful handoff to another worker was under way: complete it
+            update, condition = "REMOVE checkpointOwner ADD leaseCounter :one", "checkpointOwner = :worker"
+        elif owner == worker_id and checkpoint_owner is None:
+            update, condition = "REMOVE leaseOwner ADD leaseCounter :one", "leaseOwner = :worker"
+            condition += " AND attribute_not_exists(checkpointOwner)"
+        else:
+            continue
+        try:
+            dynamodb.update_item(
+                TableName=tables.leases,
+                Key={"leaseKey": item["leaseKey"]},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeValues={":worker": {"S": worker_id}, ":one": {"N": "1"}},
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            continue
+        released += 1
+    try:
+        dynamodb.delete_item(TableName=tables.worker_metrics, Key={"wid": {"S": worker_id}})
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+    return released
+
+
+def _scan(dynamodb: Any, table: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    request: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    while True:
+        page = dynamodb.scan(**request)
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -377,3 +379,32 @@ def test_rows_with_timestamps_bytes_and_uuids_print_as_json(capsys: pytest.Captu
         "raw": "AAE=",
         "id": "00000000-0000-0000-0000-000000000005",
     }
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["load", "table", "--help"],
+        ["run", "--help"],
+        ["load", "table", "kinesis+dynamodb+cdc://aws/s?batch-size=0"],
+        ["load", "table", "kinesis+dynamodb+cdc://aws/s?nope=1"],
+    ],
+)
+def test_help_and_bad_input_never_import_boto3_sqlalchemy_or_the_emulators(args: list[str]) -> None:
+    # What makes `--help` and a bad option answer in a fraction of a second: none of the heavy imports happen.
+    code = (
+        "import sys\n"
+        "from kcl_relay.cli import cli\n"
+        f"try:\n    cli.main({args!r}, prog_name='kcl-relay')\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('boto3', 'botocore', 'sqlalchemy', 'moto', 'hypercorn') if m in sys.modules]\n"
+        "print('HEAVY:' + ','.join(heavy), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY:\n" in done.stderr, done.stdout + done.stderr
+
+
+def test_local_stays_a_working_command_group() -> None:
+    result = run("local", "--help")
+    assert result.exit_code == 0
+    assert "up" in result.stdout and "Local AWS emulators" in result.stdout

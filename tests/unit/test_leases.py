@@ -17,6 +17,7 @@ from kcl_relay.kcl.leases import (
     lease_item,
     list_shards_at,
     prepare_leases,
+    release_leases,
 )
 
 REGION = "us-east-1"
@@ -234,3 +235,62 @@ def test_an_incomplete_listing_is_left_to_the_kcl(aws: Any) -> None:
     prepared = prepare_leases(dynamodb, listed, TABLES, "s", "TRIM_HORIZON")
     assert prepared.created == 0 and "does not cover the hash key space" in prepared.skipped
     assert leases(dynamodb) == {}  # the KCL then does its own (failing, retried) sync, as it would have anyway
+
+
+def set_owner(dynamodb: Any, key: str, owner: str, checkpoint_owner: str | None = None) -> None:
+    values = {":o": {"S": owner}}
+    update = "SET leaseOwner = :o"
+    if checkpoint_owner:
+        update += ", checkpointOwner = :c"
+        values[":c"] = {"S": checkpoint_owner}
+    dynamodb.update_item(
+        TableName=TABLES.leases,
+        Key={"leaseKey": {"S": key}},
+        UpdateExpression=update,
+        ExpressionAttributeValues=values,
+    )
+
+
+def test_a_graceful_stop_hands_back_exactly_its_own_leases(aws: Any) -> None:
+    dynamodb, kinesis = aws
+    new_stream(kinesis, 4)
+    prepare_leases(dynamodb, kinesis, TABLES, "s", "TRIM_HORIZON")
+    mine, handing_off, theirs, free = sorted(leases(dynamodb))
+    set_owner(dynamodb, mine, "me")
+    set_owner(dynamodb, handing_off, "other", checkpoint_owner="me")  # the KCL's graceful handoff, under way
+    set_owner(dynamodb, theirs, "other")
+    for worker in ("me", "other"):
+        dynamodb.put_item(TableName=TABLES.worker_metrics, Item={"wid": {"S": worker}, "lut": {"N": "1"}})
+
+    assert release_leases(dynamodb, TABLES, "me") == 2
+    after = leases(dynamodb)
+    assert "leaseOwner" not in after[mine] and after[mine]["leaseCounter"] == {"N": "1"}  # as evictLease does
+    assert after[handing_off]["leaseOwner"] == {"S": "other"} and "checkpointOwner" not in after[handing_off]
+    assert after[theirs]["leaseOwner"] == {"S": "other"} and after[theirs]["leaseCounter"] == {"N": "0"}
+    assert "leaseOwner" not in after[free] and after[free]["leaseCounter"] == {"N": "0"}
+    workers = dynamodb.scan(TableName=TABLES.worker_metrics)["Items"]
+    assert [item["wid"]["S"] for item in workers] == ["other"]  # no longer counted as a live worker
+    assert release_leases(dynamodb, TABLES, "me") == 0  # nothing left: idempotent
+
+
+def test_a_lease_taken_over_meanwhile_is_not_released(aws: Any) -> None:
+    dynamodb, kinesis = aws
+    new_stream(kinesis, 1)
+    prepare_leases(dynamodb, kinesis, TABLES, "s", "TRIM_HORIZON")
+    (key,) = leases(dynamodb)
+    set_owner(dynamodb, key, "me")
+
+    class TakenBetweenScanAndUpdate:
+        def __init__(self, client: Any) -> None:
+            self.client = client
+
+        def scan(self, **request: Any) -> Any:
+            page = self.client.scan(**request)
+            set_owner(self.client, key, "other")  # the leader reassigned it after our scan
+            return page
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.client, name)
+
+    assert release_leases(TakenBetweenScanAndUpdate(dynamodb), TABLES, "me") == 0
+    assert leases(dynamodb)[key]["leaseOwner"] == {"S": "other"}

@@ -1,0 +1,464 @@
+"""Benchmark: is the relay ever the bottleneck? Start-up, throughput, latency, memory and scaling through the real KCL.
+
+    python -m benchmarks.kcl_speed                      # everything, ~20 minutes on 2 cores
+    python -m benchmarks.kcl_speed --only start,latency # some scenarios
+    python -m benchmarks.kcl_speed --smoke --out DIR    # a tiny run of every scenario (CI: the harness works)
+
+Writes benchmarks/results/kcl_speed.md and .json (or into --out). Every figure comes from `kcl-relay load table` run as
+a user runs it, at the default options unless a row says otherwise, against the local emulators (moto under
+hypercorn) and a SQLite target (the embedded default). "seed" rows run the same code with the seed's KCL settings
+(benchmarks/kcl_seed.py), in the same run, so their ratios share the machine's state. Each scenario records the CPU
+seconds of every process (emulator, JVM, processors, supervisor, the benchmark's own writer) and peak RSS, from /proc,
+and the machine's load average before and after: the cores are shared, figures are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks.kcl_harness import (
+    RateWriter,
+    Relay,
+    Usage,
+    UsageSampler,
+    VisibilityProbe,
+    app_name,
+    emulators,
+    entries,
+    machine,
+    new_stream,
+    percentile,
+    put_backlog,
+    source_url,
+)
+from kcl_relay.localaws.server import LocalAws
+
+RESULTS = Path(__file__).parent / "results"
+NOW, SEED = "kcl_relay", "benchmarks.kcl_seed"
+VARIANT_NAMES = {NOW: "now", SEED: "seed"}
+
+
+@dataclass
+class Sizes:
+    """How big each scenario is: the full run, or a smoke run that only shows the harness works."""
+
+    start_repeats: int = 3
+    backlog_records: int = 50_000
+    seed_backlog_records: int = 5_000
+    sustained_rate: int = 2_000
+    sustained_seconds: float = 30.0
+    latency_rate: int = 200
+    latency_seconds: float = 30.0
+    memory_records: int = 50_000
+    scaling_records: int = 40_000
+    scaling_shards: tuple[int, ...] = (1, 2, 4)
+    scaling_workers: tuple[int, ...] = (1, 2)
+    component_records: int = 10_000
+    with_seed: bool = True
+
+    @classmethod
+    def smoke(cls) -> Sizes:
+        return cls(
+            start_repeats=1,
+            backlog_records=500,
+            sustained_rate=100,
+            sustained_seconds=3.0,
+            latency_rate=50,
+            latency_seconds=3.0,
+            memory_records=500,
+            scaling_records=400,
+            scaling_shards=(2,),
+            scaling_workers=(1,),
+            component_records=200,
+            with_seed=False,
+        )
+
+
+class Bench:
+    """One run: the emulators, a folder for targets and logs, and the results gathered so far."""
+
+    def __init__(self, aws: LocalAws, work: Path, sizes: Sizes) -> None:
+        self.aws, self.work, self.sizes = aws, work, sizes
+        self.kinesis = aws.client("kinesis")
+        self.results: dict[str, Any] = {}
+
+    def target(self, name: str) -> tuple[str, Path]:
+        path = self.work / f"{name}-{time.monotonic_ns()}.db"
+        return f"sqlite:///{path}", path
+
+    def relay(self, stream: str, name: str, module: str = NOW, app: str | None = None, **options: Any) -> Relay:
+        url = source_url(self.aws.endpoint_url, stream, app=app or app_name(), **options)
+        target, _ = self.target(name)
+        return Relay(url, target, "bench", self.work / f"{name}-{time.monotonic_ns()}.log", module=module)
+
+    def sampler(self, *relays: Relay) -> UsageSampler:
+        assert self.aws.pid is not None
+        roots = [self.aws.pid] + [relay.process.pid for relay in relays if relay.process is not None]
+        sampler = UsageSampler(roots)
+        sampler.start()
+        return sampler
+
+
+def say(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+# ---- 2. start-up --------------------------------------------------------------------------------------------------
+
+
+def scenario_start(bench: Bench) -> dict[str, Any]:
+    """Seconds from `kcl-relay load table` to the first record in the target: a fresh lease table, then a restart."""
+    rows: dict[str, dict[str, list[float]]] = {}
+    variants = [NOW, SEED] if bench.sizes.with_seed else [NOW]
+    for repeat in range(bench.sizes.start_repeats):
+        for module in variants:
+            if module == SEED and repeat > 0:
+                continue  # the seed waits a random 1-30 s: one sample says enough, it costs a minute each
+            stream = new_stream(bench.aws, 1)
+            put_backlog(bench.kinesis, stream, 10)
+            app = app_name("start")
+            times = rows.setdefault(VARIANT_NAMES[module], {"fresh": [], "restart": []})
+            for phase in ("fresh", "restart"):
+                relay = bench.relay(stream, f"start-{phase}", module=module, app=app).start()
+                try:
+                    seconds = relay.wait_first_record(timeout=180)
+                finally:
+                    code = relay.stop()
+                times[phase].append(round(seconds, 2))
+                say(f"start {VARIANT_NAMES[module]} {phase}: first record {seconds:.1f} s after start (exit {code})")
+                if phase == "fresh":
+                    put_backlog(bench.kinesis, stream, 10, run=f"r{repeat}")  # something new for the restart
+    return rows
+
+
+# ---- 1. throughput ------------------------------------------------------------------------------------------------
+
+
+def drain(bench: Bench, name: str, records: int, shards: int = 1, workers: int = 1, module: str = NOW, **options: Any):
+    """A backlog of `records` (~600 B each) drained by `workers` relays; records/s from first to last commit."""
+    stream = new_stream(bench.aws, shards)
+    put_seconds = put_backlog(bench.kinesis, stream, records)
+    app = app_name("drain")
+    relays = [bench.relay(stream, f"{name}-w{i}", module=module, app=app, **options) for i in range(workers)]
+    # One target for a fleet: the workers share a table as they would in production.
+    for relay in relays[1:]:
+        relay.target = relays[0].target
+    for relay in relays:
+        relay.start()
+    sampler = bench.sampler(*relays)
+    deadline = time.time() + max(600, records / 50)
+    try:
+        while sum(relay.applied() for relay in relays) < records:
+            if time.time() > deadline:
+                raise TimeoutError(f"{name}: {sum(r.applied() for r in relays)} of {records} applied")
+            for relay in relays:
+                if relay.process is not None and relay.process.poll() is not None:
+                    raise RuntimeError(f"{name}: relay exited {relay.process.returncode}: {relay.stderr[-2000:]}")
+            time.sleep(0.2)
+    finally:
+        usage = sampler.finish()
+        codes = [relay.stop() for relay in relays]
+    firsts = [r.first_applied_at() for r in relays if r.first_applied_at()]
+    lasts = [r.last_applied_at() for r in relays if r.last_applied_at()]
+    spawned = min(relay.spawned_at for relay in relays)
+    rows = count_rows(relays[0])
+    result = {
+        "records": records,
+        "shards": shards,
+        "workers": workers,
+        "put_seconds": round(put_seconds, 1),
+        "rows_in_target": rows,
+        "records_per_s": round(records / max(max(lasts) - min(firsts), 1e-6)),
+        "first_record_s": round(min(firsts) - spawned, 1),
+        "total_s": round(max(lasts) - spawned, 1),
+        "exit_codes": codes,
+        "usage": usage.as_dict(),
+        "limit": limiting(usage),
+    }
+    say(f"{name}: {result['records_per_s']:,} records/s ({records} records, {shards} shards, {workers} workers); "
+        f"CPU {usage.as_dict()['cpu_cores']}")  # fmt: skip
+    return result
+
+
+def count_rows(relay: Relay) -> int:
+    path = Path(relay.target.removeprefix("sqlite:///"))
+    with sqlite3.connect(path) as connection:
+        return connection.execute('SELECT count(*) FROM "bench"').fetchone()[0]
+
+
+def limiting(usage: Usage) -> str:
+    """What held the figure back, from CPU shares: a process near one core, or the machine's cores all busy."""
+    cores = usage.as_dict()["cpu_cores"]
+    busiest = max(cores, key=cores.get)
+    total = sum(cores.values())
+    parts = ", ".join(f"{name} {share:.2f}" for name, share in sorted(cores.items(), key=lambda kv: -kv[1]))
+    return f"busiest: {busiest} ({cores[busiest]:.2f} cores); all processes {total:.2f} cores ({parts})"
+
+
+def scenario_backlog(bench: Bench) -> dict[str, Any]:
+    out = {"now": drain(bench, "backlog-now", bench.sizes.backlog_records)}
+    if bench.sizes.with_seed:
+        out["seed"] = drain(bench, "backlog-seed", bench.sizes.seed_backlog_records, module=SEED)
+    return out
+
+
+def sustain(bench: Bench, name: str, rate: int, seconds: float, module: str = NOW) -> dict[str, Any]:
+    """Writers at `rate` for `seconds` while the relay runs: does it keep up?"""
+    stream = new_stream(bench.aws, 1)
+    relay = bench.relay(stream, name, module=module, app=app_name("sustain"))
+    bench.kinesis.put_records(StreamName=stream, Records=entries(10_000_000, 1))  # a first record: start-up apart
+    relay.start()
+    relay.wait_first_record(timeout=180)
+    writer = RateWriter(bench.kinesis, stream, rate, seconds, run="")
+    sampler = bench.sampler(relay)
+    writer.start()
+    writer.join()
+    at_writer_end = relay.applied() - 1
+    caught_up_after = None
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if relay.applied() - 1 >= writer.written:
+                caught_up_after = round((relay.last_applied_at() or time.time()) - writer.finished, 2)
+                break
+            time.sleep(0.1)
+    finally:
+        usage = sampler.finish()
+        relay.stop()
+    window = writer.finished - writer.started
+    result = {
+        "target_rate": rate,
+        "seconds": round(window, 1),
+        "put_rate": round(writer.achieved_rate),
+        "written": writer.written,
+        "applied_in_window": at_writer_end,
+        "applied_rate_in_window": round(at_writer_end / window),
+        "caught_up_s_after_writers_stopped": caught_up_after,
+        "writer_error": repr(writer.error) if writer.error else None,
+        "usage": usage.as_dict(),
+        "limit": limiting(usage),
+    }
+    say(f"{name}: put {result['put_rate']}/s, applied {result['applied_rate_in_window']}/s in the window, caught up "
+        f"{caught_up_after} s after the writers stopped")  # fmt: skip
+    return result
+
+
+def scenario_sustained(bench: Bench) -> dict[str, Any]:
+    sizes = bench.sizes
+    out = {"now": sustain(bench, "sustained-now", sizes.sustained_rate, sizes.sustained_seconds)}
+    if sizes.with_seed:
+        out["seed"] = sustain(bench, "sustained-seed", sizes.sustained_rate, sizes.sustained_seconds, module=SEED)
+    return out
+
+
+# ---- 4. latency ---------------------------------------------------------------------------------------------------
+
+
+def latency(bench: Bench, name: str, rate: int, seconds: float, **options: Any) -> dict[str, Any]:
+    stream = new_stream(bench.aws, 1)
+    relay = bench.relay(stream, name, app=app_name("latency"), **options)
+    bench.kinesis.put_records(StreamName=stream, Records=entries(10_000_000, 1))
+    relay.start()
+    relay.wait_first_record(timeout=180)
+    writer = RateWriter(bench.kinesis, stream, rate, seconds, run="")
+    probe = VisibilityProbe(Path(relay.target.removeprefix("sqlite:///")), "bench", writer)
+    sampler = bench.sampler(relay)
+    writer.start()
+    probe.start()
+    writer.join()
+    deadline = time.time() + 60
+    while len(probe.visible_at) < writer.written and time.time() < deadline:
+        time.sleep(0.1)
+    probe.stop()
+    usage = sampler.finish()
+    relay.stop()
+    values = probe.latencies()
+    result = {
+        "options": options or "defaults",
+        "rate": rate,
+        "records": writer.written,
+        "seen": len(values),
+        "p50_ms": round(percentile(values, 0.50) * 1000),
+        "p99_ms": round(percentile(values, 0.99) * 1000),
+        "max_ms": round(max(values) * 1000) if values else None,
+        "usage": usage.as_dict(),
+    }
+    say(f"{name}: p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms ({len(values)} of {writer.written} seen)")
+    return result
+
+
+def scenario_latency(bench: Bench) -> dict[str, Any]:
+    rate, seconds = bench.sizes.latency_rate, bench.sizes.latency_seconds
+    return {
+        "defaults": latency(bench, "latency-defaults", rate, seconds),
+        "tuned": latency(bench, "latency-tuned", rate, seconds, idle_sleep="0.1", buffer_time="0.1"),
+    }
+
+
+# ---- 5. memory ----------------------------------------------------------------------------------------------------
+
+
+def scenario_memory(bench: Bench) -> dict[str, Any]:
+    """Peak RSS (VmHWM) of one processor and of the JVM while draining a backlog at batch-size 10,000."""
+    result = drain(bench, "memory-batch-10000", bench.sizes.memory_records, batch_size="10000")
+    peaks = result["usage"]["peak_rss_mb"]
+    return {
+        "batch_size": 10_000,
+        "records": bench.sizes.memory_records,
+        "processor_peak_rss_mb": peaks.get("processors"),
+        "jvm_peak_rss_mb": peaks.get("jvm"),
+        "supervisor_peak_rss_mb": peaks.get("supervisor"),
+        "records_per_s": result["records_per_s"],
+    }
+
+
+# ---- 6. scaling ---------------------------------------------------------------------------------------------------
+
+
+def scenario_scaling(bench: Bench) -> dict[str, Any]:
+    out = {}
+    for shards in bench.sizes.scaling_shards:
+        for workers in bench.sizes.scaling_workers:
+            name = f"scaling-{shards}s-{workers}w"
+            out[f"{shards} shards, {workers} workers"] = drain(
+                bench, name, bench.sizes.scaling_records, shards=shards, workers=workers
+            )
+    return out
+
+
+# ---- where the processor's CPU goes: the stages in one process ---------------------------------------------------
+
+
+def scenario_components(bench: Bench) -> dict[str, Any]:
+    """Per-record cost of each stage of a processor, in process, on the benchmark's records (~600 B)."""
+    from amazon_kclpy import dispatch
+
+    from kcl_relay.cdc.decode import decode
+    from kcl_relay.cdc.event import Position, RawRecord
+    from kcl_relay.pipeline import Pipeline, PipelineOptions
+    from kcl_relay.sink.target import parse_target
+    from kcl_relay.sink.writer import open_sink
+
+    count = bench.sizes.component_records
+    payloads = [entry["Data"] for entry in entries(0, count)]
+    line = json.dumps(
+        {
+            "action": "processRecords",
+            "millisBehindLatest": 0,
+            "records": [
+                {
+                    "action": "record",
+                    "data": base64.b64encode(data).decode(),
+                    "partitionKey": f"k{i}",
+                    "sequenceNumber": str(49_000_000_000 + i),
+                    "subSequenceNumber": 0,
+                    "approximateArrivalTimestamp": 1_795_000_000_000,
+                }
+                for i, data in enumerate(payloads)
+            ],
+        }
+    )
+
+    def timed(run: Callable[[], Any]) -> float:
+        started = time.perf_counter()
+        run()
+        return (time.perf_counter() - started) / count * 1e6
+
+    def protocol() -> list[RawRecord]:
+        message = json.loads(line, object_hook=dispatch.message_decode)
+        return [
+            RawRecord(r.binary_data, Position("shardId-0", r.sequence_number, r.sub_sequence_number), r.partition_key)
+            for r in message.records
+        ]
+
+    raw = protocol()
+    out: dict[str, Any] = {
+        "records": count,
+        "protocol_us": round(timed(protocol), 1),
+        "decode_us": round(timed(lambda: [decode(record) for record in raw]), 1),
+    }
+    for batch_size in (100, 1000, 10_000):
+        target, _ = bench.target(f"components-{batch_size}")
+        spec = parse_target(target, "bench")
+        pipeline = Pipeline(lambda route, spec=spec: open_sink(spec), PipelineOptions(batch_size=batch_size))
+
+        def apply(pipeline: Pipeline = pipeline) -> None:
+            pipeline.add(raw)
+            pipeline.flush()
+
+        out[f"decode_and_apply_sqlite_batch_{batch_size}_us"] = round(timed(apply), 1)
+        pipeline.close()
+    say(f"components: {out}")
+    return out
+
+
+SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
+    "start": scenario_start,
+    "backlog": scenario_backlog,
+    "sustained": scenario_sustained,
+    "latency": scenario_latency,
+    "memory": scenario_memory,
+    "scaling": scenario_scaling,
+    "components": scenario_components,
+}
+
+
+# ---- report -------------------------------------------------------------------------------------------------------
+
+
+def report(results: dict[str, Any]) -> str:
+    from benchmarks.kcl_report import markdown
+
+    return markdown(results)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help=f"comma-separated scenarios of: {', '.join(SCENARIOS)}")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: shows the harness works, measures nothing")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for kcl_speed.md/.json")
+    args = parser.parse_args(argv)
+    names = args.only.split(",") if args.only else list(SCENARIOS)
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    sizes = Sizes.smoke() if args.smoke else Sizes()
+    work = Path(tempfile.mkdtemp(prefix="kcl-speed-"))
+    results: dict[str, Any] = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "smoke": args.smoke,
+        "work": str(work),
+    }
+    say(f"work folder {work}; machine {results['machine']}")
+    with emulators(work) as aws:
+        bench = Bench(aws, work, sizes)
+        for name in names:
+            started = time.monotonic()
+            results[name] = SCENARIOS[name](bench)
+            results[name + "_seconds"] = round(time.monotonic() - started)
+    results["machine"]["load_1min_after"] = machine()["load_1min"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    previous = args.out / "kcl_speed.json"
+    if args.only and previous.exists() and not args.smoke:  # a partial run updates its scenarios only
+        merged = json.loads(previous.read_text())
+        merged.update({key: value for key, value in results.items() if key in names or key.endswith("_seconds")})
+        merged.setdefault("runs", []).append({k: results[k] for k in ("when", "machine")} | {"scenarios": names})
+        results = merged
+    (args.out / "kcl_speed.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    (args.out / "kcl_speed.md").write_text(report(results))
+    say(f"wrote {args.out / 'kcl_speed.md'} and .json")
+
+
+if __name__ == "__main__":
+    main()
