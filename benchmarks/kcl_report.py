@@ -19,6 +19,10 @@ def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "**not met**")
 
 
+def _rate(value: float | None) -> str:
+    return "one flush" if value is None else f"{value:,}/s"
+
+
 def _median(values: list[float]) -> float | None:
     values = sorted(values)
     if not values:
@@ -54,9 +58,9 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]
             (
                 f"1. backlog, 1 shard, {now['records']:,} records of ~600 B",
                 ">= 5,000 records/s",
-                f"{now['records_per_s']:,}/s",
-                f"{seed['records_per_s']:,}/s ({seed['records']:,} records)" if seed else "",
-                _verdict(now["records_per_s"] >= TARGETS["backlog"]),
+                _rate(now["records_per_s"]),
+                f"{_rate(seed['records_per_s'])} ({seed['records']:,} records)" if seed else "",
+                _verdict(None if now["records_per_s"] is None else now["records_per_s"] >= TARGETS["backlog"]),
             )
         )
     if "start" in results:
@@ -130,9 +134,8 @@ def markdown(results: dict[str, Any]) -> str:
             "| ---: | ---: | ---: | --- |",
         ]
         for found in results["scaling"].values():
-            lines.append(
-                f"| {found['shards']} | {found['workers']} | {found['records_per_s']:,} | {_cores(found['usage'])} |"
-            )
+            rate, cores = _rate(found["records_per_s"]), _cores(found["usage"])
+            lines.append(f"| {found['shards']} | {found['workers']} | {rate} | {cores} |")
         lines.append("")
     if "components" in results:
         found = results["components"]
