@@ -231,6 +231,8 @@ def test_shipped_templates_parse(name: str) -> None:
     assert spec.app == kcl_props["applicationName"]
     assert not any(key.startswith("kclrelay.") for key in kcl_props)
     assert float(relay_props["buffer-time"]) == spec.buffer_time > 0
+    # No template caps GetRecords: batch-size is the database batch, the KCL reads what it can.
+    assert "maxRecords" not in kcl_props and "idleTimeBetweenReadsInMillis" not in kcl_props
 
 
 def test_local_template() -> None:
