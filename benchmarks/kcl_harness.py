@@ -146,6 +146,7 @@ class Relay:
     table: str
     log: Path
     module: str = "kcl_relay"  # benchmarks.kcl_seed: the same relay with the seed's KCL settings
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     spawned_at: float = 0.0  # wall clock
 
@@ -155,7 +156,11 @@ class Relay:
         with open(self.log, "wb") as handle:
             self.spawned_at = time.time()
             self.process = subprocess.Popen(
-                command, env={**os.environ, **ENV}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=handle
+                command,
+                env={**os.environ, **ENV, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=handle,
             )
         return self
 

@@ -144,12 +144,23 @@ def scenario_start(bench: Bench) -> dict[str, Any]:
 # ---- 1. throughput ------------------------------------------------------------------------------------------------
 
 
-def drain(bench: Bench, name: str, records: int, shards: int = 1, workers: int = 1, module: str = NOW, **options: Any):
+def drain(
+    bench: Bench,
+    name: str,
+    records: int,
+    shards: int = 1,
+    workers: int = 1,
+    module: str = NOW,
+    env: dict[str, str] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """A backlog of `records` (~600 B each) drained by `workers` relays; records/s from first to last commit."""
     stream = new_stream(bench.aws, shards)
     put_seconds = put_backlog(bench.kinesis, stream, records)
     app = app_name("drain")
     relays = [bench.relay(stream, f"{name}-w{i}", module=module, app=app, **options) for i in range(workers)]
+    for relay in relays:
+        relay.env = env or {}
     # One target for a fleet: the workers share a table as they would in production.
     for relay in relays[1:]:
         relay.target = relays[0].target
@@ -208,9 +219,15 @@ def limiting(usage: Usage) -> str:
 
 
 def scenario_backlog(bench: Bench) -> dict[str, Any]:
-    out = {"now": drain(bench, "backlog-now", bench.sizes.backlog_records)}
+    records = bench.sizes.backlog_records
+    out = {"now": drain(bench, "backlog-now", records)}
     if bench.sizes.with_seed:
         out["seed"] = drain(bench, "backlog-seed", bench.sizes.seed_backlog_records, module=SEED)
+        # The same, with the JVM's C2 compiler back (the seed's JVM): does C1 alone cost throughput?
+        out["now, JVM with C2"] = drain(
+            bench, "backlog-c2", records, env={"KCL_RELAY_JVM_OPTIONS": "-XX:TieredStopAtLevel=4"}
+        )
+        out["now, batch-size 1000"] = drain(bench, "backlog-batch-1000", records, batch_size="1000")
     return out
 
 
