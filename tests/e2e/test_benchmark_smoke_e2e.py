@@ -15,8 +15,9 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def test_a_smoke_run_writes_markdown_and_json(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "benchmarks.kcl_speed", "--smoke", "--only", "backlog,components"]
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.kcl_speed", "--smoke", "--only", "backlog,components", "--out", str(tmp_path)],
+        [*command, "--out", str(tmp_path)],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))},
         capture_output=True,
