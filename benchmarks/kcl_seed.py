@@ -20,6 +20,7 @@ NOT_IN_SEED = (
     "millisBehindLatestThresholdForReducedTps",
     "leaseAssignmentIntervalMillis",
     "inMemoryWorkerMetricsCaptureFrequencyMillis",
+    "varianceBalancingFrequency",
 )
 
 

@@ -37,6 +37,9 @@ MIN_MILLIS_BETWEEN_READS = 200
 LEASE_ASSIGNMENT_INTERVAL_MILLIS = 1000
 # A worker is assignable once it has reported its metrics: the first report comes after twice this (default 1000).
 WORKER_METRICS_CAPTURE_MILLIS = 200
+# The leader rebalances load every this many assignment runs (default 3, i.e. every 60 s): once a minute still, so
+# that worker metrics (reported every 30 s) are fresh between two rebalancing passes.
+VARIANCE_BALANCING_FREQUENCY = 60
 
 
 def build_properties(spec: SourceSpec, application_name: str) -> dict[str, str]:
@@ -59,6 +62,7 @@ def build_properties(spec: SourceSpec, application_name: str) -> dict[str, str]:
         "shardSyncIntervalMillis": str(round(spec.shard_sync_interval * 1000)),
         "leaseAssignmentIntervalMillis": str(LEASE_ASSIGNMENT_INTERVAL_MILLIS),
         "inMemoryWorkerMetricsCaptureFrequencyMillis": str(WORKER_METRICS_CAPTURE_MILLIS),
+        "varianceBalancingFrequency": str(VARIANCE_BALANCING_FREQUENCY),
     }
     if spec.timestamp:
         # The KCL refuses initialPositionInStream = AT_TIMESTAMP: the extended key alone sets it, in epoch seconds.

@@ -50,6 +50,7 @@ def test_default_properties() -> None:
     assert props["millisBehindLatestThresholdForReducedTps"] == "500"
     assert props["leaseAssignmentIntervalMillis"] == "1000"
     assert props["inMemoryWorkerMetricsCaptureFrequencyMillis"] == "200"
+    assert props["varianceBalancingFrequency"] == "60"  # rebalancing once a minute, as with the KCL's defaults
     assert props["callProcessRecordsEvenForEmptyRecordList"] == "true"
     assert props["retrievalMode"] == "POLLING"
     assert props["shutdownGraceMillis"] == str(SHUTDOWN_GRACE_MILLIS)
