@@ -94,12 +94,16 @@ class Pipeline:
         if self._oldest is None and len(self._staged) > before:
             self._oldest = self.clock()
 
-    def due(self) -> bool:
-        """Full, or the oldest staged record has waited buffer-time."""
+    def due(self, lookahead: float = 0.0) -> bool:
+        """Full, or the oldest staged record has waited buffer-time, or will have by the next chance to flush.
+
+        `lookahead`: seconds until that next chance (a source that delivers at a known pace says so), so that a
+        record never waits a whole extra delivery past buffer-time.
+        """
         if not self._staged:
             return False
         waited = 0.0 if self._oldest is None else self.clock() - self._oldest
-        return len(self._staged) >= self.options.batch_size or waited >= self.options.buffer_time
+        return len(self._staged) >= self.options.batch_size or waited + lookahead >= self.options.buffer_time
 
     def flush(self) -> FlushStats:
         """Write everything staged; on failure it stays staged (a retry by the caller loses nothing)."""

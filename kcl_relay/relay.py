@@ -87,6 +87,7 @@ def plan_worker(spec: SourceSpec, target: TargetSpec, properties: dict[str, str]
         state_dir=str(state_dir),
         batch_size=spec.batch_size,
         buffer_time=spec.buffer_time,
+        idle_sleep=spec.idle_sleep,
         ttl=spec.ttl,
         route_tables=spec.route_tables,
         source_table=spec.source_table,
@@ -164,6 +165,8 @@ def release_worker_leases(spec: SourceSpec, props: dict[str, str]) -> None:
 def run_stream(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> int:
     plan = plan_worker(spec, target, properties)
     code = run_worker(plan)
-    if code == 0:  # stopped gracefully: every processor flushed and checkpointed, the JVM is gone
+    # Stopped gracefully (every processor flushed and checkpointed, the JVM is gone) under a worker id of ours: no
+    # later run will carry it, so its leases go back now. A worker-id the user set comes back with its leases.
+    if code == 0 and spec.worker_id is None:
         release_worker_leases(spec, plan.properties)
     return code

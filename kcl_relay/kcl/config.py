@@ -19,6 +19,7 @@ class ProcessorConfig:
     state_dir: str
     batch_size: int = 100
     buffer_time: float = 0.5
+    idle_sleep: float = 0.5  # the KCL's pause after a read that reached the tip: when the next delivery comes
     ttl: str = "delete"
     route_tables: bool = False
     source_table: str | None = None

@@ -18,6 +18,7 @@ from amazon_kclpy.v3 import processor
 
 from kcl_relay.cdc.event import Position, RawRecord
 from kcl_relay.kcl.config import ProcessorConfig
+from kcl_relay.kcl.properties import MIN_MILLIS_BETWEEN_READS
 from kcl_relay.kcl.status import ShardStatus, write_status
 from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, target_for
 from kcl_relay.sink.base import Sink
@@ -92,13 +93,20 @@ class RelayProcessor(processor.RecordProcessorBase):
         if self.start_filter is not None:
             records = [record for record in records if self.start_filter.keep(record)]
         self.pipeline.add(records)
-        if self.pipeline.due():
+        if self.pipeline.due(lookahead=self._next_delivery_in(process_records_input.millis_behind_latest)):
             self._flush_and_checkpoint(process_records_input.checkpointer)
         self.status.millis_behind = process_records_input.millis_behind_latest
         was_caught_up = self.status.caught_up
         caught_up = not process_records_input.records and not self.pipeline.pending
         self.status.caught_up = caught_up and process_records_input.millis_behind_latest == 0
         self._write_status(force=self.status.caught_up != was_caught_up)  # once=true must never act on a stale one
+
+    def _next_delivery_in(self, millis_behind_latest: int | None) -> float:
+        """When the KCL calls again: not before its 200 ms floor; after a read that reached the tip (MillisBehindLatest
+        below idle-sleep, the KCL's own test), after idle-sleep. See polling_properties."""
+        floor = MIN_MILLIS_BETWEEN_READS / 1000
+        at_tip = millis_behind_latest is not None and millis_behind_latest < self.config.idle_sleep * 1000
+        return max(floor, self.config.idle_sleep) if at_tip else floor
 
     def lease_lost(self, lease_lost_input) -> None:
         # Another worker owns the shard now and resumes from the last checkpoint: drop what is staged, never checkpoint.

@@ -153,6 +153,17 @@ def test_due_by_buffer_time() -> None:
     assert pipeline.due()
 
 
+def test_due_when_the_next_chance_to_flush_comes_after_buffer_time() -> None:
+    clock = Clock(100.0)
+    pipeline = Pipeline(FakeSinks(), PipelineOptions(batch_size=100, buffer_time=0.5), clock=clock)
+    pipeline.add(numbered(cdc("INSERT", "a", 1)))
+    assert not pipeline.due(lookahead=0.2), "the next delivery comes in 0.2 s: well within buffer-time"
+    assert pipeline.due(lookahead=0.5), "waiting for the next delivery would keep it 0.5 s: flush now"
+    clock.now = 100.35
+    assert pipeline.due(lookahead=0.2)
+    assert not pipeline.due(), "without a lookahead, only buffer-time itself"
+
+
 def test_adding_nothing_starts_no_wait() -> None:
     clock = Clock(10.0)
     pipeline = Pipeline(FakeSinks(), PipelineOptions(buffer_time=1.0), clock=clock)

@@ -183,6 +183,31 @@ def test_buffer_time_zero_flushes_and_checkpoints_every_read(
     assert checkpointer.seen == [2, 3]
 
 
+@pytest.mark.parametrize(
+    ("idle_sleep", "buffer_time", "millis_behind", "flushed"),
+    [
+        (0.5, 0.5, 0, True),  # at the tip the next delivery comes after idle-sleep: buffer-time would be exceeded
+        (0.5, 1.0, 0, False),  # idle-sleep within buffer-time: the next delivery can still join this batch
+        (0.5, 0.5, 60_000, False),  # a backlog: the next delivery comes after the KCL's 200 ms floor
+        (0.1, 0.1, 60_000, True),  # below the floor: never worth waiting for the next delivery
+        (0.5, 0.5, 499, True),  # below idle-sleep counts as the tip, as the KCL itself decides
+    ],
+)
+def test_a_record_never_waits_a_whole_delivery_past_buffer_time(
+    make: Callable[..., RelayProcessor],
+    target: TargetSpec,
+    idle_sleep: float,
+    buffer_time: float,
+    millis_behind: int,
+    flushed: bool,
+) -> None:
+    proc = started(make(idle_sleep=idle_sleep, buffer_time=buffer_time))
+    checkpointer = Checkpointer()
+    process_records(inserts(1), millis_behind=millis_behind).dispatch(checkpointer, proc)
+    assert (checkpointer.calls == [("1", 0)]) is flushed
+    assert (len(table_rows(target)) == 1) is flushed
+
+
 def test_records_not_yet_due_are_not_checkpointed(make: Callable[..., RelayProcessor], target: TargetSpec) -> None:
     proc = started(make())
     checkpointer = Checkpointer()
