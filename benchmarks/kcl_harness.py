@@ -124,6 +124,10 @@ class RateWriter(threading.Thread):
     def written(self) -> int:
         return len(self.put_at)
 
+    def written_by(self, moment: float) -> int:
+        """Records stored in the stream by wall clock `moment`."""
+        return sum(1 for at in list(self.put_at.values()) if at <= moment)
+
     @property
     def achieved_rate(self) -> float:
         return self.written / max(self.finished - self.started, 1e-6)

@@ -138,6 +138,22 @@ def scenario_start(bench: Bench) -> dict[str, Any]:
                 say(f"start {VARIANT_NAMES[module]} {phase}: first record {seconds:.1f} s after start (exit {code})")
                 if phase == "fresh":
                     put_backlog(bench.kinesis, stream, 10, run=f"r{repeat}")  # something new for the restart
+    # With a worker-id of its own, a restarted worker finds its leases at once (they are not handed back).
+    times = rows.setdefault("now, worker-id set", {"fresh": [], "restart": []})
+    for repeat in range(bench.sizes.start_repeats):
+        stream = new_stream(bench.aws, 1)
+        put_backlog(bench.kinesis, stream, 10)
+        app, worker = app_name("start"), f"bench-worker-{repeat}"
+        for phase in ("fresh", "restart"):
+            relay = bench.relay(stream, f"start-id-{phase}", app=app, worker_id=worker).start()
+            try:
+                seconds = relay.wait_first_record(timeout=180)
+            finally:
+                relay.stop()
+            times[phase].append(round(seconds, 2))
+            say(f"start now, worker-id set, {phase}: first record {seconds:.1f} s after start")
+            if phase == "fresh":
+                put_backlog(bench.kinesis, stream, 10, run=f"r{repeat}")
     return rows
 
 
@@ -166,7 +182,7 @@ def drain(
         relay.target = relays[0].target
     for relay in relays:
         relay.start()
-    relays[0].wait_first_record(timeout=180)
+    wait_first_record(relays, timeout=180)
     sampler = bench.sampler(*relays)  # CPU from the first commit on: the drain, not the start-up
     deadline = time.time() + max(600, records / 50)
     try:
@@ -196,11 +212,29 @@ def drain(
         "total_s": round(max(lasts) - spawned, 1),
         "exit_codes": codes,
         "usage": usage.as_dict(),
+        "cpu_us_per_record": per_record(usage, records),
         "limit": limiting(usage),
     }
     say(f"{name}: {result['records_per_s']} records/s ({records} records, {shards} shards, {workers} workers); "
         f"CPU {usage.as_dict()['cpu_cores']}")  # fmt: skip
     return result
+
+
+def wait_first_record(relays: list[Relay], timeout: float) -> None:
+    """Until one of the relays committed its first record (with two workers on one shard, only one gets it)."""
+    deadline = time.time() + timeout
+    while not any(relay.first_applied_at() for relay in relays):
+        for relay in relays:
+            if relay.process is not None and relay.process.poll() is not None:
+                raise RuntimeError(f"relay exited {relay.process.returncode}: {relay.stderr[-2000:]}")
+        if time.time() > deadline:
+            raise TimeoutError(f"no record applied within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def per_record(usage: Usage, records: int) -> dict[str, float]:
+    """CPU microseconds per record, per component: what the machine's load does not change much."""
+    return {name: round(seconds / records * 1e6, 1) for name, seconds in sorted(usage.cpu.items()) if seconds > 0}
 
 
 def count_rows(relay: Relay) -> int:
@@ -241,6 +275,10 @@ def sustain(bench: Bench, name: str, rate: int, seconds: float, module: str = NO
     writer = RateWriter(bench.kinesis, stream, rate, seconds, run="")
     sampler = bench.sampler(relay)
     writer.start()
+    progress: list[tuple[float, int]] = []  # (wall clock, records applied) while the writers write
+    while writer.is_alive():
+        progress.append((time.time(), relay.applied() - 1))
+        time.sleep(0.5)
     writer.join()
     at_writer_end = relay.applied() - 1
     caught_up_after = None
@@ -255,6 +293,11 @@ def sustain(bench: Bench, name: str, rate: int, seconds: float, module: str = NO
         usage = sampler.finish()
         relay.stop()
     window = writer.finished - writer.started
+    # Steady state: the applied rate over the last two thirds of the window (the relay's own latency, about a
+    # second, shifts the curve but not its slope). Keeping up means this equals the writers' rate.
+    steady = [(at, count) for at, count in progress if at >= writer.started + window / 3]
+    steady_rate = (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0]) if len(steady) > 1 else None
+    lag = [round(writer.written_by(at) - count) for at, count in progress]
     result = {
         "target_rate": rate,
         "seconds": round(window, 1),
@@ -262,13 +305,17 @@ def sustain(bench: Bench, name: str, rate: int, seconds: float, module: str = NO
         "written": writer.written,
         "applied_in_window": at_writer_end,
         "applied_rate_in_window": round(at_writer_end / window),
+        "steady_applied_rate": round(steady_rate) if steady_rate else None,
+        "max_records_behind": max(lag) if lag else None,
+        "records_behind_at_end": lag[-1] if lag else None,
         "caught_up_s_after_writers_stopped": caught_up_after,
         "writer_error": repr(writer.error) if writer.error else None,
         "usage": usage.as_dict(),
+        "cpu_us_per_record": per_record(usage, max(writer.written, 1)),
         "limit": limiting(usage),
     }
-    say(f"{name}: put {result['put_rate']}/s, applied {result['applied_rate_in_window']}/s in the window, caught up "
-        f"{caught_up_after} s after the writers stopped")  # fmt: skip
+    say(f"{name}: put {result['put_rate']}/s, applied {result['steady_applied_rate']}/s steady, at most "
+        f"{result['max_records_behind']} behind, caught up {caught_up_after} s after the writers stopped")  # fmt: skip
     return result
 
 
@@ -460,23 +507,35 @@ def main(argv: list[str] | None = None) -> None:
         "work": str(work),
     }
     say(f"work folder {work}; machine {results['machine']}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    previous = args.out / "kcl_speed.json"
+    # A partial run (--only) updates its scenarios in the results of earlier runs.
+    base = json.loads(previous.read_text()) if args.only and previous.exists() and not args.smoke else {}
+    failed = []
     with emulators(work) as aws:
         bench = Bench(aws, work, sizes)
         for name in names:
             started = time.monotonic()
-            results[name] = SCENARIOS[name](bench)
+            try:
+                results[name] = SCENARIOS[name](bench)
+            except Exception as error:  # recorded, and the other scenarios still run
+                say(f"{name} failed: {type(error).__name__}: {error}")
+                results[name] = {"error": f"{type(error).__name__}: {str(error)[:2000]}"}
+                failed.append(name)
             results[name + "_seconds"] = round(time.monotonic() - started)
-    results["machine"]["load_1min_after"] = machine()["load_1min"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    previous = args.out / "kcl_speed.json"
-    if args.only and previous.exists() and not args.smoke:  # a partial run updates its scenarios only
-        merged = json.loads(previous.read_text())
-        merged.update({key: value for key, value in results.items() if key in names or key.endswith("_seconds")})
-        merged.setdefault("runs", []).append({k: results[k] for k in ("when", "machine")} | {"scenarios": names})
-        results = merged
-    (args.out / "kcl_speed.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    (args.out / "kcl_speed.md").write_text(report(results))
-    say(f"wrote {args.out / 'kcl_speed.md'} and .json")
+            results["machine"]["load_1min_after"] = machine()["load_1min"]
+            write(args.out, base, results, names)
+    say(f"wrote {args.out / 'kcl_speed.md'} and .json" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    if failed:
+        raise SystemExit(1)
+
+
+def write(out: Path, base: dict[str, Any], results: dict[str, Any], names: list[str]) -> None:
+    merged = {**base, **results}
+    if base:
+        merged["runs"] = [*base.get("runs", []), {k: results[k] for k in ("when", "machine")} | {"scenarios": names}]
+    (out / "kcl_speed.json").write_text(json.dumps(merged, indent=1, default=str) + "\n")
+    (out / "kcl_speed.md").write_text(report(merged))
 
 
 if __name__ == "__main__":
