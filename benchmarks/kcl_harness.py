@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,19 @@ class Relay:
             except (OSError, ValueError):
                 continue
         return found
+
+    def kcl_log_times(self, needle: str) -> list[float]:
+        """Wall clock of the KCL log lines (local time, ms) that contain `needle`."""
+        folder = self.state_dir
+        path = folder / "kcl.log" if folder else None
+        if path is None or not path.exists():
+            return []
+        times = []
+        for line in path.read_text(errors="replace").splitlines():
+            if needle in line and line[:4].isdigit():
+                stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+                times.append(stamp.timestamp())
+        return times
 
     def applied(self) -> int:
         return sum(status["applied"] for status in self.statuses())

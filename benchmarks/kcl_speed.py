@@ -182,8 +182,10 @@ def drain(
         relay.target = relays[0].target
     for relay in relays:
         relay.start()
-    wait_first_record(relays, timeout=180)
-    sampler = bench.sampler(*relays)  # CPU from the first commit on: the drain, not the start-up
+    # CPU from the moment the KCL starts reading (its prefetch thread reads ahead while the processor is still being
+    # initialized): the drain, not the start-up.
+    wait_for_log(relays, PREFETCH_STARTS, timeout=180)
+    sampler = bench.sampler(*relays)
     deadline = time.time() + max(600, records / 50)
     try:
         while sum(relay.applied() for relay in relays) < records:
@@ -198,16 +200,18 @@ def drain(
         codes = [relay.stop() for relay in relays]
     firsts = [r.first_applied_at() for r in relays if r.first_applied_at()]
     lasts = [r.last_applied_at() for r in relays if r.last_applied_at()]
+    deliveries = [at for relay in relays for at in relay.kcl_log_times(FIRST_DELIVERY)[:1]]
     spawned = min(relay.spawned_at for relay in relays)
     rows = count_rows(relays[0])
+    drained = max(lasts) - min(deliveries)  # from the first records handed to a processor to the last commit
     result = {
         "records": records,
         "shards": shards,
         "workers": workers,
         "put_seconds": round(put_seconds, 1),
         "rows_in_target": rows,
-        # From the first commit to the last, the processors' own clocks; None when one flush took everything.
-        "records_per_s": round(records / (max(lasts) - min(firsts))) if max(lasts) > min(firsts) else None,
+        "records_per_s": round(records / drained) if drained > 0 else None,
+        "drain_s": round(drained, 2),
         "first_record_s": round(min(firsts) - spawned, 1),
         "total_s": round(max(lasts) - spawned, 1),
         "exit_codes": codes,
@@ -220,15 +224,19 @@ def drain(
     return result
 
 
-def wait_first_record(relays: list[Relay], timeout: float) -> None:
-    """Until one of the relays committed its first record (with two workers on one shard, only one gets it)."""
+PREFETCH_STARTS = "Starting Prefetching thread"  # the KCL starts reading a shard
+FIRST_DELIVERY = "Writing ProcessRecordsMessage"  # the JVM hands records to a processor
+
+
+def wait_for_log(relays: list[Relay], needle: str, timeout: float) -> None:
+    """Until one of the relays' KCL logged `needle` (with two workers on one shard, only one reads it)."""
     deadline = time.time() + timeout
-    while not any(relay.first_applied_at() for relay in relays):
+    while not any(relay.kcl_log_times(needle) for relay in relays):
         for relay in relays:
             if relay.process is not None and relay.process.poll() is not None:
                 raise RuntimeError(f"relay exited {relay.process.returncode}: {relay.stderr[-2000:]}")
         if time.time() > deadline:
-            raise TimeoutError(f"no record applied within {timeout:.0f} s")
+            raise TimeoutError(f"no {needle!r} in the KCL log within {timeout:.0f} s")
         time.sleep(0.05)
 
 
@@ -307,6 +315,7 @@ def sustain(bench: Bench, name: str, rate: int, seconds: float, module: str = NO
         "applied_rate_in_window": round(at_writer_end / window),
         "steady_applied_rate": round(steady_rate) if steady_rate else None,
         "max_records_behind": max(lag) if lag else None,
+        "behind_every_2s": lag[::4],
         "records_behind_at_end": lag[-1] if lag else None,
         "caught_up_s_after_writers_stopped": caught_up_after,
         "writer_error": repr(writer.error) if writer.error else None,
