@@ -158,7 +158,7 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "batch-size": (
         "batch_size",
         _positive_int(10000),
-        "records per database batch (GetRecords reads up to 2,000 regardless)",
+        "records per database batch (not per GetRecords)",
     ),
     "create": ("create", _bool, "create the Kinesis stream upfront when missing, wait until ACTIVE"),
     "create-shards": ("create_shards", _positive_int(500), "shard count of a stream made by create=true"),

@@ -122,9 +122,9 @@ def test_at_timestamp_batch_size_and_idle_sleep(aws: LocalAws, sqlite_url: str) 
     # AT_TIMESTAMP is set by the extended key alone (the KCL refuses it as initialPositionInStream).
     assert "initialPositionInStream" not in props
     assert props["initialPositionInStreamExtended"] == str(int(start.timestamp()))
-    # batch-size is the database batch only: GetRecords still reads up to 2,000 (the pipeline's unit tests show
+    # batch-size is the database batch only: GetRecords still reads up to 5,000 (the pipeline's unit tests show
     # a delivery cut into batches of at most batch-size); idle-sleep 0.2 is the KCL's floor, no extra pause.
-    assert props["maxRecords"] == "2000"
+    assert props["maxRecords"] == "5000"
     assert props["idleTimeBetweenReadsInMillis"] == "200"
     assert "millisBehindLatestThresholdForReducedTps" not in props
     flushed = [int(n) for n in re.findall(r": (\d+) records ->", (folder / "processor.log").read_text())]

@@ -113,7 +113,7 @@ def test_load_table_help_lists_every_source_option_with_its_default() -> None:
         assert line in lines, f"--help lost or rewrapped {line!r}"
     for name in OPTIONS:
         assert any(line.startswith(f"{name}: ") for line in lines)
-    assert "batch-size: records per database batch (GetRecords reads up to 2,000 regardless) (default 100)" in lines
+    assert "batch-size: records per database batch (not per GetRecords) (default 100)" in lines
     assert any(line.startswith("ttl: ") and line.endswith("(default delete)") for line in lines)
 
 

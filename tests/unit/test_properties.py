@@ -45,7 +45,7 @@ def test_default_properties() -> None:
     assert props["AwsCredentialsProvider"] == "DefaultCredentialsProvider"
     assert props["initialPositionInStream"] == "TRIM_HORIZON"
     # batch-size is the database batch only: the KCL reads as much as it can, and pauses idle-sleep at the tip.
-    assert props["maxRecords"] == "2000"
+    assert props["maxRecords"] == "5000"
     assert props["idleTimeBetweenReadsInMillis"] == "200"
     assert props["millisBehindLatestThresholdForReducedTps"] == "500"
     assert props["leaseAssignmentIntervalMillis"] == "1000"
@@ -119,7 +119,9 @@ def test_initial_position(query: str, position: str) -> None:
     [
         ("worker-id=host-1", "workerId", "host-1"),
         ("max-leases=4", "maxLeasesForWorker", "4"),
-        ("batch-size=7", "maxRecords", "2000"),
+        ("batch-size=7", "maxRecords", "5000"),
+        ("batch-size=5000", "maxRecords", "5000"),
+        ("batch-size=5001", "maxRecords", "2000"),  # a delivery and a large database batch together stay small
         ("batch-size=10000", "maxRecords", "2000"),
         ("idle-sleep=0.25", "millisBehindLatestThresholdForReducedTps", "250"),
         ("idle-sleep=1.0004", "millisBehindLatestThresholdForReducedTps", "1000"),

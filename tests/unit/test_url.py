@@ -417,7 +417,7 @@ def test_describe_options_lists_every_option_with_its_default() -> None:
 
 def test_describe_options_examples() -> None:
     text = describe_options()
-    assert "batch-size: records per database batch (GetRecords reads up to 2,000 regardless) (default 100)" in text
+    assert "batch-size: records per database batch (not per GetRecords) (default 100)" in text
     assert "(default false)" in text and "(default True)" not in text
     assert "region: AWS region (default us-east-1)" in text
     assert "tombstone-retention: seconds to keep delete tombstones (default 86400.0)" in text
