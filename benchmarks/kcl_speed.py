@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import sqlite3
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,6 +42,7 @@ from benchmarks.kcl_harness import (
     source_url,
 )
 from kcl_relay.localaws.server import LocalAws
+from tests.support.postgres import running_postgres
 
 RESULTS = Path(__file__).parent / "results"
 NOW, SEED = "kcl_relay", "benchmarks.kcl_seed"
@@ -91,10 +92,22 @@ class Bench:
         self.aws, self.work, self.sizes = aws, work, sizes
         self.kinesis = aws.client("kinesis")
         self.results: dict[str, Any] = {}
+        self.postgres: Any = None  # a PostgresServer once a scenario needs one
 
     def target(self, name: str) -> tuple[str, Path]:
         path = self.work / f"{name}-{time.monotonic_ns()}.db"
         return f"sqlite:///{path}", path
+
+    def postgres_target(self, name: str) -> str:
+        if self.postgres is None:
+            self._postgres_context = running_postgres()
+            self.postgres = self._postgres_context.__enter__()
+        return self.postgres.create_database(re.sub(r"[^a-z0-9]", "_", f"{name}_{time.monotonic_ns()}".lower()))
+
+    def close(self) -> None:
+        if self.postgres is not None:
+            self._postgres_context.__exit__(None, None, None)
+            self.postgres = None
 
     def relay(self, stream: str, name: str, module: str = NOW, app: str | None = None, **options: Any) -> Relay:
         url = source_url(self.aws.endpoint_url, stream, app=app or app_name(), **options)
@@ -168,6 +181,7 @@ def drain(
     workers: int = 1,
     module: str = NOW,
     env: dict[str, str] | None = None,
+    postgres: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """A backlog of `records` (~600 B each) drained by `workers` relays; records/s from first to last commit."""
@@ -175,11 +189,11 @@ def drain(
     put_seconds = put_backlog(bench.kinesis, stream, records)
     app = app_name("drain")
     relays = [bench.relay(stream, f"{name}-w{i}", module=module, app=app, **options) for i in range(workers)]
+    # One target for a fleet: the workers share a table as they would in production.
+    target = bench.postgres_target(name) if postgres else relays[0].target
     for relay in relays:
         relay.env = env or {}
-    # One target for a fleet: the workers share a table as they would in production.
-    for relay in relays[1:]:
-        relay.target = relays[0].target
+        relay.target = target
     for relay in relays:
         relay.start()
     # CPU from the moment the KCL starts reading (its prefetch thread reads ahead while the processor is still being
@@ -246,9 +260,11 @@ def per_record(usage: Usage, records: int) -> dict[str, float]:
 
 
 def count_rows(relay: Relay) -> int:
-    path = Path(relay.target.removeprefix("sqlite:///"))
-    with sqlite3.connect(path) as connection:
-        return connection.execute('SELECT count(*) FROM "bench"').fetchone()[0]
+    from kcl_relay.sink.admin import run_sql
+    from kcl_relay.sink.target import parse_target
+
+    _, ((count,),) = run_sql(parse_target(relay.target, relay.table), f'SELECT count(*) FROM "{relay.table}"')
+    return int(count)
 
 
 def limiting(usage: Usage) -> str:
@@ -401,13 +417,21 @@ def scenario_memory(bench: Bench) -> dict[str, Any]:
 
 
 def scenario_scaling(bench: Bench) -> dict[str, Any]:
+    """The same backlog spread over 1, 2, 4 shards, drained by 1 or 2 workers, into SQLite (one writer at a time:
+    the embedded default) and into PostgreSQL (concurrent writers)."""
     out = {}
-    for shards in bench.sizes.scaling_shards:
-        for workers in bench.sizes.scaling_workers:
-            name = f"scaling-{shards}s-{workers}w"
-            out[f"{shards} shards, {workers} workers"] = drain(
-                bench, name, bench.sizes.scaling_records, shards=shards, workers=workers
-            )
+    for target in ("SQLite", "PostgreSQL"):
+        for shards in bench.sizes.scaling_shards:
+            for workers in bench.sizes.scaling_workers:
+                name = f"scaling-{target.lower()}-{shards}s-{workers}w"
+                out[f"{target}, {shards} shards, {workers} workers"] = drain(
+                    bench,
+                    name,
+                    bench.sizes.scaling_records,
+                    shards=shards,
+                    workers=workers,
+                    postgres=target == "PostgreSQL",
+                )
     return out
 
 
@@ -523,20 +547,29 @@ def main(argv: list[str] | None = None) -> None:
     failed = []
     with emulators(work) as aws:
         bench = Bench(aws, work, sizes)
-        for name in names:
-            started = time.monotonic()
-            try:
-                results[name] = SCENARIOS[name](bench)
-            except Exception as error:  # recorded, and the other scenarios still run
-                say(f"{name} failed: {type(error).__name__}: {error}")
-                results[name] = {"error": f"{type(error).__name__}: {str(error)[:2000]}"}
-                failed.append(name)
-            results[name + "_seconds"] = round(time.monotonic() - started)
-            results["machine"]["load_1min_after"] = machine()["load_1min"]
-            write(args.out, base, results, names)
+        try:
+            run_scenarios(bench, names, results, failed, args.out, base)
+        finally:
+            bench.close()
     say(f"wrote {args.out / 'kcl_speed.md'} and .json" + (f"; failed: {', '.join(failed)}" if failed else ""))
     if failed:
         raise SystemExit(1)
+
+
+def run_scenarios(
+    bench: Bench, names: list[str], results: dict[str, Any], failed: list[str], out: Path, base: dict[str, Any]
+) -> None:
+    for name in names:
+        started = time.monotonic()
+        try:
+            results[name] = SCENARIOS[name](bench)
+        except Exception as error:  # recorded, and the other scenarios still run
+            say(f"{name} failed: {type(error).__name__}: {error}")
+            results[name] = {"error": f"{type(error).__name__}: {str(error)[:2000]}"}
+            failed.append(name)
+        results[name + "_seconds"] = round(time.monotonic() - started)
+        results["machine"]["load_1min_after"] = machine()["load_1min"]
+        write(out, base, results, names)
 
 
 def write(out: Path, base: dict[str, Any], results: dict[str, Any], names: list[str]) -> None:
