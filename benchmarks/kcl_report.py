@@ -168,6 +168,18 @@ def drain_table(title: str, runs: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _runs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each run with the scenarios whose figures are still its own (a later run of a scenario replaces them)."""
+    claimed: set[str] = set()
+    kept = []
+    for run in reversed(results.get("runs", [])):
+        own = [name for name in run["scenarios"] if name not in claimed]
+        claimed.update(own)
+        if own:
+            kept.append({**run, "scenarios": own})
+    return list(reversed(kept))
+
+
 def markdown(results: dict[str, Any]) -> str:
     machine = results["machine"]
     lines = [
@@ -176,9 +188,15 @@ def markdown(results: dict[str, Any]) -> str:
         "`python -m benchmarks.kcl_speed` (benchmarks/kcl_speed.py): `kcl-relay load table` at default options",
         "unless a row says otherwise, the real KCL 3.1.3 MultiLangDaemon, the local emulators (moto under hypercorn),",
         'a SQLite target. "seed": the same code with the seed\'s KCL settings (benchmarks/kcl_seed.py), same run.',
-        f"Run {results['when']} on {machine['cpus']} cores ({machine['machine']}, Python {machine['python']}), "
-        f"load average {machine['load_1min']:.1f} before, {machine.get('load_1min_after', float('nan')):.1f} after "
-        "(the cores are shared with other work: figures are noisy).",
+        f"On {machine['cpus']} cores ({machine['machine']}, Python {machine['python']}), shared with other work:",
+        "figures are noisy; each drain row says the load it ran under. Runs (UTC; 1-minute load average before,",
+        "after) and the scenarios each one's figures below come from:",
+        "",
+        *(
+            f"- {run['when']} ({run['machine']['load_1min']:.1f}, {run['machine'].get('load_1min_after', 0):.1f}): "
+            f"{', '.join(run['scenarios'])}."
+            for run in _runs(results)
+        ),
         "",
         "| item | target | now | seed | verdict |",
         "| --- | --- | --- | --- | --- |",

@@ -579,9 +579,14 @@ def run_scenarios(
 
 
 def write(out: Path, base: dict[str, Any], results: dict[str, Any], names: list[str]) -> None:
+    """The results file: this run's scenarios over those of earlier runs, and which run produced which."""
     merged = {**base, **results}
-    if base:
-        merged["runs"] = [*base.get("runs", []), {k: results[k] for k in ("when", "machine")} | {"scenarios": names}]
+    earlier = base.get("runs") or (
+        [{"when": base["when"], "machine": base["machine"], "scenarios": [n for n in SCENARIOS if n in base]}]
+        if base
+        else []
+    )
+    merged["runs"] = [*earlier, {k: results[k] for k in ("when", "machine")} | {"scenarios": names}]
     (out / "kcl_speed.json").write_text(json.dumps(merged, indent=1, default=str) + "\n")
     (out / "kcl_speed.md").write_text(report(merged))
 
