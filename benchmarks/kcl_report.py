@@ -110,6 +110,19 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]
                     _verdict(found["p99_ms"] <= TARGETS[target]),
                 )
             )
+    if "cli" in results and not _failed(results["cli"]):
+        found = results["cli"]
+        worst = max(case["max_s"] for case in found.values())
+        rows.append(
+            (
+                "2. `--help`, `load table --help`, a bad option",
+                "well under 1 s",
+                ", ".join(f"{name} {case['median_s']:.2f} s" for name, case in found.items())
+                + f" (medians of 5; slowest {worst:.2f} s)",
+                "",
+                _verdict(worst < 0.5),
+            )
+        )
     if "memory" in results and not _failed(results["memory"]):
         found = results["memory"]
         rss = found["processor_peak_rss_mb"]
@@ -203,7 +216,7 @@ def markdown(results: dict[str, Any]) -> str:
         *(f"| {' | '.join(row)} |" for row in summary_rows(results)),
         "",
     ]
-    for name in ("start", "backlog", "sustained", "latency", "memory", "scaling", "components"):
+    for name in ("cli", "start", "backlog", "sustained", "latency", "memory", "scaling", "components"):
         if _failed(results.get(name)):
             lines += [f"Scenario {name} failed: {results[name]['error'][:500]}", ""]
     if "backlog" in results and not _failed(results["backlog"]):

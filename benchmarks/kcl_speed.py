@@ -18,6 +18,8 @@ import argparse
 import base64
 import json
 import re
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -507,7 +509,27 @@ def scenario_components(bench: Bench) -> dict[str, Any]:
     return out
 
 
+def scenario_cli(bench: Bench) -> dict[str, Any]:
+    """Seconds until `kcl-relay --help` and a bad option answer (the interpreter's own start included)."""
+    cases = {
+        "--help": ["--help"],
+        "load table --help": ["load", "table", "--help"],
+        "bad option": ["load", "table", "kinesis+dynamodb+cdc://aws/s?nope=1"],
+    }
+    out = {}
+    for name, args in cases.items():
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "kcl_relay", *args], capture_output=True, check=False)
+            times.append(time.perf_counter() - started)
+        out[name] = {"median_s": round(sorted(times)[2], 3), "max_s": round(max(times), 3)}
+    say(f"cli: {out}")
+    return out
+
+
 SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
+    "cli": scenario_cli,
     "start": scenario_start,
     "backlog": scenario_backlog,
     "sustained": scenario_sustained,
