@@ -143,40 +143,33 @@ def _per_record(found: dict[str, Any]) -> str:
     return " | ".join(f"{costs[name]:.0f}" if name in costs else "" for name in COMPONENTS)
 
 
-def _ceilings(found: dict[str, Any]) -> tuple[str, str]:
-    costs = found.get("cpu_us_per_record", {})
-    relay = sum(value for name, value in costs.items() if name != "benchmark (writer, probe)")
-    emulator = costs.get("emulator")
-    ceiling = f"{2e6 / relay:,.0f}/s" if relay else ""
-    alone = f"{1e6 / emulator:,.0f}/s" if emulator else ""
-    return ceiling, alone
-
-
 def drain_table(title: str, runs: dict[str, Any]) -> list[str]:
     lines = [
         title,
         "",
         "records/s: from the first records the JVM handed to a processor to the last commit (processors' clocks).",
-        "CPU µs per record: the CPU seconds each component used from the KCL's first read to the end, divided by",
-        "the records (from /proc); unlike records/s they hardly move with the machine's load. 2-core ceiling: the",
-        "rate if the relay and the emulator had both cores to themselves (2 s of CPU per s over the sum of their",
-        "µs per record); emulator alone: moto serves one request at a time, 1 s of CPU per s over its µs per record.",
-        "Load: the machine's 1-minute load average before and after the run (2 cores; other work shares them).",
+        "first record s: from `kcl-relay load table` to the first commit, per worker. CPU µs per record: the CPU",
+        "seconds each component used from the KCL's first read to the end, over the records (from /proc; the",
+        "PostgreSQL server's own CPU is not in it, SQLite's is in the processors'); unlike records/s they hardly",
+        "move with the machine's load. cores: all of them together, per second of the run. Load: the machine's",
+        "1-minute load average before and after the run (2 cores; other work shares them).",
         "",
         "| run | records | records/s | first record s | CPU µs/record: "
         + " | ".join(COMPONENTS)
-        + " | 2-core ceiling | emulator alone | load |",
-        "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in COMPONENTS) + " | ---: | ---: | --- |",
+        + " | total | cores | load |",
+        "| --- | ---: | ---: | --- | " + " | ".join("---:" for _ in COMPONENTS) + " | ---: | ---: | --- |",
     ]
     for name, found in runs.items():
         if _failed(found):
             lines.append(f"| {name} | error: {found['error'][:200]} |")
             continue
-        ceiling, alone = _ceilings(found)
         usage = found["usage"]
+        firsts = ", ".join(f"{value}" for value in found.get("first_record_s_per_worker", [found["first_record_s"]]))
+        total = sum(value for key, value in found.get("cpu_us_per_record", {}).items() if key in COMPONENTS[:4])
+        cores = sum(usage.get("cpu_cores", {}).values())
         lines.append(
-            f"| {name} | {found['records']:,} | {_rate(found['records_per_s'])} | {found['first_record_s']} | "
-            f"{_per_record(found)} | {ceiling} | {alone} | {usage['load_before']:.1f} / {usage['load_after']:.1f} |"
+            f"| {name} | {found['records']:,} | {_rate(found['records_per_s'])} | {firsts} | {_per_record(found)} | "
+            f"{total:.0f} | {cores:.2f} | {usage['load_before']:.1f} / {usage['load_after']:.1f} |"
         )
     return [*lines, ""]
 

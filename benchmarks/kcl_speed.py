@@ -231,6 +231,7 @@ def drain(
         "records_per_s": round(records / drained) if drained > 0 else None,
         "drain_s": round(drained, 2),
         "first_record_s": round(min(firsts) - spawned, 1),
+        "first_record_s_per_worker": [round(first - spawned, 1) for first in firsts],
         "total_s": round(max(lasts) - spawned, 1),
         "exit_codes": codes,
         "usage": usage.as_dict(),
