@@ -18,6 +18,7 @@ from kcl_relay.kcl.properties import read_properties, spec_from_properties
 from kcl_relay.localaws.cli import local
 from kcl_relay.pipeline import routed_table_name
 from kcl_relay.sink.target import TargetError, TargetSpec, parse_target
+from kcl_relay.source.table_url import describe_table_options, is_table_url, parse_table
 from kcl_relay.source.url import SourceError, describe_options, parse_source
 
 TARGET_ENV = "CRATEDB_SQLALCHEMY_URL"
@@ -77,7 +78,10 @@ def load() -> None:
     """Load data into the target."""
 
 
-@load.command("table", epilog="\b\nSource options (?name=value&...):\n" + describe_options())
+TABLE_EPILOG = "\b\nTable options of dynamodb:// (?name=value&...):\n" + describe_table_options()
+
+
+@load.command("table", epilog="\b\nSource options (?name=value&...):\n" + describe_options() + "\n\n" + TABLE_EPILOG)
 @click.argument("source")
 @target_options
 def load_table(source: str, target: str | None, table: str | None) -> None:
@@ -87,10 +91,14 @@ def load_table(source: str, target: str | None, table: str | None) -> None:
     SOURCE is kinesis+dynamodb+cdc://[KEY:SECRET@]HOST[:PORT]/STREAM[?options]
     (HOST "aws": AWS's endpoints of the region; any other HOST:PORT: one endpoint
     for Kinesis and the KCL lease table, e.g. LocalStack), or
-    kinesis+dynamodb+cdc:///ABS/PATH.ndjson to replay a file of CDC records.
+    kinesis+dynamodb+cdc:///ABS/PATH.ndjson to replay a file of CDC records, or
+    dynamodb://[KEY:SECRET@]HOST[:PORT]/TABLE[?options] to copy a whole table
+    (full load), with stream=STREAM followed by the table's Kinesis stream.
     """
     from kcl_relay import relay  # imported late: --help must not wait for boto3 and SQLAlchemy
 
+    if is_table_url(source):
+        _load_dynamodb_table(source, target, table)
     try:
         spec = parse_source(source)
     except SourceError as error:
@@ -100,6 +108,58 @@ def load_table(source: str, target: str | None, table: str | None) -> None:
     if spec.is_file:
         run_guarded(lambda: relay.replay_file(spec, resolved))
     run_guarded(lambda: relay.run_stream(spec, resolved))
+
+
+def _load_dynamodb_table(source: str, target: str | None, table: str | None) -> NoReturn:
+    from kcl_relay import fullload
+
+    try:
+        spec = parse_table(source)
+    except SourceError as error:
+        fail(str(error))
+    resolved = resolve_target(target, table, routed_table_name(spec.table))
+    run_guarded(lambda: fullload.load_table(spec, resolved))
+
+
+@cli.command("verify", epilog=TABLE_EPILOG)
+@click.argument("source")
+@target_options
+@click.option(
+    "--sample",
+    type=click.FloatRange(0, 1, min_open=True),
+    metavar="FRACTION",
+    help="Compare a random sample (e.g. 0.01): that fraction of the table by Scan segments, and as many random "
+    "target rows looked up in DynamoDB. Default: everything.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Look at differing keys again after this long (twice): changes on their way do not count. 0: no second look.",
+)
+@click.option("--show", type=click.IntRange(0), default=10, show_default=True, help="Differing keys named per kind.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def verify(
+    source: str, target: str | None, table: str | None, sample: float | None, settle: float, show: int, as_json: bool
+) -> None:
+    """Compare the target table with the DynamoDB table: exit 0 in sync, 1 on drift.
+
+    \b
+    SOURCE is the full load's dynamodb://[KEY:SECRET@]HOST[:PORT]/TABLE[?options].
+    Counts, keys missing in the target, keys extra in it, and items that differ
+    (per-key digests of the item as the relay stores it) go to stdout.
+    """
+    from kcl_relay import verify as verifier
+
+    try:
+        spec = parse_table(source)
+    except SourceError as error:
+        fail(str(error))
+    resolved = resolve_target(target, table, routed_table_name(spec.table))
+    options = verifier.VerifyOptions(sample=sample, settle=settle, show=show, as_json=as_json)
+    run_guarded(lambda: verifier.run(spec, resolved, options, out=click.echo))
 
 
 @cli.command("run")
