@@ -292,7 +292,7 @@ def load_table(spec: TableSpec, target: TargetSpec) -> int:
     """`kcl-relay load table dynamodb://...`: the full load, followed by the stream with `stream=`."""
     ddb = dynamodb.client(spec)
     clock = AwsClock()
-    info = dynamodb.describe(spec, ddb, clock)
+    info = dynamodb.describe(spec, dynamodb.client(spec, preflight=True), clock)
     check_reachable(target)
     try:
         dialect_for(target).check_key(info.key_types)

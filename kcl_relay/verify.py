@@ -278,7 +278,7 @@ def _sampled(ddb: Any, spec: TableSpec, info: TableInfo, reader: TargetReader, f
 def compare(spec: TableSpec, target: TargetSpec, options: VerifyOptions) -> tuple[Report, TableInfo]:
     """Compare the table with the target (raises SourceError/TargetError before anything when they are unusable)."""
     ddb = dynamodb.client(spec)
-    info = dynamodb.describe(spec, ddb)
+    info = dynamodb.describe(spec, dynamodb.client(spec, preflight=True))
     check_reachable(target)
     reader = TargetReader(target, info.key_types)
     try:

@@ -59,6 +59,8 @@ __all__ = [
 SNAPSHOT_MARGIN = 5.0  # seconds
 CLOCK_WINDOW = 60.0  # seconds: observations older than this no longer bound AWS's clock (this machine's drift)
 SCAN_CONFIG = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 10, "mode": "adaptive"})
+# Checks before anything starts: a wrong host or table is one line within seconds, not after minutes of retries.
+PREFLIGHT_CONFIG = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2, "mode": "standard"})
 BATCH_GET_KEYS = 100  # BatchGetItem's limit
 
 
@@ -71,8 +73,10 @@ class TableInfo:
     size_bytes: int
 
 
-def client(spec: TableSpec) -> Any:
-    """A DynamoDB client (thread-safe, shared by the scan threads); credentials from the URL or the usual chain."""
+def client(spec: TableSpec, preflight: bool = False) -> Any:
+    """A DynamoDB client (thread-safe, shared by the scan threads); credentials from the URL or the usual chain.
+
+    `preflight`: few retries, for the checks before anything starts."""
     if spec.credentials:
         session = boto3.Session(
             aws_access_key_id=spec.credentials.access_key_id,
@@ -81,6 +85,8 @@ def client(spec: TableSpec) -> Any:
         )
     else:
         session = boto3.Session(region_name=spec.region)
+    if preflight:
+        return session.client("dynamodb", endpoint_url=spec.endpoint_url, config=PREFLIGHT_CONFIG)
     pool = Config(max_pool_connections=max(10, spec.segments + 2))  # every scan thread keeps a connection
     return session.client("dynamodb", endpoint_url=spec.endpoint_url, config=SCAN_CONFIG.merge(pool))
 
