@@ -118,7 +118,8 @@ class TargetReader:
     # ---- SQL ----
     def _columns(self) -> str:
         if self.spec.dialect == "postgresql":  # as text: psycopg would turn JSONB numbers into floats
-            return "pk::text, data::text, aux::text, cdc_version"
+            # Named apart from the columns: ORDER BY pk must mean the JSONB column, not this text.
+            return "pk::text AS pk_text, data::text AS data_text, aux::text AS aux_text, cdc_version"
         return "pk, data, aux, cdc_version"
 
     def _subscript(self, name: str) -> str:

@@ -23,6 +23,7 @@ from kcl_relay.localaws.pump import PumpClients, StreamPump
 from kcl_relay.localaws.server import LocalAws
 from kcl_relay.localaws.workload import create_stream, create_table, fill_table, scan_items, write_until
 from kcl_relay.sink.admin import run_sql
+from kcl_relay.sink.reader import TargetReader
 from kcl_relay.sink.target import TargetSpec, parse_target
 from kcl_relay.sink.writer import TableWriter, open_sink
 from kcl_relay.source import dynamodb
@@ -233,6 +234,23 @@ def test_verify_of_a_missing_target_table_is_drift(aws: LocalAws, target: Target
     report, _ = compare(table.spec(), target, VerifyOptions(settle=0))
     assert not report.in_sync and report.target_rows == 0
     assert len(report.missing) == len(table.oracle())
+
+
+def test_the_target_is_read_in_key_order_a_page_at_a_time(aws: LocalAws, target: TargetSpec) -> None:
+    table = new_table(aws, items=40)
+    snapshot_of(table.spec(), target).run(threading.Event())
+    reader = TargetReader(target, KEY_TYPES)
+    try:
+        whole = [row.key_id for row in reader.rows()]
+        paged = [row.key_id for row in reader.rows(page_rows=3)]
+        by_key = reader.rows_by_keys([loads(key) for key in whole[:5]])
+        sample = reader.sample(7)
+    finally:
+        reader.close()
+    assert sorted(whole) == sorted(table.oracle())
+    assert paged == whole, "each row exactly once, in the same order"
+    assert sorted(by_key) == sorted(whole[:5])
+    assert len(sample) == 7 and {row.key_id for row in sample} <= set(whole)
 
 
 # ---- a full load over an older copy --------------------------------------------------------------------------
