@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import threading
@@ -104,6 +105,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="kcl-relay-bench-"))
     rows: list[dict[str, Any]] = []
+    load_before = os.getloadavg()[1]  # the machine may be shared: say how busy it was
     with LocalAws() as aws, targets(args.targets, work) as urls:
         ddb = aws.client("dynamodb")
         create_table(ddb, "bench", KEY_SCHEMA, stream=False)
@@ -121,6 +123,7 @@ def main() -> None:
                     f"verify {verified:.2f} s ({items / verified:,.0f} items/s)"
                 )
 
+    load_after = os.getloadavg()[1]
     RESULTS.parent.mkdir(exist_ok=True)
     when = f"{datetime.now(timezone.utc):%Y-%m-%d}"
     meta = {
@@ -129,6 +132,7 @@ def main() -> None:
         "machine": platform.machine(),
         "python": platform.python_version(),
         "date": when,
+        "load_average_5min": [load_before, load_after],
     }
     RESULTS.with_suffix(".json").write_text(json.dumps({**meta, "runs": rows}, indent=2) + "\n")
 
@@ -144,7 +148,8 @@ def main() -> None:
         "nothing: the emulator's own cost. moto answers one request at a time and filters a Scan segment by hashing",
         "every item of the table, so more segments add little here; on AWS each segment is read in parallel.",
         f"Machine: {platform.machine()} (2 cores, shared), Python {platform.python_version()}, {when}; "
-        f"batch-size {args.batch_size}. `python -m benchmarks.full_load`.",
+        f"batch-size {args.batch_size}; 5-minute load average {load_before:.1f} before, {load_after:.1f} after (other",
+        "jobs share the machine: single runs, so read the numbers as rough). `python -m benchmarks.full_load`.",
         "",
         "| target | segments | load s | load items/s | verify s | verify items/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

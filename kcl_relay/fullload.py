@@ -231,9 +231,10 @@ class Snapshot:
 class SnapshotCompanion:
     """The snapshot in a thread beside the KCL worker (kcl/supervisor.py Companion)."""
 
-    def __init__(self, snapshot: Snapshot, settle: float) -> None:
+    def __init__(self, snapshot: Snapshot, settle: float, once: bool = False) -> None:
         self.snapshot = snapshot
         self.settle = settle  # seconds after the scan's end from which a caught-up shard read its tip after it
+        self.once = once
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="snapshot", daemon=True)
         self._finished: float | None = None
@@ -260,7 +261,8 @@ class SnapshotCompanion:
         if self._finished is not None:
             if not self._reported:
                 self._reported = True
-                say(self.snapshot.summary() + "; following the stream until every shard is caught up")
+                until = " until every shard is caught up (once=true)" if self.once else ""
+                say(f"{self.snapshot.summary()}; following the stream{until}")
             return None
         if time.monotonic() - self._last_progress >= PROGRESS_INTERVAL:
             self._last_progress = time.monotonic()
@@ -369,7 +371,7 @@ def _scan_and_stream(spec: TableSpec, target: TargetSpec, snapshot: Snapshot, cl
         )
     else:
         say(f"stream {stream.stream} starts at {start.isoformat()}, before the scan begins")
-    plan.companion = SnapshotCompanion(snapshot, settle=1.0 + 3 * stream.idle_sleep)
+    plan.companion = SnapshotCompanion(snapshot, settle=1.0 + 3 * stream.idle_sleep, once=stream.once)
     code = run_worker(plan)
     if code == 0 and not snapshot.complete:
         say(f"the snapshot stopped after {snapshot.stats.items} items: the target is incomplete; run it again")
