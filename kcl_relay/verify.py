@@ -242,9 +242,13 @@ def _full(ddb: Any, spec: TableSpec, info: TableInfo, reader: TargetReader) -> R
     )
     report.undecodable = digests.undecodable
     source = digests.items
+    last_report = time.monotonic()
     if reader.exists():
         for row in reader.rows():
             report.target_rows += 1
+            if time.monotonic() - last_report >= PROGRESS_INTERVAL:
+                last_report = time.monotonic()
+                say(f"verify: {report.target_rows} target rows read")
             expected = source.pop(row.key_id, None)
             if expected is None:
                 report.extra.append(row.key_id)

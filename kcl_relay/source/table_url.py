@@ -108,7 +108,12 @@ TABLE_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "items per Scan request (Limit); by default DynamoDB's 1 MB pages",
     ),
     "batch-size": ("batch_size", _positive_int(10000), "items per database batch (with stream=: records, too)"),
-    "prune": ("prune", _bool, "delete target rows the scan did not find and no newer change wrote"),
+    "prune": (
+        "prune",
+        _bool,
+        "delete target rows the scan did not find and no newer change wrote (false for a target that keeps rows of "
+        "deleted items on purpose; with ttl=ignore it defaults to false)",
+    ),
     "tombstone-retention": ("tombstone_retention", _seconds, "seconds to keep delete tombstones"),
     "stream": (
         "stream_name",
@@ -187,7 +192,11 @@ def parse_table(url: str) -> TableSpec:
         if only_for_stream:
             raise SourceError(f"option(s) {', '.join(only_for_stream)} need stream=STREAM (full load, then stream)")
         return spec
-    return dataclasses.replace(spec, stream=_stream_spec(spec, stream_options))
+    stream = _stream_spec(spec, stream_options)
+    if stream.ttl == "ignore" and "prune" not in given:
+        # The target keeps the rows of expired items on purpose: a prune would delete them.
+        spec = dataclasses.replace(spec, prune=False)
+    return dataclasses.replace(spec, stream=stream)
 
 
 def _stream_spec(spec: TableSpec, options: dict[str, str]) -> SourceSpec:

@@ -166,3 +166,9 @@ def test_help_lists_every_option() -> None:
     for name in [*TABLE_OPTIONS, *STREAM_PASSTHROUGH]:
         assert f"{name}: " in text
     assert "segments: parallel Scan segments" in text and "(default 4)" in text
+
+
+def test_ttl_ignore_keeps_the_rows_of_expired_items_unless_told() -> None:
+    assert not parse_table(f"{BASE}?stream=s&ttl=ignore").prune
+    assert parse_table(f"{BASE}?stream=s&ttl=ignore&prune=true").prune
+    assert parse_table(f"{BASE}?stream=s&ttl=delete").prune
