@@ -297,7 +297,8 @@ def test_a_full_load_over_an_older_copy_prunes_what_is_gone(aws: LocalAws, targe
     assert sorted(got) == sorted(oracle)
 
     report, _ = compare(spec, target, VerifyOptions(settle=0))
-    assert report.extra == [canonical_key(future)] and not report.missing and not report.differing
+    summary = report.lines(table.name, target.describe(), 5)
+    assert report.extra == [canonical_key(future)] and not report.missing and not report.differing, summary
 
 
 def test_prune_false_keeps_rows_the_scan_did_not_find(aws: LocalAws, target: TargetSpec) -> None:
