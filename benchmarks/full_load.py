@@ -148,8 +148,9 @@ def main() -> None:
         "nothing: the emulator's own cost. moto answers one request at a time and filters a Scan segment by hashing",
         "every item of the table, so more segments add little here; on AWS each segment is read in parallel.",
         f"Machine: {platform.machine()} (2 cores, shared), Python {platform.python_version()}, {when}; "
-        f"batch-size {args.batch_size}; 5-minute load average {load_before:.1f} before, {load_after:.1f} after (other",
-        "jobs share the machine: single runs, so read the numbers as rough). `python -m benchmarks.full_load`.",
+        f"batch-size {args.batch_size};",
+        f"5-minute load average {load_before:.1f} before, {load_after:.1f} after (other jobs share the machine:",
+        "single runs, so read the numbers as rough). `python -m benchmarks.full_load`.",
         "",
         "| target | segments | load s | load items/s | verify s | verify items/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

@@ -32,7 +32,7 @@ from kcl_relay.sink.writer import dialect_for
 __all__ = ["StoredRow", "TargetReader", "comparable", "digest"]
 
 PAGE_ROWS = 5000
-KEYS_PER_READ = 100  # keys per lookup statement (CrateDB plans OR-ed key matches as Gets up to about 98)
+KEYS_PER_READ = 100  # keys per lookup statement; after the refresh (CrateDB) any plan sees every row
 
 
 def comparable(value: Any) -> Any:
