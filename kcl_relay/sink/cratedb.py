@@ -267,6 +267,11 @@ class CrateDBDialect(Dialect):
     def row_rejection(self, message: str) -> Exception:
         return crate_errors.ProgrammingError(message)
 
+    def is_column_type_race(self, exc: BaseException) -> bool:
+        # "SQLParseException[Column `data['note']` already exists with type `boolean`. Cannot add same column with
+        # type `text`]": two writers added the same new sub-column at once, with different types.
+        return isinstance(exc, crate_errors.ProgrammingError) and "Cannot add same column with type" in str(exc)
+
     def is_version_conflict(self, message: str) -> bool:
         # e.g. "VersionConflictEngineException[[a]: version conflict, required seqNo [5], primary term [1]. ..."
         return message.startswith("VersionConflictEngineException[")

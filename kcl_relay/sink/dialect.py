@@ -222,6 +222,10 @@ class Dialect(ABC):
         cursor.executemany(sql, rows)
         return BulkOutcome(counts=None, total=max(int(cursor.rowcount), 0))
 
+    def is_column_type_race(self, exc: BaseException) -> bool:
+        """Whether `exc` says another writer just created a sub-column with another type (see column_types_sql)."""
+        return False
+
     def is_version_conflict(self, message: str) -> bool:
         """Whether a bulk row's error says the row's version was not the one the statement expected."""
         return False

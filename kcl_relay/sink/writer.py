@@ -143,8 +143,6 @@ class TableWriter(Sink):
         self._dead_letter_table = True
         names = tuple(sorted(key_types))
         self._key_names = names
-        if self._types is not None:
-            self.executor.transaction(self._learn_types)
         self._sql = {
             "upsert": self.dialect.upsert_sql(names),
             "delete": self.dialect.delete_sql(names),
@@ -293,6 +291,8 @@ class TableWriter(Sink):
     def _upsert(self, cursor: Any, upserts: list[ChangeEvent], result: ApplyResult, letters: list[DeadLetter]) -> None:
         if not upserts:
             return
+        if self._types is not None and not self._types.loaded:
+            self._learn_types(cursor)
         tombstones = self._tombstones(cursor, upserts)
         # Without transactions a guarded no-op looks like a write: read the rows first, send only newer images.
         states = {} if self.dialect.transactions else self._states(cursor, upserts)
@@ -353,7 +353,15 @@ class TableWriter(Sink):
         singles = [index for index, flag in enumerate(alone) if flag]
         rest = [index for index, flag in enumerate(alone) if not flag]
         merged = BulkResult(counts=[None] * len(rows))
-        parts = [([index], self.executor.bulk(cursor, self._sql["upsert"], [rows[index]], 1)) for index in singles]
+        try:
+            parts = [([index], self.executor.bulk(cursor, self._sql["upsert"], [rows[index]], 1)) for index in singles]
+        except Exception as exc:
+            if self._types is None or not self.dialect.is_column_type_race(exc):
+                raise
+            # Another writer created one of our new sub-columns with another type first: learn the real types and
+            # apply the batch again (every statement is guarded), so the attribute goes to aux instead.
+            self._types.loaded = False
+            raise TransientError(f"a concurrent writer typed a new column differently: {describe_error(exc)}") from exc
         parts.append((rest, self.executor.bulk(cursor, self._sql["upsert"], [rows[i] for i in rest], self.chunk_size)))
         for indexes, part in parts:
             merged.unknown_written += part.unknown_written

@@ -262,6 +262,7 @@ def test_writer_statements_through_fake_driver() -> None:
         ("executemany", 'INSERT INTO "doc"."orders__tombstones"'),
         ("execute", "SELECT pk['id'], pk['tenant'], cdc_version, cdc_order, _seq_no, _primary_term FROM " + ORDERS),
         ("executemany", 'DELETE FROM "doc"."orders"'),
+        ("execute", "SELECT column_name, data_type FROM information_schema.columns"),  # data's types, once
         ("execute", 'SELECT key_id, cdc_version, cdc_order FROM "doc"."orders__tombstones"'),
         ("execute", "SELECT pk['id'], pk['tenant'], cdc_version, cdc_order, _seq_no, _primary_term FROM " + ORDERS),
         ("executemany", 'INSERT INTO "doc"."orders"'),
