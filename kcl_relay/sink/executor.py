@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from kcl_relay.sink.dialect import BulkOutcome, Dialect
-from kcl_relay.sink.retry import RetryPolicy, call_with_retry, describe_error, is_transient
+from kcl_relay.sink.retry import RetryPolicy, TransientError, call_with_retry, describe_error, is_transient
 from kcl_relay.sink.target import TargetSpec
 
 __all__ = ["BulkResult", "Read", "StatementExecutor"]
@@ -88,7 +88,12 @@ class StatementExecutor:
         unique violation in its catalog); the retry finds the table there."""
 
         def attempt() -> T:
-            conn = self.connection()
+            try:
+                conn = self.connection()
+            except Exception as exc:
+                # Connecting failed: the server is down, restarting or not ready yet (a CrateDB node that is still
+                # starting answers 400 to the driver's handshake). Never about the batch: wait for it.
+                raise TransientError(f"cannot connect to {self.spec.describe()}: {describe_error(exc)}") from exc
             cursor = conn.cursor()
             try:
                 self.dialect.begin(cursor)
