@@ -129,6 +129,37 @@ def run_properties(properties_file: Path, target: str | None, table: str | None)
 ADMIN_TARGET_HELP = f"Target database URL; default: ${TARGET_ENV}, else {EMBEDDED_DEFAULT}."
 
 
+@cli.command("redrive")
+@target_options
+@click.option("--batch-size", type=click.IntRange(1, 10000), default=1000, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="Re-drive at most this many dead letters (oldest first).")
+def redrive_command(target: str | None, table: str | None, batch_size: int, limit: int | None) -> None:
+    """Apply the target table's dead letters again, once their cause is fixed.
+
+    \b
+    Each record of <table>__deadletters is decoded and applied as the record it was,
+    at its own stream position (an old record never overwrites a newer row). Those
+    that apply are deleted from the dead letters; those that fail again stay, with
+    today's reason.
+    """
+    from kcl_relay.redrive import redrive
+    from kcl_relay.sink.admin import check_reachable
+
+    spec = resolve_target(target, table)
+
+    def run() -> int:
+        check_reachable(spec)
+        report = redrive(spec, batch_size=batch_size, limit=limit)
+        click.echo(
+            f"kcl-relay: re-drove {report.letters} dead letter(s) of {spec.qualified_table}: {report.applied} applied "
+            f"and removed, {report.failed_again} failed again (kept, with today's reason)",
+            err=True,
+        )
+        return 0 if report.failed_again == 0 else 1
+
+    run_guarded(lambda: _query(run))
+
+
 @cli.command("shell")
 @click.option("--command", "sql", required=True, help="SQL to run against the target database.")
 @click.option("--target", metavar="URL", help=ADMIN_TARGET_HELP)
