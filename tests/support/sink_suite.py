@@ -316,10 +316,12 @@ class SinkSemantics:
         assert self.count(sink, DEADLETTERS_SUFFIX) == 0
 
     def test_show_table_and_run_sql(self, sink: TableWriter, spec: TargetSpec) -> None:
-        sink.apply([change("INSERT", "a", 1, 1, v="x")])
-        columns, rows = show_table(spec, spec.qualified_table)
-        assert columns == ["pk", "data", "aux", "cdc_version", "cdc_order", "cdc_event"]
-        assert len(rows) == 1 and rows[0][3] == T0 + 1 and rows[0][5] == "INSERT"
+        sink.apply([change("INSERT", "b", 1, 1, v="x"), change("INSERT", "a", 1, 2, v="y")])
+        page = show_table(spec, spec.qualified_table, limit=1)
+        assert page.columns == ["pk", "data", "aux", "cdc_version", "cdc_order", "cdc_event"]
+        assert (page.total, len(page.rows)) == (2, 1)  # cut at the limit, and it says how many there are
+        assert page.rows[0][3] == T0 + 1 and page.rows[0][5] == "INSERT"
+        assert "a" in str(page.rows[0][0])  # primary key order
         assert run_sql(spec, "SELECT 1 AS one") == (["one"], [(1,)])
 
     def test_dead_letter_stores_decode_failures(self, sink: TableWriter) -> None:
