@@ -51,8 +51,24 @@ class Position:
     @property
     def order_token(self) -> str:
         """Text that sorts like the position across a shard lineage: the tie-breaker stored beside the version."""
-        rank = lineage_rank(self.shard_id)
-        return f"{rank:0{LINEAGE_WIDTH}d}.{int(self.sequence_number):0{SEQNO_WIDTH}d}.{self.sub_sequence_number:010d}"
+        sequence = self.sequence_number
+        if len(sequence) <= SEQNO_WIDTH and sequence.isascii() and sequence.isdigit():
+            padded = sequence.rjust(SEQNO_WIDTH, "0")  # what formatting int(sequence) gives, without the int
+        else:
+            padded = f"{int(sequence):0{SEQNO_WIDTH}d}"
+        return f"{_lineage_prefix(self.shard_id)}{padded}.{self.sub_sequence_number:010d}"
+
+
+_LINEAGE_PREFIXES: dict[str, str] = {}  # a stream has few shards; bounded anyway for long-lived workers
+
+
+def _lineage_prefix(shard_id: str) -> str:
+    prefix = _LINEAGE_PREFIXES.get(shard_id)
+    if prefix is None:
+        if len(_LINEAGE_PREFIXES) >= 4096:
+            _LINEAGE_PREFIXES.clear()
+        prefix = _LINEAGE_PREFIXES[shard_id] = f"{lineage_rank(shard_id):0{LINEAGE_WIDTH}d}."
+    return prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +80,7 @@ class RawRecord:
     partition_key: str | None = None
 
 
-@dataclass(frozen=True)  # no slots: key_id is cached in the instance dict
+@dataclass(frozen=True)  # no slots: key_id and order are cached in the instance dict
 class ChangeEvent:
     """One decoded item change."""
 
@@ -83,7 +99,7 @@ class ChangeEvent:
         """The item's identity as canonical text: same key, same text, on every worker."""
         return canonical_key(self.key)
 
-    @property
+    @cached_property
     def order(self) -> tuple[int, str]:
         """Newest version wins; on a tie, the later record in stream order."""
         return (self.version, self.position.order_token)
@@ -92,7 +108,7 @@ class ChangeEvent:
 def canonical_key(key: Mapping[str, Any]) -> str:
     from kcl_relay.cdc.jsonenc import dumps  # local import: jsonenc imports nothing from here
 
-    return dumps(dict(sorted(key.items())))
+    return dumps(key)  # dumps sorts the keys
 
 
 @dataclass(frozen=True, slots=True)
