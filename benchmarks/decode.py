@@ -14,14 +14,13 @@ What each side does per record, both in this one process, one thread (so one cor
   with the stdlib json.loads (what a relay does), from the same bytes with orjson.loads (the parser ours uses
   when the C parser declines), and on dicts parsed beforehand (parsing not counted at all: its best case).
 
-Runs alternate between the sides (ours, theirs, ours, ...) so that load from other processes hits all alike;
+Each run passes every side over the whole corpus, interleaved in chunks of 500 records (ours, theirs, ours,
 the table gives medians. Writes benchmarks/results/decode.md and decode.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -62,7 +61,7 @@ CORPORA: dict[str, tuple[str, dict[str, Any]]] = {
 class Side:
     name: str
     what: str
-    run: Callable[[], object]
+    run: Callable[[int], object]  # processes chunk number i of the corpus
 
 
 def records_of(corpus: str, count: int) -> list[RawRecord]:
@@ -91,34 +90,29 @@ def ours(records: list[RawRecord]) -> list[tuple[Any, ...]]:
     return out
 
 
-def with_speedups(enabled: bool, records: list[RawRecord]) -> Callable[[], object]:
-    def run() -> object:
+def with_speedups(enabled: bool, chunks: list[list[RawRecord]]) -> Callable[[int], object]:
+    def run(chunk: int) -> object:
         speedups.use(enabled)
         try:
-            return ours(records)
+            return ours(chunks[chunk])
         finally:
             speedups.use(True)
 
     return run
 
 
-def theirs(parse: Callable[[bytes], Any] | None, records: list[RawRecord], parsed: list[Any]) -> Callable[[], object]:
+def theirs(
+    parse: Callable[[bytes], Any] | None, chunks: list[list[RawRecord]], parsed: list[list[Any]]
+) -> Callable[[int], object]:
     from commons_codec.transform.dynamodb import DynamoDBCDCTranslator
 
     translator = DynamoDBCDCTranslator(table_name="t")
     if parse is None:
-        return lambda: [translator.to_sql(document) for document in parsed]
-    return lambda: [translator.to_sql(parse(record.data)) for record in records]
+        return lambda chunk: [translator.to_sql(document) for document in parsed[chunk]]
+    return lambda chunk: [translator.to_sql(parse(record.data)) for record in chunks[chunk]]
 
 
-def cpu_seconds(run: Callable[[], object]) -> float:
-    gc.collect()
-    started = time.process_time()
-    run()
-    return time.process_time() - started
-
-
-def measure(corpus: str, count: int, repeat: int) -> dict[str, Any]:
+def measure(corpus: str, count: int, repeat: int, chunk_size: int = 500) -> dict[str, Any]:
     records = records_of(corpus, count)
     sizes = [len(record.data) for record in records]
     if speedups.available is None:
@@ -128,23 +122,31 @@ def measure(corpus: str, count: int, repeat: int) -> dict[str, Any]:
     speedups.use(True)
     if ours(records) != reference:
         raise SystemExit(f"{corpus}: the C path and the pure-Python reference disagree")
-    parsed = [json.loads(record.data) for record in records]
+    chunks = [records[start : start + chunk_size] for start in range(0, count, chunk_size)]
+    parsed = [[json.loads(record.data) for record in chunk] for chunk in chunks]
     sides = [
-        Side(
-            "ours, C", "bytes -> decode -> split -> upsert/tombstone params (JSON text)", with_speedups(True, records)
-        ),
-        Side("ours, pure Python", "the same, C paths off (the reference)", with_speedups(False, records)),
-        Side("commons-codec, json", "bytes -> json.loads -> to_sql", theirs(json.loads, records, parsed)),
-        Side("commons-codec, orjson", "bytes -> orjson.loads -> to_sql", theirs(orjson.loads, records, parsed)),
-        Side("commons-codec, dicts", "pre-parsed dict -> to_sql", theirs(None, records, parsed)),
+        Side("ours, C", "bytes -> decode -> split -> upsert/tombstone params (JSON text)", with_speedups(True, chunks)),
+        Side("ours, pure Python", "the same, C paths off (the reference)", with_speedups(False, chunks)),
+        Side("commons-codec, json", "bytes -> json.loads -> to_sql", theirs(json.loads, chunks, parsed)),
+        Side("commons-codec, orjson", "bytes -> orjson.loads -> to_sql", theirs(orjson.loads, chunks, parsed)),
+        Side("commons-codec, dicts", "pre-parsed dict -> to_sql", theirs(None, chunks, parsed)),
     ]
     times: dict[str, list[float]] = {side.name: [] for side in sides}
     loads = [os.getloadavg()[0]]
     for side in sides:  # warm up
-        side.run()
-    for _ in range(repeat):
-        for side in sides:
-            times[side.name].append(cpu_seconds(side.run))
+        side.run(0)
+    for round_ in range(repeat):
+        # One run of every side over the whole corpus, interleaved chunk by chunk (and in a rotating order), so
+        # that load from other processes falls on all sides alike.
+        spent = dict.fromkeys(times, 0.0)
+        for chunk in range(len(chunks)):
+            for offset in range(len(sides)):
+                side = sides[(chunk + round_ + offset) % len(sides)]
+                started = time.process_time()
+                side.run(chunk)
+                spent[side.name] += time.process_time() - started
+        for name, seconds in spent.items():
+            times[name].append(seconds)
         loads.append(os.getloadavg()[0])
     rates = {name: count / statistics.median(seconds) for name, seconds in times.items()}
     fast = rates["ours, C"]
@@ -174,7 +176,7 @@ def markdown(results: list[dict[str, Any]], repeat: int) -> str:
         "# Decode benchmark: decode + layout against commons-codec",
         "",
         "`python -m benchmarks.decode` (see its docstring for exactly what each side does). CPU time of one thread,",
-        f"median of {repeat} alternating runs; ratio = ours (C) records/s over that row's records/s.",
+        f"median of {repeat} interleaved runs; ratio = ours (C) records/s over that row's records/s.",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work, Python "
         f"{platform.python_version()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
         f"Target: ours (C) >= {TARGET_RATIO:g}x commons-codec on the same records.",

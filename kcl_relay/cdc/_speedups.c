@@ -457,25 +457,19 @@ crate_safe(PyObject *value)
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* An instance of a frozen dataclass without slots, its fields set in its dict as __init__ would set them
-   (in field order). Takes references to nothing. */
+/* An instance of a frozen dataclass without slots, its fields set as its __init__ sets them (object.__setattr__,
+   in field order). Takes references to nothing. */
 static PyObject *
 new_instance(PyObject *type, PyObject *const *names, PyObject *const *values, Py_ssize_t count)
 {
-    PyObject *instance = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0), *fields;
+    PyObject *instance = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
     if (instance == NULL)
         return NULL;
-    if ((fields = PyObject_GenericGetDict(instance, NULL)) == NULL) {
-        Py_DECREF(instance);
-        return NULL;
-    }
     for (Py_ssize_t i = 0; i < count; i++)
-        if (values[i] == NULL || PyDict_SetItem(fields, names[i], values[i]) < 0) {
-            Py_DECREF(fields);
+        if (values[i] == NULL || PyObject_GenericSetAttr(instance, names[i], values[i]) < 0) {
             Py_DECREF(instance);
             return NULL;
         }
-    Py_DECREF(fields);
     return instance;
 }
 
@@ -752,20 +746,23 @@ dumps(PyObject *module, PyObject *value)
 
 /* ---------------------------------------------------------------- decode.decode */
 
-static PyObject *S_OP, *S_INSERT, *S_MODIFY, *S_REMOVE, *S_TABLE_NAME, *S_KEY, *S_KEY_TYPES, *S_IMAGE, *S_VERSION,
+static PyObject *S_ORDER, *S_OP, *S_INSERT, *S_MODIFY, *S_REMOVE, *S_TABLE_NAME, *S_KEY, *S_KEY_TYPES, *S_IMAGE, *S_VERSION,
     *S_POSITION, *S_IS_TTL_EXPIRY, *S_RAW, *S_KEY_ID, *S_EMPTY, *S_EVENT_SOURCE, *S_AWS_DYNAMODB, *S_EVENT_NAME,
     *S_DYNAMODB, *S_KEYS, *S_CREATED, *S_PRECISION, *S_NEW_IMAGE, *S_USER_IDENTITY, *S_TYPE, *S_SERVICE,
     *S_PRINCIPAL_ID, *S_DYNAMODB_PRINCIPAL, *S_MICROSECOND, *S_MILLISECOND, *S_TAG_S, *S_TAG_N, *S_TAG_B;
 
 static PyObject *dumps(PyObject *module, PyObject *value);
 
-/* A ChangeEvent as its frozen dataclass __init__ would make it, with its key_id cached already. */
+static PyObject *order_token(PyObject *module, PyObject *position);
+
+/* A ChangeEvent as its frozen dataclass __init__ would make it, with its key_id and order cached already (the
+   cached_property values: computed once per event anyway, cheaper here). */
 static PyObject *
 new_event(PyObject *event_type, PyObject *record, PyObject *op, PyObject *table_name, PyObject *key,
           PyObject *key_types, PyObject *image, long long version, int is_ttl_expiry)
 {
     PyObject *const names[] = {S_OP,      S_TABLE_NAME, S_KEY,           S_KEY_TYPES, S_IMAGE,
-                               S_VERSION, S_POSITION,   S_IS_TTL_EXPIRY, S_RAW,       S_KEY_ID};
+                               S_VERSION, S_POSITION,   S_IS_TTL_EXPIRY, S_RAW,       S_KEY_ID, S_ORDER};
     PyObject *values[] = {op,
                           table_name,
                           key,
@@ -775,11 +772,24 @@ new_event(PyObject *event_type, PyObject *record, PyObject *op, PyObject *table_
                           PyObject_GetAttr(record, S_POSITION),
                           is_ttl_expiry ? Py_True : Py_False,
                           record,
-                          dumps(NULL, key)};
-    PyObject *event = new_instance(event_type, names, values, 10);
+                          dumps(NULL, key),
+                          NULL};
+    Py_ssize_t count = 10;
+    if (values[5] != NULL && values[6] != NULL) {
+        PyObject *token = order_token(NULL, values[6]);
+        if (token != NULL) {
+            values[10] = PyTuple_Pack(2, values[5], token);
+            Py_DECREF(token);
+            count = 11;
+        }
+        else if (PyErr_ExceptionMatches(Fallback))
+            PyErr_Clear(); /* an unusual position: the order is computed when asked for */
+    }
+    PyObject *event = PyErr_Occurred() ? NULL : new_instance(event_type, names, values, count);
     Py_XDECREF(values[5]);
     Py_XDECREF(values[6]);
     Py_XDECREF(values[9]);
+    Py_XDECREF(values[10]);
     return event;
 }
 
@@ -1509,6 +1519,80 @@ done:
     return event;
 }
 
+/* ---------------------------------------------------------------- event.Position.order_token */
+
+static PyObject *S_SHARD_ID, *S_SEQUENCE_NUMBER, *S_SUB_SEQUENCE_NUMBER;
+static PyObject *hook_lineage_prefix; /* event._lineage_prefix: shard id -> "NNNNNNNNNNNNN." (cached there too) */
+static PyObject *prefixes;            /* shard id -> prefix, a dict kept small */
+static long seqno_width = -1;
+
+/* The order token of a Position whose sequence number is plain ASCII digits (at most seqno_width of them) and whose
+   sub-sequence number has at most 10 digits: prefix, zero-padded sequence number, '.', zero-padded sub number. */
+static PyObject *
+order_token(PyObject *module, PyObject *position)
+{
+    if (!configured(hook_lineage_prefix && seqno_width > 0))
+        return NULL;
+    PyObject *shard = PyObject_GetAttr(position, S_SHARD_ID), *sequence = NULL, *sub = NULL, *prefix = NULL,
+             *token = NULL;
+    if (shard == NULL || (sequence = PyObject_GetAttr(position, S_SEQUENCE_NUMBER)) == NULL ||
+        (sub = PyObject_GetAttr(position, S_SUB_SEQUENCE_NUMBER)) == NULL)
+        goto done;
+    if (!PyUnicode_CheckExact(shard) || !PyUnicode_CheckExact(sequence) || !PyUnicode_IS_ASCII(sequence) ||
+        !PyLong_CheckExact(sub)) {
+        PyErr_SetNone(Fallback);
+        goto done;
+    }
+    Py_ssize_t digits = PyUnicode_GET_LENGTH(sequence);
+    const char *s = (const char *)PyUnicode_DATA(sequence);
+    for (Py_ssize_t i = 0; i < digits; i++)
+        if (!is_digit(s[i])) {
+            PyErr_SetNone(Fallback);
+            goto done;
+        }
+    long long number = PyLong_AsLongLong(sub);
+    if (digits == 0 || digits > seqno_width || number < 0 || number > 9999999999LL) {
+        PyErr_Clear();
+        PyErr_SetNone(Fallback);
+        goto done;
+    }
+    if (prefixes == NULL && (prefixes = PyDict_New()) == NULL)
+        goto done;
+    prefix = PyDict_GetItemWithError(prefixes, shard);
+    if (prefix != NULL)
+        Py_INCREF(prefix);
+    else {
+        if (PyErr_Occurred() || (prefix = PyObject_CallOneArg(hook_lineage_prefix, shard)) == NULL)
+            goto done;
+        if (!PyUnicode_CheckExact(prefix) || !PyUnicode_IS_ASCII(prefix)) {
+            PyErr_SetNone(Fallback);
+            goto done;
+        }
+        if (PyDict_GET_SIZE(prefixes) >= 4096)
+            PyDict_Clear(prefixes);
+        if (PyDict_SetItem(prefixes, shard, prefix) < 0)
+            goto done;
+    }
+    Py_ssize_t head = PyUnicode_GET_LENGTH(prefix);
+    if ((token = PyUnicode_New(head + seqno_width + 11, 127)) == NULL)
+        goto done;
+    char *out = (char *)PyUnicode_DATA(token);
+    memcpy(out, PyUnicode_DATA(prefix), head);
+    out += head;
+    memset(out, '0', seqno_width - digits);
+    memcpy(out + seqno_width - digits, s, digits);
+    out += seqno_width;
+    *out++ = '.';
+    for (int i = 9; i >= 0; i--, number /= 10)
+        out[i] = (char)('0' + number % 10);
+done:
+    Py_XDECREF(shard);
+    Py_XDECREF(sequence);
+    Py_XDECREF(sub);
+    Py_XDECREF(prefix);
+    return token;
+}
+
 static int
 intern_strings(void)
 {
@@ -1516,7 +1600,7 @@ intern_strings(void)
         PyObject **slot;
         const char *text;
     } table[] = {
-        {&S_OP, "op"}, {&S_INSERT, "INSERT"}, {&S_MODIFY, "MODIFY"}, {&S_REMOVE, "REMOVE"},
+        {&S_ORDER, "order"}, {&S_OP, "op"}, {&S_INSERT, "INSERT"}, {&S_MODIFY, "MODIFY"}, {&S_REMOVE, "REMOVE"},
         {&S_TABLE_NAME, "table_name"}, {&S_KEY, "key"}, {&S_KEY_TYPES, "key_types"}, {&S_IMAGE, "image"},
         {&S_VERSION, "version"}, {&S_POSITION, "position"}, {&S_IS_TTL_EXPIRY, "is_ttl_expiry"}, {&S_RAW, "raw"},
         {&S_KEY_ID, "key_id"}, {&S_EMPTY, ""}, {&S_EVENT_SOURCE, "eventSource"}, {&S_AWS_DYNAMODB, "aws:dynamodb"},
@@ -1525,7 +1609,8 @@ intern_strings(void)
         {&S_NEW_IMAGE, "NewImage"}, {&S_USER_IDENTITY, "userIdentity"}, {&S_TYPE, "type"}, {&S_SERVICE, "Service"},
         {&S_PRINCIPAL_ID, "principalId"}, {&S_DYNAMODB_PRINCIPAL, "dynamodb.amazonaws.com"},
         {&S_MICROSECOND, "MICROSECOND"}, {&S_MILLISECOND, "MILLISECOND"}, {&S_TAG_S, "S"}, {&S_TAG_N, "N"},
-        {&S_TAG_B, "B"}, {&S_PK, "pk"}, {&S_DATA, "data"}, {&S_AUX, "aux"}, {&KIND_STR, "str"}, {&KIND_BOOL, "bool"}, {&KIND_INT, "int"}, {&KIND_FLOAT, "float"},
+        {&S_TAG_B, "B"}, {&S_SHARD_ID, "shard_id"}, {&S_SEQUENCE_NUMBER, "sequence_number"},
+        {&S_SUB_SEQUENCE_NUMBER, "sub_sequence_number"}, {&S_PK, "pk"}, {&S_DATA, "data"}, {&S_AUX, "aux"}, {&KIND_STR, "str"}, {&KIND_BOOL, "bool"}, {&KIND_INT, "int"}, {&KIND_FLOAT, "float"},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if ((*table[i].slot = PyUnicode_InternFromString(table[i].text)) == NULL)
@@ -1538,12 +1623,14 @@ intern_strings(void)
 static PyObject *
 configure(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"decimal",    "parse_number", "binary",         "number_kind",      "decimal_text", "row",
-                            "max_digits", "max_nesting",  "max_text_bytes", "max_object_depth", NULL};
-    PyObject *decimal = NULL, *number = NULL, *binary = NULL, *kind = NULL, *text = NULL, *row = NULL;
-    long digits = -1, nesting = -1, text_bytes = -1, object_depth = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOllll", names, &decimal, &number, &binary, &kind, &text,
-                                     &row, &digits, &nesting, &text_bytes, &object_depth))
+    static char *names[] = {"decimal",        "parse_number",     "binary",         "number_kind", "decimal_text",
+                            "row",            "lineage_prefix",   "max_digits",     "max_nesting", "max_text_bytes",
+                            "max_object_depth", "seqno_width",    NULL};
+    PyObject *decimal = NULL, *number = NULL, *binary = NULL, *kind = NULL, *text = NULL, *row = NULL,
+             *lineage = NULL;
+    long digits = -1, nesting = -1, text_bytes = -1, object_depth = -1, width = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOlllll", names, &decimal, &number, &binary, &kind, &text,
+                                     &row, &lineage, &digits, &nesting, &text_bytes, &object_depth, &width))
         return NULL;
 #define SET(slot, value)                                                                                        \
     if (value != NULL)                                                                                          \
@@ -1554,7 +1641,10 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     SET(hook_number_kind, kind);
     SET(hook_decimal_text, text);
     SET(RowType, row);
+    SET(hook_lineage_prefix, lineage);
 #undef SET
+    if (width > 0)
+        seqno_width = width;
     if (digits > 0)
         max_digits = digits;
     if (nesting > 0)
@@ -1574,6 +1664,7 @@ static PyMethodDef methods[] = {
      "layout.split(key, image) -> Row; raises Fallback when the reference must decide."},
     {"decode_record", (PyCFunction)(void (*)(void))decode_record, METH_FASTCALL,
      "decode_record(data, record, ChangeEvent): decode() of well-formed record bytes; raises Fallback otherwise."},
+    {"order_token", order_token, METH_O, "Position.order_token for plain sequence numbers; raises Fallback otherwise."},
     {"dumps", dumps, METH_O, "jsonenc.dumps for plain values; raises Fallback when the reference must decide."},
     {NULL, NULL, 0, NULL},
 };

@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, Literal
 
+from kcl_relay.cdc import speedups
+
 Op = Literal["INSERT", "MODIFY", "REMOVE"]
 KeyType = Literal["S", "N", "B"]
 # A decoded DynamoDB item: str, bool, None, int, decimal.Decimal (non-integral N), dict, list.
@@ -51,6 +53,12 @@ class Position:
     @property
     def order_token(self) -> str:
         """Text that sorts like the position across a shard lineage: the tie-breaker stored beside the version."""
+        native = speedups.native
+        if native is not None:
+            try:
+                return native.order_token(self)  # type: ignore[no-any-return]
+            except Exception:  # the C path declined: the formula below decides
+                pass
         sequence = self.sequence_number
         if len(sequence) <= SEQNO_WIDTH and sequence.isascii() and sequence.isdigit():
             padded = sequence.rjust(SEQNO_WIDTH, "0")  # what formatting int(sequence) gives, without the int
@@ -129,3 +137,6 @@ class DeadLetter:
             shard_id=record.position.shard_id,
             sequence_number=record.position.sequence_number,
         )
+
+
+speedups.configure(lineage_prefix=_lineage_prefix, seqno_width=SEQNO_WIDTH)

@@ -293,6 +293,6 @@ def test_dumps_same_on_random_values() -> None:
 def test_order_token_same_as_the_plain_formula() -> None:
     for shard in ("shardId-000000000000", "shardId-000000000123", "snapshot", "file:x.ndjson"):
         for sequence in ("0", "7", "0042", "49" + "0" * 54, "9" * 64, "0" + "9" * 64, "9" * 70, "-5", "+5"):
-            for sub in (0, 3):
+            for sub in (0, 3, 9_999_999_999, 10**10):
                 expected = f"{lineage_rank(shard):013d}.{int(sequence):064d}.{sub:010d}"
                 assert Position(shard, sequence, sub).order_token == expected
