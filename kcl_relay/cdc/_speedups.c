@@ -1,10 +1,17 @@
-/* C fast paths for the decode hot path: values.from_item, layout.split and jsonenc.dumps.
+/* C fast paths for the decode hot path, behind the pure-Python code that stays the reference:
  *
- * The pure-Python functions stay the reference. Each function here either returns exactly what its reference
- * returns, or raises Fallback (or lets an exception of a reference hook through); the Python wrappers then run the
- * reference, which also gives the reference's error messages. Everything unusual (numbers in exponent form or with
- * trailing zeros, lone surrogates, floats, subclasses, bad input) is left to the reference or to reference hooks
- * (configure()), so this file only has to be right about the common, simple cases.
+ *   decode_record   decode.decode: a record's bytes straight to its ChangeEvent (a strict JSON parser that builds
+ *                   only the event's values, without the typed {"S": ...} dicts in between)
+ *   from_item       values.from_item: typed JSON (already parsed) to plain values
+ *   split           layout.split: an item to pk / data / aux
+ *   dumps           jsonenc.dumps: canonical exact JSON
+ *   order_token     event.Position.order_token
+ *
+ * Each either returns exactly what its reference returns, or raises Fallback (or lets an exception of a reference
+ * hook through); the Python wrapper then runs the reference, which also words the errors. Everything unusual
+ * (numbers in exponent form, lone surrogates, floats, subclasses, escapes in field names, bad input) is left to
+ * the reference or to reference hooks (configure()), so this file only has to be right about the common cases;
+ * tests/unit/test_speedups.py compares both on random, broken and mutated input.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1159,11 +1166,19 @@ number_from_text(const unsigned char *s, Py_ssize_t n, int escaped)
                 i = cut;
             }
         }
-        if (i == cut && int_digits > 0 && int_digits <= 18 && cut == start + int_digits) {
-            long long value = 0; /* a plain integer: at most 18 digits fit */
-            for (Py_ssize_t k = start; k < cut; k++)
-                value = value * 10 + (s[k] - '0');
-            return PyLong_FromLongLong(start ? -value : value);
+        if (i == cut && int_digits > 0 && int_digits <= max_digits && cut == start + int_digits) {
+            if (int_digits <= 18) { /* a plain integer that fits a long long */
+                long long value = 0;
+                for (Py_ssize_t k = start; k < cut; k++)
+                    value = value * 10 + (s[k] - '0');
+                return PyLong_FromLongLong(start ? -value : value);
+            }
+            char text[64]; /* sign and up to max_digits (38) digits */
+            if (cut < (Py_ssize_t)sizeof text) {
+                memcpy(text, s, cut);
+                text[cut] = '\0';
+                return PyLong_FromString(text, NULL, 10);
+            }
         }
         if (i == cut && int_digits > 0 && cut > start + int_digits + 1 && cut - start - 1 <= max_digits) {
             PyObject *text = PyUnicode_New(cut, 127), *number; /* canonical now: Decimal(text) is exact */
