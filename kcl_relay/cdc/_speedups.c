@@ -352,6 +352,8 @@ number_kind(PyObject *value)
     return Py_NewRef(same);
 }
 
+/* The shape both fit. Returns `a` itself (a new reference) when `b` adds nothing to it: elements of one list
+   mostly share their shape, and then nothing is copied. */
 static PyObject *
 merge(PyObject *a, PyObject *b)
 {
@@ -362,32 +364,34 @@ merge(PyObject *a, PyObject *b)
     if (PyUnicode_Check(a) || PyUnicode_Check(b))
         return a == b ? Py_NewRef(a) : NULL;
     if (PyDict_Check(a) && PyDict_Check(b)) {
-        PyObject *merged = PyDict_Copy(a), *key, *shape;
-        if (merged == NULL)
-            return NULL;
+        PyObject *merged = NULL, *key, *shape; /* a copy of a, made at the first change */
         Py_ssize_t pos = 0;
         while (PyDict_Next(b, &pos, &key, &shape)) {
-            PyObject *mine = PyDict_GetItemWithError(merged, key), *combined;
+            PyObject *mine = PyDict_GetItemWithError(merged ? merged : a, key), *combined;
             if (mine == NULL && PyErr_Occurred())
                 goto fail;
             combined = mine == NULL ? Py_NewRef(shape) : merge(mine, shape);
             if (combined == NULL)
                 goto fail;
-            int set = PyDict_SetItem(merged, key, combined);
-            Py_DECREF(combined);
-            if (set < 0)
+            if (combined != mine &&
+                ((merged == NULL && (merged = PyDict_Copy(a)) == NULL) || PyDict_SetItem(merged, key, combined) < 0)) {
+                Py_DECREF(combined);
                 goto fail;
+            }
+            Py_DECREF(combined);
         }
-        return merged;
+        return merged ? merged : Py_NewRef(a);
     fail:
-        Py_DECREF(merged);
+        Py_XDECREF(merged);
         return NULL;
     }
     if (PyTuple_Check(a) && PyTuple_Check(b)) {
-        PyObject *element = merge(PyTuple_GET_ITEM(a, 0), PyTuple_GET_ITEM(b, 0));
-        if (element == NULL)
-            return NULL;
-        PyObject *list_shape = PyTuple_Pack(1, element);
+        PyObject *element = merge(PyTuple_GET_ITEM(a, 0), PyTuple_GET_ITEM(b, 0)), *list_shape;
+        if (element == NULL || element == PyTuple_GET_ITEM(a, 0)) {
+            Py_XDECREF(element);
+            return element == NULL ? NULL : Py_NewRef(a);
+        }
+        list_shape = PyTuple_Pack(1, element);
         Py_DECREF(element);
         return list_shape;
     }
@@ -523,26 +527,51 @@ done:
 /* ---------------------------------------------------------------- jsonenc.dumps */
 
 typedef struct {
-    char *data;
+    char *data; /* starts as `small`, moves to the heap when that is full */
     Py_ssize_t length, capacity;
+    int wide;   /* whether any byte beyond ASCII was written */
+    char small[1024];
 } Buffer;
+
+#define BUFFER_INIT(b) ((b).data = (b).small, (b).length = 0, (b).capacity = sizeof (b).small, (b).wide = 0)
 
 static int
 reserve(Buffer *b, Py_ssize_t extra)
 {
     if (b->length + extra <= b->capacity)
         return 0;
-    Py_ssize_t capacity = b->capacity ? b->capacity : 256;
+    Py_ssize_t capacity = b->capacity;
     while (capacity < b->length + extra)
         capacity *= 2;
-    char *data = PyMem_Realloc(b->data, capacity);
+    char *data = b->data == b->small ? PyMem_Malloc(capacity) : PyMem_Realloc(b->data, capacity);
     if (data == NULL) {
         PyErr_NoMemory();
         return -1;
     }
+    if (b->data == b->small)
+        memcpy(data, b->small, b->length);
     b->data = data;
     b->capacity = capacity;
     return 0;
+}
+
+static void
+buffer_free(Buffer *b)
+{
+    if (b->data != b->small)
+        PyMem_Free(b->data);
+}
+
+/* The buffer's text as a str (UTF-8 decoding only when it holds more than ASCII). */
+static PyObject *
+buffer_text(Buffer *b)
+{
+    if (b->wide)
+        return PyUnicode_DecodeUTF8(b->data, b->length, NULL);
+    PyObject *text = PyUnicode_New(b->length, 127);
+    if (text != NULL)
+        memcpy(PyUnicode_DATA(text), b->data, b->length);
+    return text;
 }
 
 static int
@@ -591,8 +620,10 @@ put_string(Buffer *b, PyObject *text)
         if (ch < 0x20) {
             *out++ = '\\'; *out++ = 'u'; *out++ = '0'; *out++ = '0';
             *out++ = hex[ch >> 4]; *out++ = hex[ch & 15];
+            continue;
         }
-        else if (ch < 0x800) {
+        b->wide = 1;
+        if (ch < 0x800) {
             *out++ = (char)(0xC0 | (ch >> 6));
             *out++ = (char)(0x80 | (ch & 0x3F));
         }
@@ -743,11 +774,10 @@ dumps(PyObject *module, PyObject *value)
 {
     if (!configured(DecimalType && hook_decimal_text))
         return NULL;
-    Buffer b = {NULL, 0, 0};
-    PyObject *result = NULL;
-    if (encode(&b, value, 0) == 0)
-        result = PyUnicode_DecodeUTF8(b.data, b.length, NULL);
-    PyMem_Free(b.data);
+    Buffer b;
+    BUFFER_INIT(b);
+    PyObject *result = encode(&b, value, 0) == 0 ? buffer_text(&b) : NULL;
+    buffer_free(&b);
     return result;
 }
 
