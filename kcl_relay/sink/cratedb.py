@@ -11,19 +11,27 @@ What this relies on, from CrateDB's documentation and source (crate/crate):
   stored row (plain column names) and ``excluded.*``. Every assignment is evaluated against the stored document,
   not against earlier assignments (UpdateToInsert.convert), so one guard may be repeated per column. SET must
   not assign the primary key, even to the same value (crate#17834). A guarded no-op still reports rowcount 1, so
-  ApplyResult.skipped_stale only counts what the tombstones filtered here.
-* A WHERE clause on the primary key is planned as a real-time primary key operation only if it names nothing but
-  primary key columns, ``_seq_no`` and ``_primary_term`` (WhereClauseOptimizer.queryHasPkSymbolsOnly); SELECT by
-  primary key is always a real-time Get. A DELETE with any other condition runs as a query against the last
-  refresh and could miss a row written a moment earlier. So a guarded delete first reads the row (Get) and then
-  deletes it by key + ``_seq_no`` + ``_primary_term`` (optimistic concurrency control): if the row changed in
-  between, nothing is deleted and the writer looks again.
-* Bulk requests execute every row even when some fail; failed rows report rowcount -2, newer servers add an
-  error message (docs interfaces/http.rst "Bulk errors", crate#16649). Analysis errors may fail the whole request
-  or every row alike (crate#18066, crate#18067), so rejected rows are re-run one by one to learn their own reason.
+  the writer reads the rows first (a Get) and sends only the newer images; the guard still decides in a race.
+* Reads see the last refresh (refresh_interval, 1 s by default) unless CrateDB plans them as a real-time
+  primary-key ``Get``; the apply's reads must be, or a row written a moment ago looks missing (a REMOVE right after
+  an INSERT would leave the row behind). Measured with EXPLAIN on CrateDB 6.4 (and pinned by
+  tests/integration/test_cratedb_plans.py): ``k IN (?, ...)`` and ``k = ANY(?)`` with parameters are a Collect;
+  ``k = ? OR k = ? ...`` is a Get; on a composite key ``(a = ? AND b = ?) OR ...`` is a Get up to 98 terms and a
+  Collect from 99. Hence OR chains, at most GET_KEYS_COMPOSITE keys per statement on composite keys; single keys
+  take GET_KEYS_SINGLE per statement, where a Get's planning cost (which grows faster than its key count) and the
+  number of requests balance best (measured: 11,400 keys/s at 100 per statement, 7,300 at 50, 6,400 at 200,
+  2,200 at 1,000).
+* A DELETE is a real-time primary key operation only if its WHERE names nothing but primary key columns,
+  ``_seq_no`` and ``_primary_term`` (WhereClauseOptimizer.queryHasPkSymbolsOnly); with any other condition it runs
+  as a query against the last refresh and misses rows written since. So a guarded delete first reads the row (Get)
+  and then deletes it by key + ``_seq_no`` + ``_primary_term`` (optimistic concurrency control): if the row changed
+  in between, nothing is deleted and the writer looks again.
+* Bulk requests execute every row even when some fail; failed rows report rowcount -2 with the error message
+  (docs interfaces/http.rst "Bulk errors"). Analysis errors (a value that cannot be cast to the type an earlier row
+  fixed for a dynamic sub-column) fail the whole request instead; the executor then splits it to find the row.
 * Writes are durable when acknowledged (translog); no REFRESH is needed for durability, and none is issued.
-* There are no transactions, so the writer re-reads the tombstones after an upsert (recheck_tombstones) to undo a
-  write that a concurrent worker's newer REMOVE overtook.
+* There are no transactions, so the writer re-reads the tombstones after an upsert to undo a write that a
+  concurrent worker's newer REMOVE overtook (writer.py explains why that suffices).
 
 Numeric key attributes are stored as TEXT holding the canonical decimal text (jsonenc): DynamoDB numbers carry up
 to 38 significant digits between 1E-130 and 1E+126, which neither BIGINT nor DOUBLE holds exactly (two keys could
@@ -44,12 +52,22 @@ from crate.client import exceptions as crate_errors
 from kcl_relay.cdc.event import ChangeEvent, KeyType
 from kcl_relay.cdc.jsonenc import decimal_text
 from kcl_relay.cdc.layout import Row, valid_object_key
-from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, ROW_COLUMNS, TOMBSTONES_SUFFIX, Dialect, RowState, quote_ident
+from kcl_relay.sink.dialect import (
+    DEADLETTERS_SUFFIX,
+    ROW_COLUMNS,
+    TOMBSTONES_SUFFIX,
+    BulkOutcome,
+    Dialect,
+    RowState,
+    quote_ident,
+)
 from kcl_relay.sink.retry import is_transient
 
 __all__ = ["CrateDBDialect", "key_text"]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+GET_KEYS_SINGLE = 100
+GET_KEYS_COMPOSITE = 98  # the most OR-ed key conjunctions CrateDB 6.4 still plans as a Get
 # Errors about the statement or the table, never about one row's values: these must raise, not dead-letter.
 _STATEMENT_ERRORS = re.compile(
     r"RelationUnknown|SchemaUnknown|ColumnUnknown|Conflict target|line \d+:\d+|Unauthorized|MissingPrivilege"
@@ -57,12 +75,23 @@ _STATEMENT_ERRORS = re.compile(
     r"|AmbiguousColumn|InvalidSchemaName|InvalidRelationName|PartitionUnknown|UnsupportedOperation",
     re.IGNORECASE,
 )
-# What CrateDB says when one row's values cannot be stored (dynamic mapping, casts, limits).
+# What CrateDB says when one row's values cannot be stored (dynamic mapping, casts, limits). Messages seen from
+# CrateDB 6.4 (tests/integration/test_cratedb_behaviour.py feeds them through the real server):
+#   SQLParseException[Cannot cast object element `n` with value `x` to type `bigint`]
+#   SQLParseException[Document contains at least one immense term in field="2" (whose UTF8 encoding is longer ...
+#   SQLParseException[Limit of total columns [1000] in table [doc.t] exceeded]
+#   SQLParseException[Cannot detect the type of the value: 1180591620717411303424]
+#   SQLParseException[A primary key value must not be NULL]
+#   InvalidColumnNameException["a.b" contains a dot]
 _ROW_ERRORS = re.compile(
-    r"ColumnValidation|Validation failed|Conversion|Cannot cast|MapperParsing|DocumentParsing|IllegalArgument"
-    r"|InvalidColumnName|Mixed ?data ?types|nested arrays?|immense term|out of range|too large|exceed",
+    r"ColumnValidation|Validation failed|Conversion|Cannot cast|Cannot detect the type|MapperParsing"
+    r"|DocumentParsing|IllegalArgument|InvalidColumnName|Mixed ?data ?types|nested arrays?|immense term"
+    r"|out of range|too large|exceed|must not be NULL",
     re.IGNORECASE,
 )
+# The one TypeError that is about a row: text the driver's JSON encoder (orjson) refuses, a lone surrogate.
+# Any other TypeError is a fault of the relay or the driver, which must stop the batch, not dead-letter it.
+_ROW_TYPE_ERROR = "surrogates not allowed"
 _NEWER = (
     "excluded.cdc_version > cdc_version OR (excluded.cdc_version = cdc_version AND excluded.cdc_order >= cdc_order)"
 )
@@ -115,10 +144,9 @@ def _subscript(name: str) -> str:
 
 class CrateDBDialect(Dialect):
     name: ClassVar[str] = "cratedb"
-    # Keys of a composite primary key are matched as OR-ed conjunctions; keep each Get request small.
-    keys_per_select: ClassVar[int] = 100
-    savepoints: ClassVar[bool] = False  # no transactions: each statement is durable on its own when acknowledged
-    recheck_tombstones: ClassVar[bool] = True
+    keys_per_select: ClassVar[int] = GET_KEYS_SINGLE
+    savepoints: ClassVar[bool] = False
+    transactions: ClassVar[bool] = False  # each statement is durable on its own when acknowledged
 
     def check_key(self, key_types: Mapping[str, KeyType]) -> None:
         super().check_key(key_types)
@@ -136,6 +164,13 @@ class CrateDBDialect(Dialect):
             f"CREATE TABLE IF NOT EXISTS {self.relation(TOMBSTONES_SUFFIX)} (key_id TEXT PRIMARY KEY, "
             "cdc_version BIGINT NOT NULL, cdc_order TEXT NOT NULL, deleted_at TIMESTAMP WITH TIME ZONE NOT NULL)",
         ]
+
+    def column_types_sql(self) -> str | None:
+        schema, table = (self.schema or "doc").replace("'", "''"), self.table.replace("'", "''")
+        return (
+            "SELECT column_name, data_type FROM information_schema.columns "
+            f"WHERE table_schema = '{schema}' AND table_name = '{table}' AND column_name LIKE 'data[%'"
+        )
 
     def create_dead_letter_table(self) -> str:
         unindexed = "TEXT INDEX OFF STORAGE WITH (columnstore = false)"  # no 32 KB limit for long raw records
@@ -172,17 +207,25 @@ class CrateDBDialect(Dialect):
         order = event.position.order_token
         return (pk, _doubles(row.data), _verbatim(row.aux), event.version, order, event.op)
 
+    def keys_per_read(self, key_names: Sequence[str]) -> int:
+        return GET_KEYS_SINGLE if len(key_names) == 1 else GET_KEYS_COMPOSITE
+
     def _key_match(self, key_names: Sequence[str]) -> str:
         return " AND ".join(f"{_subscript(name)} = ?" for name in sorted(key_names))
+
+    def _get_where(self, match: str, count: int) -> str:
+        """`count` keys as an OR chain: the only shape CrateDB plans as a real-time Get (see the module doc)."""
+        return " OR ".join([f"({match})" if " AND " in match else match] * count)
 
     def state_sql(self, key_names: Sequence[str], count: int) -> str:
         names = sorted(key_names)
         outputs = ", ".join(_subscript(name) for name in names)
-        if len(names) == 1:
-            where = f"{_subscript(names[0])} IN ({self.placeholders(count)})"
-        else:
-            where = " OR ".join([f"({self._key_match(names)})"] * count)
+        where = self._get_where(self._key_match(names), count)
         return f"SELECT {outputs}, cdc_version, cdc_order, _seq_no, _primary_term FROM {self.relation()} WHERE {where}"
+
+    def tombstone_select_sql(self, count: int) -> str:
+        where = self._get_where("key_id = ?", count)
+        return f"SELECT key_id, cdc_version, cdc_order FROM {self.relation(TOMBSTONES_SUFFIX)} WHERE {where}"
 
     def key_params(self, event: ChangeEvent) -> tuple[Any, ...]:
         return tuple(key_text(event.key[name]) for name in sorted(event.key))
@@ -211,14 +254,34 @@ class CrateDBDialect(Dialect):
     def rollback(self, connection: Any) -> None:
         pass
 
-    def run_many(self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> list[int] | int:
+    def run_many(self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> BulkOutcome:
         results = cursor.executemany(sql, list(rows))
-        return [int(result.get("rowcount", -2)) for result in results]
+        counts = [int(result.get("rowcount", -2)) for result in results]
+        errors = {
+            index: str(result["error"].get("message", ""))
+            for index, result in enumerate(results)
+            if isinstance(result.get("error"), dict) and result["error"].get("message")
+        }
+        return BulkOutcome(counts=counts, total=sum(count for count in counts if count > 0), errors=errors)
+
+    def row_rejection(self, message: str) -> Exception:
+        return crate_errors.ProgrammingError(message)
+
+    def is_column_type_race(self, exc: BaseException) -> bool:
+        # "SQLParseException[Column `data['note']` already exists with type `boolean`. Cannot add same column with
+        # type `text`]": two writers added the same new sub-column at once, with different types.
+        return isinstance(exc, crate_errors.ProgrammingError) and "Cannot add same column with type" in str(exc)
+
+    def is_version_conflict(self, message: str) -> bool:
+        # e.g. "VersionConflictEngineException[[a]: version conflict, required seqNo [5], primary term [1]. ..."
+        return message.startswith("VersionConflictEngineException[")
 
     def is_row_error(self, exc: BaseException) -> bool:
         """Only errors known to be about a row's values: anything else raises, so it is retried, never skipped."""
-        if isinstance(exc, (UnicodeEncodeError, TypeError)):  # the driver cannot serialize a value (orjson)
+        if isinstance(exc, UnicodeEncodeError):
             return True
+        if isinstance(exc, TypeError):
+            return _ROW_TYPE_ERROR in str(exc)
         if not isinstance(exc, crate_errors.DatabaseError) or is_transient(exc):
             return False
         message = str(exc)

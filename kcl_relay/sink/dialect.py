@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -29,6 +29,7 @@ __all__ = [
     "DEADLETTERS_SUFFIX",
     "ROW_COLUMNS",
     "TOMBSTONES_SUFFIX",
+    "BulkOutcome",
     "Dialect",
     "JsonDocumentDialect",
     "RowState",
@@ -40,6 +41,16 @@ TOMBSTONES_SUFFIX = "__tombstones"
 DEADLETTERS_SUFFIX = "__deadletters"
 SETTINGS_SUFFIX = "__relay"
 SAVEPOINT = "kcl_relay_sp"
+
+
+@dataclass(frozen=True, slots=True)
+class BulkOutcome:
+    """What one bulk statement reports: per-row counts (a negative one marks a rejected row) when the database
+    says, else only the total; and the database's message for rejected rows, when it gives one."""
+
+    counts: list[int] | None
+    total: int = 0
+    errors: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +74,10 @@ class Dialect(ABC):
     keys_per_select: ClassVar[int] = 500  # bounded IN lists keep statements within every driver's limits
     # Whether a failed statement poisons the transaction until rolled back to a savepoint (PostgreSQL).
     savepoints: ClassVar[bool] = True
-    # Whether upserts must look at the tombstones again afterwards: only without transactions that isolate the
-    # tombstone read from a concurrent REMOVE (CrateDB); see TableWriter._recheck.
-    recheck_tombstones: ClassVar[bool] = False
+    # Without transactions (CrateDB) the writer reads the rows before upserting them (to skip and count what is
+    # stale: a guarded no-op still counts as a written row there) and re-checks the tombstones afterwards, because
+    # nothing isolates its reads from a concurrent REMOVE (see writer.py).
+    transactions: ClassVar[bool] = True
 
     def __init__(self, schema: str | None, table: str) -> None:
         self.schema = schema
@@ -78,8 +90,17 @@ class Dialect(ABC):
     def placeholders(self, count: int) -> str:
         return ", ".join([self.param] * count)
 
+    def keys_per_read(self, key_names: Sequence[str]) -> int:
+        """How many keys one SELECT by key may name (state_sql, tombstone_select_sql with single-column keys)."""
+        return self.keys_per_select
+
     def fallback_upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...] | None:
         """Another way to store a row this database rejected, or None: then it is a dead letter."""
+        return None
+
+    def column_types_sql(self) -> str | None:
+        """SELECT (column_name, data_type) of the target's `data` sub-columns, for databases that type them on the
+        fly and cast later values silently (CrateDB, see crate_types.py); None where values keep their type."""
         return None
 
     def key_rejection(self, event: ChangeEvent) -> str | None:
@@ -196,11 +217,22 @@ class Dialect(ABC):
     def rollback_to(self, cursor: Any) -> None:
         cursor.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
 
-    def run_many(self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> list[int] | int:
-        """Execute `sql` once per row in one bulk call. Returns per-row counts when the database reports them (a
-        negative count marks a rejected row), else the total of rows written. Raises if the bulk failed."""
+    def run_many(self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> BulkOutcome:
+        """Execute `sql` once per row in one bulk call. Raises if the bulk failed as a whole."""
         cursor.executemany(sql, rows)
-        return max(int(cursor.rowcount), 0)
+        return BulkOutcome(counts=None, total=max(int(cursor.rowcount), 0))
+
+    def is_column_type_race(self, exc: BaseException) -> bool:
+        """Whether `exc` says another writer just created a sub-column with another type (see column_types_sql)."""
+        return False
+
+    def is_version_conflict(self, message: str) -> bool:
+        """Whether a bulk row's error says the row's version was not the one the statement expected."""
+        return False
+
+    def row_rejection(self, message: str) -> Exception:
+        """The driver's exception for a row a bulk statement rejected with `message` (see BulkOutcome.errors)."""
+        return RuntimeError(message)
 
     def run_one(self, cursor: Any, sql: str, row: tuple[Any, ...]) -> int:
         cursor.execute(sql, row)

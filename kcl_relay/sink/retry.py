@@ -2,7 +2,9 @@
 
 Transient: connection refused/reset/closed, timeouts, CrateDB unavailable or overloaded (HTTP 5xx), PostgreSQL
 connection loss, serialization failure and deadlock, SQLite "database is locked". Everything else raises at once.
-Past the attempt limit the last exception propagates, so the caller does not checkpoint.
+A database that is down is waited for: retries go on, with capped backoff, until `RetryPolicy.timeout` seconds have
+passed since the first failure (the `retry-timeout` option, minutes by default); then the last exception
+propagates, so the caller does not checkpoint.
 """
 
 from __future__ import annotations
@@ -26,15 +28,24 @@ class TransientError(RuntimeError):
     """Raised by the relay itself for a condition worth retrying (e.g. rows kept changing under a delete)."""
 
 
+DEFAULT_RETRY_TIMEOUT = 300.0  # seconds: a database restart or failover fits; a dead one stops the worker
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 6  # total calls, the first included
+    timeout: float = DEFAULT_RETRY_TIMEOUT  # give up once a failure has lasted this long (seconds)
+    attempts: int | None = None  # give up after this many calls, the first included (None: only the timeout)
     base_delay: float = 0.5  # seconds before the first retry; doubles each time
-    max_delay: float = 30.0
+    max_delay: float = 15.0  # the cap: a database that comes back is noticed within seconds
 
     def delay(self, retry: int) -> float:
         # Full jitter keeps several workers that failed together from retrying in lockstep.
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**retry))
+
+    def exhausted(self, calls: int, elapsed: float, next_delay: float) -> bool:
+        if self.attempts is not None and calls >= self.attempts:
+            return True
+        return elapsed + next_delay > self.timeout
 
 
 # CrateDB's HTTP client keeps the server's message but drops the HTTP status and error code, so the exception
@@ -110,19 +121,27 @@ def call_with_retry(
     transient: Callable[[BaseException], bool] = is_transient,
     on_retry: Callable[[BaseException], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
-    """Call `operation` until it succeeds, a non-transient error occurs, or `policy.attempts` are used up."""
+    """Call `operation` until it succeeds, a non-transient error occurs, or the policy's limits are reached."""
     retry = 0
+    first_failure: float | None = None
     while True:
         try:
             return operation()
         except Exception as exc:
             retry += 1
-            if retry >= policy.attempts or not transient(exc):
-                raise
+            now = clock()
+            first_failure = now if first_failure is None else first_failure
             delay = policy.delay(retry - 1)
+            if not transient(exc) or policy.exhausted(retry, now - first_failure, delay):
+                raise
             log.warning(
-                "transient failure (%s), retry %d/%d in %.1fs", describe_error(exc), retry, policy.attempts - 1, delay
+                "transient failure (%s), retry %d in %.1f s (giving up %.0f s after the first failure)",
+                describe_error(exc),
+                retry,
+                delay,
+                policy.timeout,
             )
             if on_retry is not None:
                 on_retry(exc)

@@ -1,49 +1,77 @@
-"""The apply algorithm, the same for every database; dialect.py renders what differs.
+"""The apply algorithm, the same for every database: what to write, in which order, under which guards.
 
-For a batch coalesced to one event per key, apply() runs in one transaction (CrateDB: statement by statement):
+dialect.py renders what differs between databases; executor.py runs the statements (connections, retries, bulk
+results). For a batch coalesced to one event per key, apply() runs in one transaction (CrateDB: statement by
+statement, each durable when acknowledged):
 
 1. REMOVE: write tombstones (guarded upsert), read the rows' current state by primary key, delete those not newer
    than the REMOVE with a guarded delete; rows that changed in between are looked at again.
 2. INSERT/MODIFY: read the tombstones of the batch's keys, drop events not newer than their tombstone (a late
    older write must not bring back a removed row), then one guarded bulk upsert installs the full images.
-   Without transactions (CrateDB) the tombstones are read once more afterwards, see _recheck.
-3. Rows the database rejects become dead letters (with its reason); the rest of the batch is applied.
+   Without transactions (CrateDB) the tombstones are read once more afterwards, see below.
+3. Rows the database rejects become dead letters (with its reason); the rest of the batch is applied. A batch whose
+   every row is rejected for the same reason is a fault of the system, not of the rows: it raises and is retried.
 4. Commit. Transient failures retry the whole batch (every statement is guarded, hence idempotent); others raise.
 
-Each step is one statement per chunk of rows (bulk writes, IN-list reads), whatever the batch size: never one
+Each step is one statement per chunk of rows (bulk writes, reads by key), whatever the batch size: never one
 statement per event. Rows are handled in key order, so concurrent workers lock them in the same order.
+
+Why concurrent writers converge without transactions (CrateDB)
+--------------------------------------------------------------
+Two workers may apply events of the same key at once: while a lease moves, during resharding, or when a full load
+runs beside the stream. Every read below is a real-time primary-key Get (it sees every acknowledged write), and
+every write is atomic per row. Then, for any key:
+
+* Upserts: the guard (install only if (cdc_version, cdc_order) >= the row's) is evaluated by CrateDB per row,
+  atomically with the write (ON CONFLICT ... DO UPDATE with CASE on the stored document, retried by CrateDB on a
+  version conflict). So among upserts the newest always ends in the row, in any interleaving.
+* A REMOVE first makes its tombstone durable (guarded the same way: the newest REMOVE wins), then reads the row and
+  deletes it only if it is not newer than the REMOVE, by key + _seq_no + _primary_term. If anything wrote the row
+  in between, the delete matches nothing and the row is read again: a delete never removes a newer write.
+* An upsert U older than a REMOVE R (U.order < R.order) must not leave a row behind. U reads the tombstones before
+  writing and again after writing (the re-check). If U's re-check sees R's tombstone, U deletes its row itself. If it
+  does not, the re-check ran before R's tombstone was written, so U's write came before R's tombstone too, and R's
+  state read, which comes after its tombstone, sees U's row and deletes it. Either way the row is gone.
+* An upsert newer than a REMOVE wins: the REMOVE deletes only rows not newer than itself, and the tombstone filter
+  only drops upserts not newer than the tombstone.
+So the final row of every key is the newest event's image (or no row when that is a REMOVE), as in one serial run.
+tests/support/sink_suite.py races two writers on one key set to check it on every database. PostgreSQL (SERIALIZABLE)
+and SQLite (one writer at a time) get the same result from their transactions.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
 
 from kcl_relay.cdc.event import ChangeEvent, DeadLetter, KeyType
 from kcl_relay.cdc.jsonenc import dumps
 from kcl_relay.cdc.layout import Row, split
 from kcl_relay.sink.base import ApplyResult, Sink
+from kcl_relay.sink.crate_types import DataTypes
 from kcl_relay.sink.dialect import Dialect
-from kcl_relay.sink.retry import RetryPolicy, TransientError, call_with_retry, describe_error, is_transient
+from kcl_relay.sink.executor import BulkResult, StatementExecutor
+from kcl_relay.sink.retry import RetryPolicy, TransientError, describe_error
 from kcl_relay.sink.target import TargetSpec
 
-__all__ = ["TableWriter", "dialect_for", "open_sink"]
+__all__ = ["SystematicRejection", "TableWriter", "dialect_for", "open_sink"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 DEFAULT_TOMBSTONE_RETENTION = timedelta(hours=24)
 DEFAULT_PURGE_INTERVAL = timedelta(minutes=5)
 DEFAULT_CHUNK_SIZE = 1000  # rows per bulk statement: bounds one request's size
 MAX_DELETE_ROUNDS = 5
+
+
+class SystematicRejection(TransientError):
+    """Every row of a batch was rejected for one reason: a fault of the relay, driver or database (a bug, a changed
+    table), not of the rows. Retried like an outage, never dead-lettered, so no checkpoint passes those records."""
 
 
 def _utcnow() -> datetime:
@@ -62,15 +90,6 @@ def dialect_for(spec: TargetSpec) -> Dialect:
     from kcl_relay.sink.sqlite import SQLiteDialect
 
     return SQLiteDialect(spec.schema, spec.table)
-
-
-@dataclass
-class _Bulk:
-    """Outcome of one bulk statement over rows 0..n-1."""
-
-    counts: list[int | None] = field(default_factory=list)  # rows written per row; None: only a total is known
-    unknown_written: int = 0  # the total for the rows whose count is None
-    rejected: dict[int, str] = field(default_factory=dict)  # row -> the database's reason
 
 
 def _key_id(event: ChangeEvent) -> str:
@@ -100,24 +119,27 @@ class TableWriter(Sink):
     ) -> None:
         self.spec = spec
         self.dialect = dialect or dialect_for(spec)
-        self.retry = retry or RetryPolicy()
         self.tombstone_retention = tombstone_retention
         self.purge_interval = purge_interval
         self.chunk_size = chunk_size
         self.clock = clock
-        self.statements = 0  # database calls made: for tests and metrics
-        self._engine = engine or spec.create_engine(poolclass=NullPool)
-        self._conn: Any = None
+        self.executor = StatementExecutor(spec, self.dialect, retry or RetryPolicy(), engine)
         self._key_names: tuple[str, ...] | None = None
+        self._types = DataTypes() if self.dialect.column_types_sql() else None
         self._dead_letter_table = False
         self._sql: dict[str, str] = {}
         self._last_purge: float | None = None
+
+    @property
+    def statements(self) -> int:
+        """Database calls made so far: for tests and metrics."""
+        return self.executor.statements
 
     # ---- Sink ----
     def ensure_table(self, key_types: Mapping[str, KeyType]) -> None:
         self.dialect.check_key(key_types)
         statements = [*self.dialect.create_tables(key_types), self.dialect.create_dead_letter_table()]
-        self._transaction(lambda cursor: self._run_all(cursor, statements), ddl=True)
+        self.executor.transaction(lambda cursor: self.executor.execute_all(cursor, statements), ddl=True)
         self._dead_letter_table = True
         names = tuple(sorted(key_types))
         self._key_names = names
@@ -132,7 +154,7 @@ class TableWriter(Sink):
             return ApplyResult()
         if self._key_names is None:
             self.ensure_table(events[0].key_types)
-        result = self._transaction(lambda cursor: self._apply(cursor, events))
+        result = self.executor.transaction(lambda cursor: self._apply(cursor, events))
         if result.dead_letters:
             log.warning("%d record(s) dead-lettered in %s", len(result.dead_letters), self.spec.qualified_table)
         self._maybe_purge()
@@ -143,20 +165,20 @@ class TableWriter(Sink):
             return
         if not self._dead_letter_table:
             statement = self.dialect.create_dead_letter_table()
-            self._transaction(lambda cursor: self._run_all(cursor, [statement]), ddl=True)
+            self.executor.transaction(lambda cursor: self.executor.execute_all(cursor, [statement]), ddl=True)
             self._dead_letter_table = True
-        self._transaction(lambda cursor: self._store_letters(cursor, letters))
+        self.executor.transaction(lambda cursor: self._store_letters(cursor, letters))
 
     def claim_source_table(self, dynamodb_table: str) -> str:
         create = self.dialect.create_settings_table()
-        self._transaction(lambda cursor: self._run_all(cursor, [create]), ddl=True)
+        self.executor.transaction(lambda cursor: self.executor.execute_all(cursor, [create]), ddl=True)
 
         def claim(cursor: Any) -> str:
-            self._call(cursor.execute, self.dialect.claim_setting_sql(), ("source_table", dynamodb_table))
-            rows = self.dialect.fetch(cursor, self.dialect.setting_sql(), ("source_table",))
+            self.executor.execute(cursor, self.dialect.claim_setting_sql(), ("source_table", dynamodb_table))
+            rows = self.executor.fetch(cursor, self.dialect.setting_sql(), ("source_table",))
             return str(rows[0][0])
 
-        return self._transaction(claim)
+        return self.executor.transaction(claim)
 
     def purge_tombstones(self) -> int:
         """Delete tombstones older than the retention; returns how many (when the database says)."""
@@ -164,93 +186,12 @@ class TableWriter(Sink):
             return 0
         cutoff = self.dialect.timestamp(self.clock() - self.tombstone_retention)
         sql = self.dialect.tombstone_purge_sql()
-
-        def work(cursor: Any) -> int:
-            self._call(cursor.execute, sql, (cutoff,))
-            return max(int(cursor.rowcount), 0)
-
-        purged = self._transaction(work)
+        purged = self.executor.transaction(lambda cursor: max(self.executor.execute(cursor, sql, (cutoff,)), 0))
         self._last_purge = time.monotonic()
         return purged
 
     def close(self) -> None:
-        self._drop_connection()
-        self._engine.dispose()
-
-    # ---- transactions and connections ----
-    def _connection(self) -> Any:
-        if self._conn is None:
-            conn = self._engine.raw_connection()
-            self.dialect.prepare(conn)
-            self._conn = conn
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.invalidate()
-            except Exception as exc:  # already broken: nothing left to release
-                log.debug("closing a broken connection failed: %s", describe_error(exc))
-
-    def _transaction(self, work: Callable[[Any], T], ddl: bool = False) -> T:
-        """Run work(cursor) and commit before returning; retried as a whole on transient failures.
-
-        For DDL also on errors a concurrent CREATE ... IF NOT EXISTS of another worker can cause (PostgreSQL: a
-        unique violation in its catalog); the retry finds the table there."""
-
-        def attempt() -> T:
-            conn = self._connection()
-            cursor = conn.cursor()
-            try:
-                self.dialect.begin(cursor)
-                value = work(cursor)
-                self.dialect.commit(conn)
-                return value
-            except BaseException as exc:
-                self._abort(conn, exc)
-                raise
-            finally:
-                with contextlib.suppress(Exception):  # the connection may be gone already
-                    cursor.close()
-
-        if ddl:
-            return call_with_retry(attempt, self.retry, transient=self._ddl_race_or_transient)
-        return call_with_retry(attempt, self.retry)
-
-    def _ddl_race_or_transient(self, exc: BaseException) -> bool:
-        return is_transient(exc) or self.dialect.is_row_error(exc)
-
-    def _abort(self, conn: Any, exc: BaseException) -> None:
-        if isinstance(exc, Exception) and is_transient(exc):
-            self._drop_connection()  # the next attempt starts on a fresh connection
-            return
-        try:
-            self.dialect.rollback(conn)
-        except Exception:
-            self._drop_connection()
-
-    def _call(self, function: Callable[..., T], *args: Any) -> T:
-        self.statements += 1
-        return function(*args)
-
-    def _run_all(self, cursor: Any, statements: Sequence[str]) -> None:
-        for statement in statements:
-            self._call(cursor.execute, statement)
-
-    def _in_savepoint(self, cursor: Any, function: Callable[..., T], *args: Any) -> T:
-        """Run one statement so that a row error leaves the transaction usable (PostgreSQL aborts it otherwise)."""
-        if not self.dialect.savepoints:
-            return self._call(function, *args)
-        self._call(self.dialect.savepoint, cursor)
-        try:
-            value = self._call(function, *args)
-        except Exception as exc:
-            if self.dialect.is_row_error(exc) and not is_transient(exc):
-                self._call(self.dialect.rollback_to, cursor)
-            raise
-        self._call(self.dialect.release, cursor)
-        return value
+        self.executor.close()
 
     # ---- the algorithm ----
     def _letter(self, event: ChangeEvent, reason: str) -> DeadLetter:
@@ -286,6 +227,19 @@ class TableWriter(Sink):
         result.dead_letters = letters
         return result
 
+    def _bulk(
+        self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]], version_checked: bool = False
+    ) -> BulkResult:
+        bulk = self.executor.bulk(cursor, sql, rows, self.chunk_size, version_checked)
+        self._raise_if_systematic(bulk, len(rows))
+        return bulk
+
+    @staticmethod
+    def _raise_if_systematic(bulk: BulkResult, rows: int) -> None:
+        reasons = set(bulk.rejected.values())
+        if rows > 1 and len(bulk.rejected) == rows and len(reasons) == 1:
+            raise SystematicRejection(f"all {rows} rows of a statement were rejected alike: {reasons.pop()}")
+
     def _remove(self, cursor: Any, removes: list[ChangeEvent], result: ApplyResult, letters: list[DeadLetter]) -> None:
         if not removes:
             return
@@ -320,7 +274,7 @@ class TableWriter(Sink):
                     params.append(self.dialect.delete_params(event, state, order))
             if not chosen:
                 return deleted, stale
-            bulk = self._bulk(cursor, self._sql["delete"], params)
+            bulk = self._bulk(cursor, self._sql["delete"], params, version_checked=True)
             pending = []
             for index, (event, order) in enumerate(chosen):
                 count = bulk.counts[index]
@@ -337,17 +291,25 @@ class TableWriter(Sink):
     def _upsert(self, cursor: Any, upserts: list[ChangeEvent], result: ApplyResult, letters: list[DeadLetter]) -> None:
         if not upserts:
             return
+        if self._types is not None and not self._types.loaded:
+            self._learn_types(cursor)
         tombstones = self._tombstones(cursor, upserts)
+        # Without transactions a guarded no-op looks like a write: read the rows first, send only newer images.
+        states = {} if self.dialect.transactions else self._states(cursor, upserts)
         live: list[ChangeEvent] = []
         rows: list[tuple[Any, ...]] = []
         layouts: list[Row] = []
+        alone: list[bool] = []  # rows that create sub-columns: one statement each (see crate_types.py)
         for event in upserts:
             removed = tombstones.get(event.key_id)
-            if removed is not None and removed >= event.order:
+            state = states.get(self.dialect.state_key(event)) if states else None
+            if (removed is not None and removed >= event.order) or (state is not None and state.order > event.order):
                 result.skipped_stale += 1
                 continue
             assert event.image is not None  # checked by _problem
-            layout = split(event.key, event.image)
+            layout, grows = split(event.key, event.image), False
+            if self._types is not None:
+                layout, grows = self._types.fit(layout)
             try:
                 rows.append(self.dialect.upsert_params(event, layout))
             except (TypeError, ValueError) as exc:
@@ -355,21 +317,20 @@ class TableWriter(Sink):
                 continue
             live.append(event)
             layouts.append(layout)
-        bulk = self._bulk(cursor, self._sql["upsert"], rows)
-        unknown = 0
+            alone.append(grows)
+        bulk = self._bulk_upsert(cursor, rows, alone)
         written: list[ChangeEvent] = []
+        unknown = 0
         for index, event in enumerate(live):
-            count = bulk.counts[index]
             if index in bulk.rejected:
-                fallback = self.dialect.fallback_upsert_params(event, layouts[index])
-                if fallback is not None and self._run_fallback(cursor, fallback):
-                    log.warning("%s: %s; stored with its attributes in aux", event.key_id, bulk.rejected[index])
+                if self._store_in_aux(cursor, event, layouts[index], bulk.rejected[index]):
                     written.append(event)
                     result.upserted += 1
-                    continue
-                letters.append(self._letter(event, bulk.rejected[index]))
+                else:
+                    letters.append(self._letter(event, bulk.rejected[index]))
                 continue
             written.append(event)
+            count = bulk.counts[index]
             if count is None:
                 unknown += 1
             elif count > 0:
@@ -378,25 +339,77 @@ class TableWriter(Sink):
                 result.skipped_stale += 1  # the guard kept a newer row
         result.upserted += bulk.unknown_written
         result.skipped_stale += unknown - bulk.unknown_written
-        if self.dialect.recheck_tombstones and written:
+        if self._types is not None and self._types.assumed:
+            self._check_assumed_types(cursor, live, layouts, bulk)
+        if not self.dialect.transactions and written:
             superseded = self._recheck(cursor, written, letters)
             result.upserted -= superseded
             result.skipped_stale += superseded
 
-    def _run_fallback(self, cursor: Any, params: tuple[Any, ...]) -> bool:
+    def _bulk_upsert(self, cursor: Any, rows: list[tuple[Any, ...]], alone: list[bool]) -> BulkResult:
+        """The rows marked `alone` one statement each, first; then the others in bulk. Results in row order."""
+        if not any(alone):
+            return self._bulk(cursor, self._sql["upsert"], rows)
+        singles = [index for index, flag in enumerate(alone) if flag]
+        rest = [index for index, flag in enumerate(alone) if not flag]
+        merged = BulkResult(counts=[None] * len(rows))
         try:
-            self._in_savepoint(cursor, self.dialect.run_one, cursor, self._sql["upsert"], params)
+            parts = [([index], self.executor.bulk(cursor, self._sql["upsert"], [rows[index]], 1)) for index in singles]
         except Exception as exc:
-            if is_transient(exc) or not self.dialect.is_row_error(exc):
+            if self._types is None or not self.dialect.is_column_type_race(exc):
                 raise
+            # Another writer created one of our new sub-columns with another type first: learn the real types and
+            # apply the batch again (every statement is guarded), so the attribute goes to aux instead.
+            self._types.loaded = False
+            raise TransientError(f"a concurrent writer typed a new column differently: {describe_error(exc)}") from exc
+        parts.append((rest, self.executor.bulk(cursor, self._sql["upsert"], [rows[i] for i in rest], self.chunk_size)))
+        for indexes, part in parts:
+            merged.unknown_written += part.unknown_written
+            for offset, index in enumerate(indexes):
+                merged.counts[index] = part.counts[offset]
+                if offset in part.rejected:
+                    merged.rejected[index] = part.rejected[offset]
+        self._raise_if_systematic(merged, len(rows))
+        return merged
+
+    def _learn_types(self, cursor: Any) -> DataTypes:
+        assert self._types is not None
+        sql = self.dialect.column_types_sql()
+        assert sql is not None
+        self._types.learn(self.executor.fetch(cursor, sql))
+        return self._types
+
+    def _check_assumed_types(
+        self, cursor: Any, events: list[ChangeEvent], layouts: list[Row], bulk: BulkResult
+    ) -> None:
+        """The batch created sub-columns with the types this writer assumed; another writer may have created some
+        of them first, with other types, and our values were cast. Read the real types and rewrite the rows whose
+        attributes do not fit them, with those attributes in aux (the guard lets the same version through)."""
+        types = self._learn_types(cursor)
+        rewrites = []
+        for index, (event, layout) in enumerate(zip(events, layouts, strict=True)):
+            if index in bulk.rejected:
+                continue
+            fitted, _ = types.fit(layout)
+            if fitted is not layout:
+                rewrites.append(self.dialect.upsert_params(event, fitted))
+        if rewrites:
+            log.warning("%d row(s) rewritten: a concurrent writer gave their attributes other types", len(rewrites))
+            self._bulk_upsert(cursor, rewrites, [True] * len(rewrites))
+
+    def _store_in_aux(self, cursor: Any, event: ChangeEvent, layout: Row, reason: str) -> bool:
+        """The dialect's other way to store a row it rejected (CrateDB: every attribute in aux); False if none."""
+        fallback = self.dialect.fallback_upsert_params(event, layout)
+        if fallback is None or self.executor.run_alone(cursor, self._sql["upsert"], fallback) is not None:
             return False
+        log.warning("%s: %s; stored with its attributes in aux", event.key_id, reason)
         return True
 
     def _recheck(self, cursor: Any, written: list[ChangeEvent], letters: list[DeadLetter]) -> int:
         """Without transactions, a REMOVE applied by another worker between our tombstone read and our upsert
-        could be undone by it. Reading the tombstones again after the upsert closes that window: either we see
-        the other worker's tombstone now (and delete what we wrote), or its state read comes after our upsert
-        (and it deletes the row itself)."""
+        could be undone by it. Reading the tombstones again after the upsert closes that window (see the module
+        doc): either we see the other worker's tombstone now (and delete what we wrote), or its state read comes
+        after our upsert (and it deletes the row itself)."""
         tombstones = self._tombstones(cursor, written)
         targets = []
         for event in written:
@@ -409,70 +422,32 @@ class TableWriter(Sink):
         log.info("%d row(s) removed again after a concurrent REMOVE", deleted)
         return deleted
 
-    def _accepted(self, events: list[ChangeEvent], bulk: _Bulk, letters: list[DeadLetter]) -> list[ChangeEvent]:
+    def _accepted(self, events: list[ChangeEvent], bulk: BulkResult, letters: list[DeadLetter]) -> list[ChangeEvent]:
         for index, reason in bulk.rejected.items():
             letters.append(self._letter(events[index], reason))
         return [event for index, event in enumerate(events) if index not in bulk.rejected]
 
-    def _read(self, cursor: Any, events: list[ChangeEvent], sql: Callable[[int], str], keys: Callable) -> list:
-        """SELECT by primary key in chunks: real-time lookups, one statement per chunk of keys."""
-        records: list[Sequence[Any]] = []
-        size = self.dialect.keys_per_select
-        for start in range(0, len(events), size):
-            chunk = events[start : start + size]
-            params = [value for event in chunk for value in keys(event)]
-            records.extend(self._call(self.dialect.fetch, cursor, sql(len(chunk)), params))
-        return records
-
     def _states(self, cursor: Any, events: list[ChangeEvent]) -> dict[Any, Any]:
         assert self._key_names is not None
         names = self._key_names
-        records = self._read(cursor, events, lambda n: self.dialect.state_sql(names, n), self.dialect.key_params)
+        keys = [self.dialect.key_params(event) for event in events]
+        sql = self.dialect.state_sql
+        records = self.executor.read(cursor, keys, lambda n: sql(names, n), self.dialect.keys_per_read(names))
         states = (self.dialect.read_state(record) for record in records)
         return {state.key: state for state in states}
 
     def _tombstones(self, cursor: Any, events: list[ChangeEvent]) -> dict[str, tuple[int, str]]:
-        records = self._read(cursor, events, self.dialect.tombstone_select_sql, lambda event: (event.key_id,))
+        keys = [(event.key_id,) for event in events]
+        chunk = self.dialect.keys_per_read(("key_id",))
+        records = self.executor.read(cursor, keys, self.dialect.tombstone_select_sql, chunk)
         return {str(key_id): (int(version), str(order)) for key_id, version, order in records}
-
-    def _bulk(self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> _Bulk:
-        """One bulk call per chunk; rows it rejects (or all, if it failed as a whole) are re-run one by one to
-        apply the good ones and learn each bad one's reason. Errors that are not about a row raise."""
-        out = _Bulk()
-        for start in range(0, len(rows), self.chunk_size):
-            chunk = rows[start : start + self.chunk_size]
-            counts: list[int | None]
-            try:
-                per_row = self._in_savepoint(cursor, self.dialect.run_many, cursor, sql, chunk)
-            except Exception as exc:
-                if is_transient(exc) or not self.dialect.is_row_error(exc):
-                    raise
-                counts, failed = [None] * len(chunk), list(range(len(chunk)))
-            else:
-                if isinstance(per_row, int):  # only a total is known
-                    out.unknown_written += per_row
-                    out.counts.extend([None] * len(chunk))
-                    continue
-                counts = list(per_row)
-                failed = [index for index, count in enumerate(per_row) if count < 0]
-            for index in failed:
-                try:
-                    counts[index] = self._in_savepoint(cursor, self.dialect.run_one, cursor, sql, chunk[index])
-                except Exception as exc:
-                    if is_transient(exc) or not self.dialect.is_row_error(exc):
-                        raise
-                    counts[index] = None
-                    out.rejected[start + index] = f"rejected by {self.dialect.name}: {describe_error(exc)}"
-            out.counts.extend(counts)
-        return out
 
     def _store_letters(self, cursor: Any, letters: Sequence[DeadLetter]) -> None:
         rows = [self.dialect.dead_letter_params(letter) for letter in letters]
-        for start in range(0, len(rows), self.chunk_size):
-            chunk = rows[start : start + self.chunk_size]
-            per_row = self._call(self.dialect.run_many, cursor, self.dialect.dead_letter_sql(), chunk)
-            if isinstance(per_row, list) and any(count < 0 for count in per_row):
-                raise RuntimeError(f"{self.dialect.name} refused to store dead letters")
+        bulk = self.executor.bulk(cursor, self.dialect.dead_letter_sql(), rows, self.chunk_size)
+        if bulk.rejected:
+            reason = next(iter(bulk.rejected.values()))
+            raise RuntimeError(f"{self.dialect.name} refused to store dead letters: {reason}")
 
     def _maybe_purge(self) -> None:
         due = self._last_purge is None or time.monotonic() - self._last_purge >= self.purge_interval.total_seconds()

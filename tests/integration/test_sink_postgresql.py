@@ -27,8 +27,8 @@ class TestPostgreSQLSink(SinkSemantics):
         _, rows = run_sql(spec, f"SELECT pk::text, data::text, aux::text FROM {relation}")
         return {dumps(loads(pk)): merge(loads(pk), loads(data), loads(aux)) for pk, data, aux in rows}
 
-    def poison(self, sink: TableWriter, spec: TargetSpec) -> dict[str, object]:
-        return {"text": "a NUL \x00 inside"}  # JSONB refuses \u0000: SQLSTATE 22P05
+    def poison(self, sink: TableWriter, spec: TargetSpec) -> tuple[str, dict[str, object]]:
+        return "bad", {"text": "a NUL \x00 inside"}  # JSONB refuses \u0000: SQLSTATE 22P05
 
 
 def test_sql_keeps_numbers_exact_and_uses_c_collation(postgres_url: str) -> None:
@@ -55,7 +55,7 @@ def test_a_lost_connection_is_retried(postgres_url: str) -> None:
     sink = TableWriter(spec, retry=RetryPolicy(attempts=4, base_delay=0.01))
     try:
         sink.apply([change("INSERT", "a", 1, 1)])
-        pid = sink._connection().driver_connection.info.backend_pid
+        pid = sink.executor.connection().driver_connection.info.backend_pid
         run_sql(spec, f"SELECT pg_terminate_backend({pid})")
         result = sink.apply([change("INSERT", "b", 2, 2)])  # the first statement fails, the retry reconnects
         assert result.upserted == 1

@@ -24,14 +24,14 @@ class TestSQLiteSink(SinkSemantics):
         _, rows = run_sql(spec, f'SELECT pk, data, aux FROM "{spec.table}"')
         return {pk: merge(loads(pk), loads(data), loads(aux)) for pk, data, aux in rows}
 
-    def poison(self, sink: TableWriter, spec: TargetSpec) -> dict[str, object]:
+    def poison(self, sink: TableWriter, spec: TargetSpec) -> tuple[str, dict[str, object]]:
         # SQLite stores any text, so a trigger plays the database refusing a row.
-        connection = sink._connection()
+        connection = sink.executor.connection()
         connection.driver_connection.execute(
             f'CREATE TRIGGER "{spec.table}_poison" BEFORE INSERT ON "{spec.table}" '
             "WHEN json_extract(NEW.data, '$.poison') IS NOT NULL BEGIN SELECT RAISE(ABORT, 'poisoned row'); END"
         )
-        return {"poison": True}
+        return "bad", {"poison": True}
 
 
 def test_database_is_locked_is_retried(sqlite_url: str) -> None:
@@ -68,7 +68,7 @@ def test_tombstone_recheck_undoes_a_write_a_concurrent_remove_superseded(
     from tests.support.sink_suite import change
 
     sink = TableWriter(parse_target(sqlite_url, "t"))
-    monkeypatch.setattr(sink.dialect, "recheck_tombstones", True)
+    monkeypatch.setattr(sink.dialect, "transactions", False)
     sink.apply([change("INSERT", "a", 1, 1, v=1), change("INSERT", "b", 1, 2, v=1)])
     sink.apply([change("REMOVE", "a", 3, 3)])
     real = sink._tombstones

@@ -108,10 +108,12 @@ def test_state_select_and_guarded_delete(dialect: CrateDBDialect) -> None:
         "SELECT pk['id'], pk['tenant'], cdc_version, cdc_order, _seq_no, _primary_term FROM \"doc\".\"orders\" "
         "WHERE (pk['id'] = ? AND pk['tenant'] = ?) OR (pk['id'] = ? AND pk['tenant'] = ?)"
     )
-    assert dialect.state_sql(["id"], 3) == (
+    assert dialect.state_sql(["id"], 3) == (  # an OR chain: a real-time Get; IN (?, ...) would be a Collect
         'SELECT pk[\'id\'], cdc_version, cdc_order, _seq_no, _primary_term FROM "doc"."orders" '
-        "WHERE pk['id'] IN (?, ?, ?)"
+        "WHERE pk['id'] = ? OR pk['id'] = ? OR pk['id'] = ?"
     )
+    assert dialect.keys_per_read(["id"]) == 100
+    assert dialect.keys_per_read(NAMES) == 98  # from 99 conjunctions on, CrateDB plans a Collect
     assert dialect.delete_sql(NAMES) == (
         "DELETE FROM \"doc\".\"orders\" WHERE pk['id'] = ? AND pk['tenant'] = ? AND _seq_no = ? AND _primary_term = ?"
     )
@@ -137,7 +139,7 @@ def test_tombstones(dialect: CrateDBDialect) -> None:
         WHEN,
     )
     assert dialect.tombstone_select_sql(2) == (
-        'SELECT key_id, cdc_version, cdc_order FROM "doc"."orders__tombstones" WHERE key_id IN (?, ?)'
+        'SELECT key_id, cdc_version, cdc_order FROM "doc"."orders__tombstones" WHERE key_id = ? OR key_id = ?'
     )
     assert dialect.tombstone_purge_sql() == 'DELETE FROM "doc"."orders__tombstones" WHERE deleted_at < ?'
 
@@ -155,7 +157,10 @@ def test_row_errors_and_statement_errors(dialect: CrateDBDialect) -> None:
     from crate.client.exceptions import ConnectionError, ProgrammingError
 
     assert dialect.is_row_error(ProgrammingError("SQLParseException[Cannot cast value `abc` to type `bigint`]"))
-    assert dialect.is_row_error(TypeError("Integer exceeds 64-bit range"))  # orjson, in the driver
+    # orjson, in the driver: a lone surrogate is the row's fault; any other TypeError is ours (stop, retry)
+    assert dialect.is_row_error(TypeError("str is not valid UTF-8: surrogates not allowed"))
+    assert not dialect.is_row_error(TypeError("Integer exceeds 64-bit range"))
+    assert not dialect.is_row_error(TypeError("Type is not JSON serializable: Decimal"))
     assert not dialect.is_row_error(ProgrammingError("RelationUnknown[Relation 'doc.orders' unknown]"))
     assert not dialect.is_row_error(ProgrammingError("SQLParseException[line 1:8: mismatched input]"))
     assert not dialect.is_row_error(ProgrammingError("UnavailableShardsException[[doc.orders][1] primary shard"))
@@ -257,7 +262,9 @@ def test_writer_statements_through_fake_driver() -> None:
         ("executemany", 'INSERT INTO "doc"."orders__tombstones"'),
         ("execute", "SELECT pk['id'], pk['tenant'], cdc_version, cdc_order, _seq_no, _primary_term FROM " + ORDERS),
         ("executemany", 'DELETE FROM "doc"."orders"'),
+        ("execute", "SELECT column_name, data_type FROM information_schema.columns"),  # data's types, once
         ("execute", 'SELECT key_id, cdc_version, cdc_order FROM "doc"."orders__tombstones"'),
+        ("execute", "SELECT pk['id'], pk['tenant'], cdc_version, cdc_order, _seq_no, _primary_term FROM " + ORDERS),
         ("executemany", 'INSERT INTO "doc"."orders"'),
         ("execute", 'INSERT INTO "doc"."orders"'),  # the rejected row, re-run alone for its reason
         ("execute", 'SELECT key_id, cdc_version, cdc_order FROM "doc"."orders__tombstones"'),  # the re-check

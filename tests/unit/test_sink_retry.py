@@ -80,6 +80,42 @@ def test_gives_up_after_the_limit_and_raises_the_last_error() -> None:
     assert len(calls) == 3
 
 
+def test_gives_up_once_failing_lasted_the_timeout() -> None:
+    """A database that stays down: retries with capped delays until `timeout` seconds of failure, then it raises."""
+    now = [0.0]
+    delays: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        now[0] += seconds
+
+    def down() -> None:
+        now[0] += 0.1  # each attempt takes a moment
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    policy = RetryPolicy(timeout=120.0, base_delay=0.5, max_delay=10.0)
+    with pytest.raises(ConnectionRefusedError):
+        call_with_retry(down, policy, sleep=sleep, clock=lambda: now[0])
+    assert 110.0 <= now[0] <= 120.0 + 10.0
+    assert max(delays) <= 10.0 and len(delays) >= 12
+
+
+def test_a_database_back_within_the_timeout_is_ridden_out() -> None:
+    now = [0.0]
+    outage_until = 45.0
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    def flaky() -> str:
+        if now[0] < outage_until:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return "applied"
+
+    assert call_with_retry(flaky, RetryPolicy(timeout=300.0), sleep=sleep, clock=lambda: now[0]) == "applied"
+    assert now[0] >= outage_until
+
+
 def test_non_transient_errors_are_not_retried() -> None:
     calls: list[int] = []
 
