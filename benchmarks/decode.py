@@ -2,6 +2,7 @@
 
     pip install -e '.[bench]' && python3 setup.py build_ext --inplace   # commons-codec; the C extension in place
     python -m benchmarks.decode [--records 10000] [--repeat 7]
+    python -m benchmarks.decode --profile [--corpus typical]     # where ours spends its time (cProfile)
 
 What each side does per record, both in this one process, one thread (so one core), measured as CPU time:
 
@@ -21,9 +22,12 @@ the table gives medians. Writes benchmarks/results/decode.md and decode.json.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import os
 import platform
+import pstats
 import statistics
 import time
 from collections.abc import Callable
@@ -202,13 +206,29 @@ def markdown(results: list[dict[str, Any]], repeat: int) -> str:
     return "\n".join(lines)
 
 
+def profile(corpus: str, count: int) -> str:
+    """cProfile of ours over the corpus: the functions with the most own time."""
+    records = records_of(corpus, count)
+    ours(records)  # warm up
+    profiler = cProfile.Profile()
+    profiler.runcall(ours, records)
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime").print_stats(15)
+    return out.getvalue()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--corpus", choices=sorted(CORPORA), action="append", help="default: all")
     parser.add_argument("--output", type=Path, default=RESULTS, help="folder for decode.md and decode.json")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of ours instead of timing")
     args = parser.parse_args(argv)
+    if args.profile:
+        for corpus in args.corpus or ["typical"]:
+            print(f"== {corpus}, C paths {'on' if speedups.native else 'off'}\n{profile(corpus, args.records)}")
+        return
     results = []
     for corpus in args.corpus or list(CORPORA):
         result = measure(corpus, args.records, args.repeat)

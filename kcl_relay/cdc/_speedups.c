@@ -15,9 +15,11 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 static PyObject *Fallback;         /* raised when the reference must decide */
+static PyObject *empty_tuple;
 static PyObject *DecimalType;      /* decimal.Decimal */
 static PyObject *hook_number;      /* values.parse_number: N text -> int | Decimal, raises when invalid */
 static PyObject *hook_binary;      /* values._binary: B text -> the same text, raises when invalid */
@@ -473,7 +475,8 @@ crate_safe(PyObject *value)
 static PyObject *
 new_instance(PyObject *type, PyObject *const *names, PyObject *const *values, Py_ssize_t count)
 {
-    PyObject *instance = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
+    /* object.__new__: also sets up the instance's attribute storage (shared keys), as for any instance */
+    PyObject *instance = PyBaseObject_Type.tp_new((PyTypeObject *)type, empty_tuple, NULL);
     if (instance == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < count; i++)
@@ -660,11 +663,53 @@ put_text_object(Buffer *b, PyObject *text) /* a new reference to a str, consumed
 
 static int encode(Buffer *b, PyObject *value, int depth);
 
+#define SMALL_DICT 16
+
+/* encode_dict for a few entries: the entries sorted by key on the stack (insertion sort, str order), no list. */
+static int
+encode_small_dict(Buffer *b, PyObject *value, int depth)
+{
+    PyObject *keys[SMALL_DICT], *values[SMALL_DICT], *key, *child;
+    Py_ssize_t n = 0, pos = 0;
+    while (PyDict_Next(value, &pos, &key, &child)) {
+        if (!PyUnicode_CheckExact(key) || n == SMALL_DICT) {
+            PyErr_SetNone(Fallback);
+            return -1;
+        }
+        Py_ssize_t i = n++;
+        for (; i > 0; i--) {
+            int order = PyUnicode_Compare(keys[i - 1], key);
+            if (order == -1 && PyErr_Occurred())
+                return -1;
+            if (order <= 0)
+                break;
+            keys[i] = keys[i - 1];
+            values[i] = values[i - 1];
+        }
+        keys[i] = key; /* borrowed: the dict is not changed while it is encoded */
+        values[i] = child;
+    }
+    if (put(b, "{", 1) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if ((i && put(b, ",", 1) < 0) || put_string(b, keys[i]) < 0 || put(b, ":", 1) < 0)
+            return -1;
+        Py_INCREF(values[i]);
+        int encoded = encode(b, values[i], depth + 1);
+        Py_DECREF(values[i]);
+        if (encoded < 0)
+            return -1;
+    }
+    return put(b, "}", 1);
+}
+
 static int
 encode_dict(Buffer *b, PyObject *value, int depth)
 {
     if (PyDict_GET_SIZE(value) == 0)
         return put(b, "{}", 2);
+    if (PyDict_GET_SIZE(value) <= SMALL_DICT)
+        return encode_small_dict(b, value, depth);
     PyObject *keys = PyDict_Keys(value);
     if (keys == NULL)
         return -1;
@@ -877,6 +922,19 @@ hex_value(unsigned char c)
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
+/* Plain string bytes: printable ASCII other than '"' and '\\' (filled in at module init). */
+static unsigned char plain_byte[256];
+
+/* The end of the run of plain bytes starting at p. (Most strings here are a few bytes long: a word-at-a-time
+   scan measured slower.) */
+static inline const unsigned char *
+plain_run(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && plain_byte[*p])
+        p++;
+    return p;
+}
+
 /* A string token (at its opening quote): its raw body [*start, *start + *length) and whether it holds escapes
    (*escaped) or bytes beyond ASCII (*wide). Checks escape syntax and control characters, not UTF-8. */
 static int
@@ -888,8 +946,7 @@ scan_string(Parser *ps, const unsigned char **start, Py_ssize_t *length, int *es
     *start = p;
     *escaped = *wide = 0;
     while (p < end) {
-        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') /* the common run */
-            p++;
+        p = plain_run(p, end);
         if (p >= end)
             return 0;
         unsigned char c = *p;
@@ -1007,10 +1064,11 @@ static PyObject *string_cache[CACHE_SLOTS];
 static PyObject *
 cached_string(const unsigned char *s, Py_ssize_t n)
 {
-    unsigned hash = 2166136261u; /* FNV-1a */
-    for (Py_ssize_t i = 0; i < n; i++)
-        hash = (hash ^ s[i]) * 16777619u;
-    PyObject **slot = &string_cache[hash & (CACHE_SLOTS - 1)];
+    uint64_t head = 0, tail = 0; /* a cheap hash of the first and last (up to) eight bytes and the length */
+    memcpy(&head, s, n < 8 ? n : 8);
+    memcpy(&tail, s + (n > 8 ? n - 8 : 0), n < 8 ? n : 8);
+    uint64_t hash = (head * 0x9E3779B97F4A7C15ULL) ^ ((tail + (uint64_t)n) * 0xC2B2AE3D27D4EB4FULL);
+    PyObject **slot = &string_cache[(hash >> 40) & (CACHE_SLOTS - 1)];
     if (*slot != NULL && PyUnicode_GET_LENGTH(*slot) == n && memcmp(PyUnicode_DATA(*slot), s, n) == 0)
         return Py_NewRef(*slot);
     PyObject *text = PyUnicode_New(n, 127);
@@ -1325,7 +1383,17 @@ parse_typed(Parser *ps, long depth, char *key_tag)
     Py_ssize_t n;
     int escaped, wide;
     PyObject *value = NULL;
-    if (!expect(ps, '{') || !scan_string(ps, &t, &n, &escaped, &wide) || escaped || !expect(ps, ':'))
+    if (!expect(ps, '{'))
+        return NULL;
+    skip_ws(ps);
+    if (ps->end - ps->p >= 4 && ps->p[0] == '"' && ps->p[2] == '"' && ps->p[1] >= 'A' && ps->p[1] <= 'Z') {
+        t = ps->p + 1; /* a one-letter tag: most of them */
+        n = 1;
+        ps->p += 3;
+    }
+    else if (!scan_string(ps, &t, &n, &escaped, &wide) || escaped)
+        return NULL;
+    if (!expect(ps, ':'))
         return NULL;
     if (n == 1 && (t[0] == 'S' || t[0] == 'N' || t[0] == 'B')) {
         value = t[0] == 'S' ? parse_string(ps) : t[0] == 'N' ? parse_number_attribute(ps) : parse_binary_attribute(ps);
@@ -1723,7 +1791,10 @@ PyInit__speedups(void)
     if (module == NULL)
         return NULL;
     Fallback = PyErr_NewException("kcl_relay.cdc._speedups.Fallback", NULL, NULL);
-    if (Fallback == NULL || intern_strings() < 0 || PyModule_AddObjectRef(module, "Fallback", Fallback) < 0) {
+    for (int c = 0x20; c < 0x80; c++)
+        plain_byte[c] = c != '"' && c != '\\';
+    empty_tuple = PyTuple_New(0);
+    if (Fallback == NULL || empty_tuple == NULL || intern_strings() < 0 || PyModule_AddObjectRef(module, "Fallback", Fallback) < 0) {
         Py_DECREF(module);
         return NULL;
     }
