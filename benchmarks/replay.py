@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         targets = {"SQLite": f"sqlite:///{work / 'bench.db'}", "PostgreSQL": server.create_database("bench")}
         for corpus in args.corpus or list(CORPORA):
             options = CORPORA[corpus][1]
-            path = write_ndjson(work / f"{corpus}.ndjson", make_corpus(args.events, 42, n_keys=args.keys, **options))
+            records = make_corpus(args.events, 42, n_keys=args.keys, **options)
+            path = write_ndjson(work / f"{corpus}.ndjson", records, compact=True)
             sizes = [len(line) for line in path.read_bytes().splitlines()]
             want = expected_state(path)
             for name, url in targets.items():

@@ -294,11 +294,15 @@ def lambda_envelope(record: dict[str, Any], shard_id: str, sequence_number: str)
     }
 
 
-def write_ndjson(path: Path, records: Iterable[dict[str, Any]], *, envelope: bool = False) -> Path:
-    """One record a line, bare or (envelope=True) as Lambda envelopes of shard 0 with increasing sequence numbers."""
+def write_ndjson(
+    path: Path, records: Iterable[dict[str, Any]], *, envelope: bool = False, compact: bool = False
+) -> Path:
+    """One record a line, bare or (envelope=True) as Lambda envelopes of shard 0 with increasing sequence numbers;
+    compact=True without blanks after the separators."""
+    separators = (",", ":") if compact else None
     with path.open("w", encoding="utf-8") as out:
         for number, record in enumerate(records, start=1):
             if envelope:
                 record = lambda_envelope(record, "shardId-000000000000", f"49{number:054d}")
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(json.dumps(record, ensure_ascii=False, separators=separators) + "\n")
     return path
