@@ -78,6 +78,8 @@ class Dialect(ABC):
     # stale: a guarded no-op still counts as a written row there) and re-checks the tombstones afterwards, because
     # nothing isolates its reads from a concurrent REMOVE (see writer.py).
     transactions: ClassVar[bool] = True
+    # Statements by key that may run at once on connections of their own (only without transactions).
+    parallel_reads: ClassVar[int] = 1
 
     def __init__(self, schema: str | None, table: str) -> None:
         self.schema = schema

@@ -71,7 +71,8 @@ def test_every_read_of_the_apply_is_a_get(cratedb_url: str, crate_cursor: Any, k
     dialect = RecordingDialect(spec.schema, spec.table)
     sink = TableWriter(spec, dialect=dialect)
     try:
-        keys = 2 * dialect.keys_per_read(sorted(key_types)) + 7  # two full chunks and a short one
+        # two full chunks of the largest read and a short one
+        keys = 2 * max(dialect.keys_per_read(sorted(key_types)), dialect.keys_per_read(["key_id"])) + 7
         sink.apply([keyed(key_types, n, "INSERT", 1, n + 1, v=n) for n in range(keys)])
         sink.apply([keyed(key_types, n, "MODIFY", 2, 1000 + n, v=-n) for n in range(0, keys, 2)])
         sink.apply([keyed(key_types, n, "REMOVE", 3, 2000 + n) for n in range(1, keys, 2)])
@@ -103,15 +104,19 @@ def test_every_read_of_the_apply_is_a_get(cratedb_url: str, crate_cursor: Any, k
     print(f"\n{len(shapes)} statement shapes, all Get")
 
 
-def test_the_chunk_sizes_are_the_largest_that_are_still_get(crate_cursor: Any, cratedb_url: str) -> None:
-    """One key more per statement than the dialect uses on a composite key is a Collect on this server: the limit
-    is real, not a guess (single keys stay Get far beyond their chunk, which is chosen for speed)."""
+def test_composite_keys_are_get_up_to_98_keys_and_the_chunk_stays_below(crate_cursor: Any, cratedb_url: str) -> None:
+    """CrateDB plans 98 OR-ed key conjunctions as a Get and 99 as a Collect: the composite chunk (chosen for speed)
+    must stay within that limit; single keys stay Get far beyond their chunk."""
     spec = parse_target(cratedb_url, "plans_limit")
     dialect = CrateDBDialect(spec.schema, spec.table)
     crate_cursor.execute(dialect.create_tables({"a": "S", "b": "S"})[0])
     names = ["a", "b"]
-    limit = dialect.keys_per_read(names)
-    at_limit = plan(crate_cursor, dialect.state_sql(names, limit), [str(i) for i in range(2 * limit)])
-    beyond = plan(crate_cursor, dialect.state_sql(names, limit + 1), [str(i) for i in range(2 * limit + 2)])
-    assert at_limit.startswith("Get[")
-    assert beyond.startswith("Collect[")
+    at_limit = plan(crate_cursor, dialect.state_sql(names, 98), [str(i) for i in range(2 * 98)])
+    beyond = plan(crate_cursor, dialect.state_sql(names, 99), [str(i) for i in range(2 * 99)])
+    assert at_limit.startswith("Get["), at_limit[:100]
+    assert beyond.startswith("Collect["), beyond[:100]
+    assert dialect.keys_per_read(names) <= 98
+    single_key = CrateDBDialect(spec.schema, "plans_limit_single")
+    crate_cursor.execute(single_key.create_tables({"a": "S"})[0])
+    count = 3 * single_key.keys_per_read(["a"])
+    assert plan(crate_cursor, single_key.state_sql(["a"], count), [str(i) for i in range(count)]).startswith("Get[")
