@@ -886,7 +886,6 @@ new_event(PyObject *event_type, PyObject *record, PyObject *op, PyObject *table_
 
 typedef struct {
     const unsigned char *p, *end;
-    PyObject *module;
 } Parser;
 
 #define MAX_SKIP_DEPTH 160 /* values the event does not use, nested deeper: declined */
@@ -1594,7 +1593,7 @@ decode_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (nargs != 3 || !PyBytes_CheckExact(args[0]) || !PyType_Check(args[2]))
         return fallback();
     Parser ps = {(const unsigned char *)PyBytes_AS_STRING(args[0]),
-                 (const unsigned char *)PyBytes_AS_STRING(args[0]) + PyBytes_GET_SIZE(args[0]), module};
+                 (const unsigned char *)PyBytes_AS_STRING(args[0]) + PyBytes_GET_SIZE(args[0])};
     Fields f = {0};
     PyObject *event = NULL;
     long long version;
