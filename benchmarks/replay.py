@@ -64,6 +64,16 @@ def run_once(path: Path, target_url: str, batch_size: int, want: dict) -> tuple[
     return elapsed, cpu
 
 
+def _verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for row in rows:
+        target = TARGETS.get(row["target"])
+        if row["corpus"] == "typical" and row["batch_size"] == 1000 and target is not None:
+            met = "met" if row["events_per_s"] >= target else "not met"
+            lines.append(f"- {row['target']}: {row['events_per_s']:,} events/s (median), target {target:,}: {met}.")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
@@ -124,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         "Targets at batch-size 1000, ~600 B records (typical): "
         + ", ".join(f"{name} >= {rate:,} events/s" for name, rate in TARGETS.items())
         + ".",
+        "",
+        *_verdicts(rows),
         "",
         "| corpus (mean size) | target | batch-size | events/s (median) | best | relay CPU events/s | load (1 min) |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
