@@ -9,7 +9,7 @@ from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import find_jars, find_java
 from kcl_relay.kcl.properties import build_properties
 from kcl_relay.kcl.supervisor import WorkerPlan, make_state_dir, run_worker, say
-from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, target_for
+from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, settle_heap, target_for
 from kcl_relay.sink.admin import check_reachable
 from kcl_relay.sink.base import Sink
 from kcl_relay.sink.options import sink_options
@@ -35,6 +35,7 @@ def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
         return open_sink(target_for(target, dynamodb_table), **sink_options(spec))
 
     pipeline = Pipeline(sink_for, PipelineOptions.of(spec))
+    settle_heap()
     totals = FlushStats()
     started = time.monotonic()
     try:

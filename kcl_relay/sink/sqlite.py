@@ -45,7 +45,7 @@ class SQLiteDialect(JsonDocumentDialect):
         )
 
     def upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...]:
-        return (event.key_id, dumps(row.data), dumps(row.aux), event.version, event.position.order_token, event.op)
+        return (event.key_id, dumps(row.data), dumps(row.aux), event.version, event.order[1], event.op)
 
     def read_state(self, record: Sequence[Any]) -> RowState:
         key: Hashable = record[0]  # stored as the canonical key_id text itself
