@@ -80,6 +80,8 @@ class Dialect(ABC):
     transactions: ClassVar[bool] = True
     # Statements by key that may run at once on connections of their own (only without transactions).
     parallel_reads: ClassVar[int] = 1
+    # A database server, which may be down for a while (then connecting is retried), not a local file.
+    server: ClassVar[bool] = True
 
     def __init__(self, schema: str | None, table: str) -> None:
         self.schema = schema

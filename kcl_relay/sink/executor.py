@@ -91,8 +91,11 @@ class StatementExecutor:
             try:
                 conn = self.connection()
             except Exception as exc:
-                # Connecting failed: the server is down, restarting or not ready yet (a CrateDB node that is still
-                # starting answers 400 to the driver's handshake). Never about the batch: wait for it.
+                # A server that cannot be reached is down, restarting or not ready yet (a CrateDB node that is still
+                # starting answers 400 to the driver's handshake): never about the batch, so wait for it. A file
+                # that cannot be opened (SQLite) stays unopenable.
+                if not self.dialect.server:
+                    raise
                 raise TransientError(f"cannot connect to {self.spec.describe()}: {describe_error(exc)}") from exc
             cursor = conn.cursor()
             try:

@@ -21,6 +21,7 @@ class SQLiteDialect(JsonDocumentDialect):
     # A failed statement undoes only itself and leaves the transaction usable, and a bulk that failed part-way is
     # re-run row by row with idempotent guarded statements: no savepoints needed.
     savepoints: ClassVar[bool] = False
+    server: ClassVar[bool] = False
 
     def __init__(self, schema: str | None, table: str) -> None:
         super().__init__(None, table)  # one database file, one namespace: a schema is ignored
