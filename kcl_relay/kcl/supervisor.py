@@ -188,6 +188,12 @@ def run_worker(plan: WorkerPlan) -> int:
                     say("every shard is caught up (once=true): stopping")
                     stop_requested.append("once")
                     daemon.request_stop()
+            if not stop_requested and any(status.failed for status in statuses.values()):
+                # A processor gave up on the database (past retry-timeout) and exited without checkpoint; the KCL
+                # would wait minutes for it before shutting down. Stop now: a restart delivers those records again.
+                say("a processor stopped: the database kept failing past retry-timeout; stopping the worker")
+                stop_requested.append("failure")
+                daemon.request_stop()
             if stop_requested and stop_deadline is None:
                 stop_deadline = time.monotonic() + STOP_TIMEOUT
                 if companion is not None:
