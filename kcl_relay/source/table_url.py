@@ -26,7 +26,6 @@ from kcl_relay.source.url import (
     _bool,
     _name,
     _positive_int,
-    _seconds,
     parse_source,
 )
 
@@ -114,7 +113,11 @@ TABLE_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "delete target rows the scan did not find and no newer change wrote (false for a target that keeps rows of "
         "deleted items on purpose; with ttl=ignore it defaults to false)",
     ),
-    "tombstone-retention": ("tombstone_retention", _seconds, "seconds to keep delete tombstones"),
+    "tombstone-retention": (
+        "tombstone_retention",
+        STREAM_OPTIONS["tombstone-retention"][1],  # the stream URL's own rules
+        STREAM_OPTIONS["tombstone-retention"][2],
+    ),
     "stream": (
         "stream_name",
         _name(STREAM_NAME, "Kinesis stream name (1-128 of a-z A-Z 0-9 _ . -)"),

@@ -97,7 +97,7 @@ def test_bad_urls(url: str, needle: str) -> None:
         ("page-size=25", "page_size", 25),
         ("batch-size=1000", "batch_size", 1000),
         ("prune=false", "prune", False),
-        ("tombstone-retention=60", "tombstone_retention", 60.0),
+        ("tombstone-retention=7200", "tombstone_retention", 7200.0),
         ("stream=orders-cdc", "stream_name", "orders-cdc"),
     ],
 )
@@ -114,6 +114,7 @@ def test_options(query: str, field: str, value: object) -> None:
         ("page-size=-1", "whole number"),
         ("batch-size=x", "batch-size"),
         ("region=Mars", "AWS region"),
+        ("tombstone-retention=30", "at least 3600 seconds"),
         ("stream=bad name", "Kinesis stream name"),
         ("bogus=1", "unknown table option 'bogus'"),
         ("segments=2&segments=3", "given twice"),
@@ -137,7 +138,7 @@ def test_stream_options_need_a_stream(name: str) -> None:
 def test_the_stream_side() -> None:
     spec = parse_table(
         "dynamodb://KEY:SECRET@localhost:4566/orders?stream=orders-cdc&region=eu-central-1&batch-size=200"
-        "&once=true&app=my-app&idle-sleep=0.2&tombstone-retention=30"
+        "&once=true&app=my-app&idle-sleep=0.2&tombstone-retention=7200"
     )
     stream = spec.stream
     assert stream is not None
@@ -152,7 +153,7 @@ def test_the_stream_side() -> None:
     assert stream.endpoint_url == "http://localhost:4566" and stream.dynamodb_endpoint is None
     assert stream.credentials == spec.credentials
     assert stream.source_table == "orders" and stream.start == "at-timestamp"
-    assert stream.tombstone_retention == 30.0
+    assert stream.tombstone_retention == 7200.0
     start = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     assert spec.stream_from(start).timestamp == start
 
