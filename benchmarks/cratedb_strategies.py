@@ -1,6 +1,7 @@
 """Benchmark: one CDC corpus into CrateDB, kcl-relay's strategy against the reference strategy, same server, same run.
 
-    python -m benchmarks.cratedb_strategies [--events 10000] [--keys 2000] [--reference-events N]
+    python -m benchmarks.cratedb_strategies [--events 10000] [--keys 2000] [--corpus typical|every-shape]
+                                            [--reference-events N]
 
 * kcl-relay: the file replay through the relay's pipeline (decode, coalesce per key, guarded bulk statements,
   real-time Gets, no REFRESH), at batch-size 100 (the default) and 1,000.
@@ -34,7 +35,7 @@ from kcl_relay.relay import replay_file
 from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.target import TargetSpec, parse_target
 from kcl_relay.source.url import parse_source
-from tests.support.corpus import KEY_TYPES, make_corpus, write_ndjson
+from tests.support.corpus import KEY_TYPES, make_corpus, typical_attributes, write_ndjson
 from tests.support.cratedb import find_tarball, running_cratedb
 from tests.support.reference import reference_state
 from tests.support.tables import read_items, same_value
@@ -119,10 +120,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--keys", type=int, default=2_000)
     parser.add_argument("--reference-events", type=int, default=None, help="replay only a prefix for the reference")
+    parser.add_argument("--corpus", choices=("typical", "every-shape"), default="typical")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kcl-relay-bench-"))
-    path = write_ndjson(work / "corpus.ndjson", make_corpus(args.events, seed=42, n_keys=args.keys))
+    shape: dict[str, Any] = {"attributes": typical_attributes, "old_images": False} if args.corpus == "typical" else {}
+    path = write_ndjson(work / "corpus.ndjson", make_corpus(args.events, seed=42, n_keys=args.keys, **shape))
     lines = path.read_text().splitlines()
     reference_lines = lines[: args.reference_events or len(lines)]
     prefix = work / "prefix.ndjson"
@@ -170,13 +173,15 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace, version: str, lo
         "load_average_at_start": round(load, 2),
         "events": args.events,
         "keys": args.keys,
+        "corpus": args.corpus,
     }
     RESULTS.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     lines = [
         "# CrateDB: kcl-relay's strategy against the reference strategy",
         "",
-        f"{args.events:,} CDC events over {args.keys:,} keys (tests/support/corpus.py, seed 42: every DynamoDB type,",
-        "duplicates, out-of-order delivery, removes), into one CrateDB server, one strategy after the other.",
+        f"{args.events:,} CDC events over {args.keys:,} keys (tests/support/corpus.py, seed 42, corpus {args.corpus}:",
+        "duplicates, out-of-order delivery, removes; keys up to 38 digits), into one CrateDB server, one strategy",
+        "after the other.",
         "The reference is cratedb-toolkit's relay: commons-codec's DynamoDBCDCTranslator, one statement and a",
         "REFRESH TABLE per event. Wrong keys: rows missing, extra or different from the reference state.",
         f"CrateDB {version}; {meta['machine']}; Python {meta['python']}; {meta['date']}; load average at start "
