@@ -126,10 +126,25 @@ def no_drift(spec: TableSpec, target: TargetSpec, **options: Any) -> None:
 # ---- the full load next to the stream ------------------------------------------------------------------------
 
 
+class SlowScans:
+    """A DynamoDB client whose Scan pages take a while, as on a big table: the writers surely write during it."""
+
+    def __init__(self, client: Any, delay: float) -> None:
+        self.client, self.delay = client, delay
+
+    def scan(self, **kwargs: Any) -> Any:
+        time.sleep(self.delay)
+        return self.client.scan(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
 def test_full_load_and_stream_converge_while_writers_change_the_table(aws: LocalAws, target: TargetSpec) -> None:
     table = new_table(aws)
     spec = table.spec(segments="4", **{"page-size": "7", "batch-size": "50"})
     snapshot = snapshot_of(spec, target)
+    snapshot.ddb = SlowScans(snapshot.ddb, delay=0.1)
     start = fullload.stream_start(snapshot.clock)  # before the scan, as the relay takes it
 
     write_times: list[float] = []
