@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -20,6 +20,7 @@ import click
 
 from kcl_relay.kcl.daemon import SetupError
 from kcl_relay.kcl.properties import read_properties, spec_from_properties
+from kcl_relay.source.table_url import describe_table_options, is_table_url, parse_table
 from kcl_relay.source.url import SourceError, describe_options, parse_source
 
 if TYPE_CHECKING:
@@ -86,7 +87,10 @@ def load() -> None:
     """Load data into the target."""
 
 
-@load.command("table", epilog="\b\nSource options (?name=value&...):\n" + describe_options())
+TABLE_EPILOG = "\b\nTable options of dynamodb:// (?name=value&...):\n" + describe_table_options()
+
+
+@load.command("table", epilog="\b\nSource options (?name=value&...):\n" + describe_options() + "\n\n" + TABLE_EPILOG)
 @click.argument("source")
 @target_options
 def load_table(source: str, target: str | None, table: str | None) -> None:
@@ -96,8 +100,12 @@ def load_table(source: str, target: str | None, table: str | None) -> None:
     SOURCE is kinesis+dynamodb+cdc://[KEY:SECRET@]HOST[:PORT]/STREAM[?options]
     (HOST "aws": AWS's endpoints of the region; any other HOST:PORT: one endpoint
     for Kinesis and the KCL lease table, e.g. LocalStack), or
-    kinesis+dynamodb+cdc:///ABS/PATH.ndjson to replay a file of CDC records.
+    kinesis+dynamodb+cdc:///ABS/PATH.ndjson to replay a file of CDC records, or
+    dynamodb://[KEY:SECRET@]HOST[:PORT]/TABLE[?options] to copy a whole table
+    (full load), with stream=STREAM followed by the table's Kinesis stream.
     """
+    if is_table_url(source):
+        _load_dynamodb_table(source, target, table)
     try:
         spec = parse_source(source)
     except SourceError as error:
@@ -110,6 +118,62 @@ def load_table(source: str, target: str | None, table: str | None) -> None:
     if spec.is_file:
         run_guarded(lambda: relay.replay_file(spec, resolved))
     run_guarded(lambda: relay.run_stream(spec, resolved))
+
+
+def _load_dynamodb_table(source: str, target: str | None, table: str | None) -> NoReturn:
+    from kcl_relay import fullload
+
+    try:
+        spec = parse_table(source)
+    except SourceError as error:
+        fail(str(error))
+    from kcl_relay.pipeline import routed_table_name
+
+    resolved = resolve_target(target, table, routed_table_name(spec.table))
+    run_guarded(lambda: fullload.load_table(spec, resolved))
+
+
+@cli.command("verify", epilog=TABLE_EPILOG)
+@click.argument("source")
+@target_options
+@click.option(
+    "--sample",
+    type=click.FloatRange(0, 1, min_open=True),
+    metavar="FRACTION",
+    help="Compare a random sample (e.g. 0.01): that fraction of the table by Scan segments, and as many random "
+    "target rows looked up in DynamoDB. Default: everything.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Look at differing keys again after this long (twice): changes on their way do not count. 0: no second look.",
+)
+@click.option("--show", type=click.IntRange(0), default=10, show_default=True, help="Differing keys named per kind.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def verify(
+    source: str, target: str | None, table: str | None, sample: float | None, settle: float, show: int, as_json: bool
+) -> None:
+    """Compare the target table with the DynamoDB table: exit 0 in sync, 1 on drift.
+
+    \b
+    SOURCE is the full load's dynamodb://[KEY:SECRET@]HOST[:PORT]/TABLE[?options].
+    Counts, keys missing in the target, keys extra in it, and items that differ
+    (per-key digests of the item as the relay stores it) go to stdout.
+    """
+    from kcl_relay import verify as verifier
+
+    try:
+        spec = parse_table(source)
+    except SourceError as error:
+        fail(str(error))
+    from kcl_relay.pipeline import routed_table_name
+
+    resolved = resolve_target(target, table, routed_table_name(spec.table))
+    options = verifier.VerifyOptions(sample=sample, settle=settle, show=show, as_json=as_json)
+    run_guarded(lambda: verifier.run(spec, resolved, options, out=click.echo))
 
 
 @cli.command("run")
@@ -137,15 +201,57 @@ def run_properties(properties_file: Path, target: str | None, table: str | None)
     run_guarded(lambda: relay.run_stream(spec, resolved, kcl_props))
 
 
+ADMIN_TARGET_HELP = f"Target database URL; default: ${TARGET_ENV}, else {EMBEDDED_DEFAULT}."
+
+
+@cli.command("redrive")
+@target_options
+@click.option("--batch-size", type=click.IntRange(1, 10000), default=1000, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="Re-drive at most this many dead letters (oldest first).")
+def redrive_command(target: str | None, table: str | None, batch_size: int, limit: int | None) -> None:
+    """Apply the target table's dead letters again, once their cause is fixed.
+
+    \b
+    Each record of <table>__deadletters is decoded and applied as the record it was,
+    at its own stream position (an old record never overwrites a newer row). Those
+    that apply are deleted from the dead letters; those that fail again stay, with
+    today's reason.
+    """
+    from kcl_relay.redrive import redrive
+    from kcl_relay.sink.admin import check_reachable
+
+    spec = resolve_target(target, table)
+
+    def run() -> int:
+        check_reachable(spec)
+        report = redrive(spec, batch_size=batch_size, limit=limit)
+        click.echo(
+            f"kcl-relay: re-drove {report.letters} dead letter(s) of {spec.qualified_table}: {report.applied} applied "
+            f"and removed, {report.failed_again} failed again (kept, with today's reason)",
+            err=True,
+        )
+        return 0 if report.failed_again == 0 else 1
+
+    run_guarded(lambda: _query(run))
+
+
 @cli.command("shell")
 @click.option("--command", "sql", required=True, help="SQL to run against the target database.")
-@click.option("--target", metavar="URL", help=f"Target database URL; default: ${TARGET_ENV}.")
+@click.option("--target", metavar="URL", help=ADMIN_TARGET_HELP)
 def shell(sql: str, target: str | None) -> None:
-    """Run one SQL statement against the target and print the result."""
+    """Run one SQL statement against the target and print the result as JSON lines."""
     from kcl_relay.sink import admin
 
     spec = _admin_target(target)
-    run_guarded(lambda: _query(lambda: admin.run_sql(spec, sql, commit=True)))
+
+    def query() -> int:
+        columns, rows = admin.run_sql(spec, sql, commit=True)
+        for row in rows:
+            click.echo(_json_object([(column, _plain(value)) for column, value in zip(columns, row, strict=True)]))
+        click.echo(f"({len(rows)} rows)", err=True)
+        return 0
+
+    run_guarded(lambda: _query(query))
 
 
 @cli.group()
@@ -153,50 +259,84 @@ def show() -> None:
     """Show things in the target."""
 
 
+ROW_VIEW_COLUMNS = ("pk", "data", "aux", "cdc_version", "cdc_order", "cdc_event")
+
+
 @show.command("table")
 @click.argument("name", metavar="SCHEMA.TABLE")
-@click.option("--target", metavar="URL", help=f"Target database URL; default: ${TARGET_ENV}.")
-def show_table(name: str, target: str | None) -> None:
-    """Print the rows of a target table."""
+@click.option("--target", metavar="URL", help=ADMIN_TARGET_HELP)
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Rows to print at most.")
+@click.option("--raw", is_flag=True, help="Print the stored columns (pk, data, aux, ...) instead of the items.")
+def show_table(name: str, target: str | None, limit: int, raw: bool) -> None:
+    """Print the rows of a table, in primary key order: one JSON document per row.
+
+    \b
+    A relay target table prints as its DynamoDB items, key attributes first, with
+    the change that wrote each row under "_cdc"; --raw prints the stored columns.
+    """
     from kcl_relay.sink import admin
 
     spec = _admin_target(target, name)
-    run_guarded(lambda: _query(lambda: admin.show_table(spec, name)))
+
+    def query() -> int:
+        page = admin.show_table(spec, name, limit=limit)
+        as_items = not raw and tuple(page.columns) == ROW_VIEW_COLUMNS
+        for row in page.rows:
+            values = [_plain(value) for value in row]
+            fields = _item_fields(values) if as_items else list(zip(page.columns, values, strict=True))
+            click.echo(_json_object(fields))
+        order = f"ordered by {', '.join(page.order)}" if page.order else "in no particular order (no primary key)"
+        if page.total > len(page.rows):
+            click.echo(f"(first {len(page.rows)} of {page.total} rows, {order}; --limit N shows more)", err=True)
+        else:
+            click.echo(f"({page.total} rows, {order})", err=True)
+        return 0
+
+    run_guarded(lambda: _query(query))
+
+
+def _item_fields(values: list[Any]) -> list[tuple[str, Any]]:
+    """A target row as its item: key attributes first, then the others by name, then what wrote it."""
+    pk, data, aux, version, _order, event = values
+    rest = {**(data or {}), **(aux or {})}
+    fields = [*sorted((pk or {}).items()), *sorted(rest.items())]
+    return [*fields, ("_cdc", {"event": event, "version": _micros_iso(version)})]
+
+
+def _micros_iso(micros: Any) -> Any:
+    try:
+        return datetime.fromtimestamp(int(micros) / 1e6, tz=timezone.utc).isoformat(timespec="microseconds")
+    except (TypeError, ValueError, OverflowError):
+        return micros
+
+
+def _json_object(fields: list[tuple[str, Any]]) -> str:
+    """One JSON object with the fields in the order given (jsonenc sorts keys; a person wants the key first)."""
+    from kcl_relay.cdc.jsonenc import dumps
+
+    return "{" + ",".join(f"{dumps(name)}:{dumps(value)}" for name, value in fields) + "}"
 
 
 def _admin_target(target: str | None, table: str = "-") -> TargetSpec:
     from kcl_relay.sink.target import TargetError, parse_target
 
-    url = target or os.environ.get(TARGET_ENV)
-    if not url:
-        fail(f"no --target and no {TARGET_ENV}")
+    url = target or os.environ.get(TARGET_ENV) or EMBEDDED_DEFAULT
     try:
         return parse_target(url, table)
     except TargetError as error:
         fail(str(error))
 
 
-def _query(run: Callable[[], tuple[list[str], list[tuple]]]) -> int:
-    """Run a query for a person: its rows on stdout, or the database's complaint as one line and exit code 1."""
+def _query(run: Callable[[], int]) -> int:
+    """Run a query for a person: the database's complaint is one line on stderr and exit code 1."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        columns, rows = run()
+        return run()
     except SQLAlchemyError as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         click.echo(f"kcl-relay: error: {reason}", err=True)
         return 1
-    return _print_rows(columns, rows)
-
-
-def _print_rows(columns: list[str], rows: list[tuple]) -> int:
-    """Rows as JSON lines on stdout: readable, and exact for scripts."""
-    from kcl_relay.cdc.jsonenc import dumps
-
-    for row in rows:
-        click.echo(dumps({column: _plain(value) for column, value in zip(columns, row, strict=True)}))
-    click.echo(f"({len(rows)} rows)", err=True)
-    return 0
 
 
 def _plain(value: Any) -> Any:

@@ -7,6 +7,7 @@ caller may checkpoint up to `FlushStats.last_position`. A failure that outlasts 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import re
 import time
@@ -56,6 +57,21 @@ class FlushStats:
         for name in ("records", "upserted", "deleted", "stale", "ttl_ignored", "dead_letters"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.last_position = other.last_position or self.last_position
+
+
+_heap_settled = False
+
+
+def settle_heap() -> None:
+    """Hide what start-up allocated (modules, drivers: some 50,000 objects) from the cyclic garbage collector, once
+    per process. Decoding a batch allocates enough to trigger full collections, and each would walk all of them
+    again: measured 36-86 ms per 10,000 replayed events before, 1-2 ms after. Objects are still freed by reference
+    counting; only cycles among start-up objects are never collected."""
+    global _heap_settled
+    if not _heap_settled:
+        _heap_settled = True
+        gc.collect()
+        gc.freeze()
 
 
 def routed_table_name(dynamodb_table: str) -> str:

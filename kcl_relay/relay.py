@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -15,9 +14,10 @@ from kcl_relay.kcl.daemon import find_jars, find_java
 from kcl_relay.kcl.leases import LeaseTables, prepare_leases, release_leases
 from kcl_relay.kcl.properties import INITIAL_POSITION, build_properties
 from kcl_relay.kcl.supervisor import WorkerPlan, make_state_dir, run_worker, say
-from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, target_for
+from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, settle_heap, target_for
 from kcl_relay.sink.admin import check_reachable
 from kcl_relay.sink.base import Sink
+from kcl_relay.sink.options import sink_options
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import open_sink
 from kcl_relay.source import kinesis
@@ -37,11 +37,10 @@ def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
     check_reachable(target)
 
     def sink_for(dynamodb_table: str | None) -> Sink:
-        return open_sink(
-            target_for(target, dynamodb_table), tombstone_retention=timedelta(seconds=spec.tombstone_retention)
-        )
+        return open_sink(target_for(target, dynamodb_table), **sink_options(spec))
 
     pipeline = Pipeline(sink_for, PipelineOptions.of(spec))
+    settle_heap()
     totals = FlushStats()
     started = time.monotonic()
     try:
@@ -92,6 +91,7 @@ def plan_worker(spec: SourceSpec, target: TargetSpec, properties: dict[str, str]
         route_tables=spec.route_tables,
         source_table=spec.source_table,
         tombstone_retention=spec.tombstone_retention,
+        retry_timeout=spec.retry_timeout,
         start=spec.start,
         seqno=spec.seqno,
         seqno_shard=seqno_shard,

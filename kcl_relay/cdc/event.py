@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, Literal
 
+from kcl_relay.cdc import speedups
+
 Op = Literal["INSERT", "MODIFY", "REMOVE"]
 KeyType = Literal["S", "N", "B"]
 # A decoded DynamoDB item: str, bool, None, int, decimal.Decimal (non-integral N), dict, list.
@@ -51,8 +53,30 @@ class Position:
     @property
     def order_token(self) -> str:
         """Text that sorts like the position across a shard lineage: the tie-breaker stored beside the version."""
-        rank = lineage_rank(self.shard_id)
-        return f"{rank:0{LINEAGE_WIDTH}d}.{int(self.sequence_number):0{SEQNO_WIDTH}d}.{self.sub_sequence_number:010d}"
+        native = speedups.native
+        if native is not None:
+            try:
+                return native.order_token(self)  # type: ignore[no-any-return]
+            except Exception:  # the C path declined: the formula below decides
+                pass
+        sequence = self.sequence_number
+        if len(sequence) <= SEQNO_WIDTH and sequence.isascii() and sequence.isdigit():
+            padded = sequence.rjust(SEQNO_WIDTH, "0")  # what formatting int(sequence) gives, without the int
+        else:
+            padded = f"{int(sequence):0{SEQNO_WIDTH}d}"
+        return f"{_lineage_prefix(self.shard_id)}{padded}.{self.sub_sequence_number:010d}"
+
+
+_LINEAGE_PREFIXES: dict[str, str] = {}  # a stream has few shards; bounded anyway for long-lived workers
+
+
+def _lineage_prefix(shard_id: str) -> str:
+    prefix = _LINEAGE_PREFIXES.get(shard_id)
+    if prefix is None:
+        if len(_LINEAGE_PREFIXES) >= 4096:
+            _LINEAGE_PREFIXES.clear()
+        prefix = _LINEAGE_PREFIXES[shard_id] = f"{lineage_rank(shard_id):0{LINEAGE_WIDTH}d}."
+    return prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +88,7 @@ class RawRecord:
     partition_key: str | None = None
 
 
-@dataclass(frozen=True)  # no slots: key_id is cached in the instance dict
+@dataclass(frozen=True)  # no slots: key_id and order are cached in the instance dict
 class ChangeEvent:
     """One decoded item change."""
 
@@ -83,7 +107,7 @@ class ChangeEvent:
         """The item's identity as canonical text: same key, same text, on every worker."""
         return canonical_key(self.key)
 
-    @property
+    @cached_property
     def order(self) -> tuple[int, str]:
         """Newest version wins; on a tie, the later record in stream order."""
         return (self.version, self.position.order_token)
@@ -92,7 +116,7 @@ class ChangeEvent:
 def canonical_key(key: Mapping[str, Any]) -> str:
     from kcl_relay.cdc.jsonenc import dumps  # local import: jsonenc imports nothing from here
 
-    return dumps(dict(sorted(key.items())))
+    return dumps(key)  # dumps sorts the keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +137,6 @@ class DeadLetter:
             shard_id=record.position.shard_id,
             sequence_number=record.position.sequence_number,
         )
+
+
+speedups.configure(lineage_prefix=_lineage_prefix, seqno_width=SEQNO_WIDTH)

@@ -11,6 +11,8 @@ from decimal import Decimal
 from json.encoder import encode_basestring  # the C escaper when available
 from typing import Any
 
+from kcl_relay.cdc import speedups
+
 __all__ = ["canonical_decimal", "decimal_text", "dumps", "loads"]
 
 
@@ -93,9 +95,23 @@ def _encode(value: Any, out: list[str]) -> None:
 
 def dumps(value: Any) -> str:
     """Compact, key-sorted, non-ASCII-preserving JSON with exact numbers; NaN and Infinity raise ValueError."""
+    native = speedups.native
+    if native is not None:
+        try:
+            return native.dumps(value)
+        except Exception:  # the C path declined (or a hook raised): the reference decides, with its own errors
+            pass
+    return reference_dumps(value)
+
+
+def reference_dumps(value: Any) -> str:
+    """dumps() in pure Python: the reference the C path is tested against."""
     out: list[str] = []
     _encode(value, out)
     return "".join(out)
+
+
+speedups.configure(decimal=Decimal, decimal_text=decimal_text)
 
 
 def _parse_number(text: str) -> int | Decimal:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Union
 
+from kcl_relay.cdc import speedups
 from kcl_relay.cdc.event import Item
 
 __all__ = ["MAX_OBJECT_DEPTH", "MAX_TEXT_BYTES", "Row", "crate_safe", "split", "valid_object_key"]
@@ -92,6 +93,14 @@ def _number_shape(value: int | Decimal | float) -> str:
     return "float"
 
 
+def _number_kind(value: int | Decimal | float) -> str | None:
+    """_number_shape for the C path: the kind, or None when CrateDB would not store the number faithfully."""
+    try:
+        return _number_shape(value)
+    except _Unsafe:
+        return None
+
+
 def _merge(a: Shape, b: Shape) -> Shape:
     """The shape both values fit, as CrateDB would need it for two elements of one array."""
     if a is None:
@@ -154,6 +163,17 @@ def crate_safe(value: Any) -> bool:
 
 def split(key: Item, image: Item) -> Row:
     """Key attributes to pk, faithful attributes to data, every other attribute (as a whole) to aux."""
+    native = speedups.native
+    if native is not None:
+        try:
+            return native.split(key, image)  # type: ignore[no-any-return]
+        except Exception:  # the C path declined (or a hook raised): the reference decides
+            pass
+    return reference_split(key, image)
+
+
+def reference_split(key: Item, image: Item) -> Row:
+    """split() in pure Python: the reference the C path is tested against."""
     data: dict[str, Any] = {}
     aux: dict[str, Any] = {}
     for name, value in image.items():
@@ -164,3 +184,8 @@ def split(key: Item, image: Item) -> Row:
         else:
             aux[name] = value
     return Row(pk=dict(key), data=data, aux=aux)
+
+
+speedups.configure(
+    row=Row, decimal=Decimal, number_kind=_number_kind, max_text_bytes=MAX_TEXT_BYTES, max_object_depth=MAX_OBJECT_DEPTH
+)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from kcl_relay.cdc import speedups
 from kcl_relay.cdc.event import Item
 from kcl_relay.cdc.jsonenc import canonical_decimal
 
@@ -164,6 +165,17 @@ def from_attribute(av: Any, depth: int = 0) -> Any:
 
 def from_item(image: Any) -> Item:
     """A whole image (NewImage, OldImage or Keys) to a plain item."""
+    native = speedups.native
+    if native is not None:
+        try:
+            return native.from_item(image)  # type: ignore[no-any-return]
+        except Exception:  # the C path declined (or a hook raised): the reference decides, with its own errors
+            pass
+    return reference_from_item(image)
+
+
+def reference_from_item(image: Any) -> Item:
+    """from_item() in pure Python: the reference the C path is tested against."""
     if not isinstance(image, dict):
         raise AttributeValueError(f"item is not an object: {_describe(image)}")
     result: Item = {}
@@ -179,3 +191,8 @@ def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return f"an object with tags {sorted(value)[:4]}"
     return type(value).__name__
+
+
+speedups.configure(
+    decimal=Decimal, parse_number=parse_number, binary=_binary, max_digits=MAX_DIGITS, max_nesting=MAX_NESTING
+)

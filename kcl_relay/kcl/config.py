@@ -24,6 +24,7 @@ class ProcessorConfig:
     route_tables: bool = False
     source_table: str | None = None
     tombstone_retention: float = 86400.0
+    retry_timeout: float = 300.0
     start: str = "earliest"
     seqno: str | None = None
     seqno_shard: str | None = None  # the shard that holds `seqno`

@@ -10,7 +10,6 @@ import logging
 import signal
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 from amazon_kclpy import kcl
@@ -20,8 +19,9 @@ from kcl_relay.cdc.event import Position, RawRecord
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.properties import MIN_MILLIS_BETWEEN_READS
 from kcl_relay.kcl.status import ShardStatus, write_status
-from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, target_for
+from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, settle_heap, target_for
 from kcl_relay.sink.base import Sink
+from kcl_relay.sink.options import sink_options
 from kcl_relay.sink.target import parse_target
 from kcl_relay.sink.writer import open_sink
 
@@ -62,7 +62,7 @@ class RelayProcessor(processor.RecordProcessorBase):
 
     def _open_sink(self, dynamodb_table: str | None) -> Sink:
         target = target_for(self.target, dynamodb_table)
-        return open_sink(target, tombstone_retention=timedelta(seconds=self.config.tombstone_retention))
+        return open_sink(target, **sink_options(self.config))
 
     # KCL calls -------------------------------------------------------------------------------------------------
 
@@ -209,7 +209,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     protocol_out = sys.stdout
     sys.stdout = sys.stderr  # a stray print must never corrupt the protocol channel
-    kcl.KCLProcess(RelayProcessor(config), output_file=protocol_out).run()
+    processor = RelayProcessor(config)
+    settle_heap()
+    kcl.KCLProcess(processor, output_file=protocol_out).run()
 
 
 if __name__ == "__main__":

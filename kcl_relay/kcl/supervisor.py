@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import Daemon
@@ -26,6 +27,21 @@ def say(message: str) -> None:
     print(f"kcl-relay: {message}", file=sys.stderr, flush=True)
 
 
+class Companion(Protocol):
+    """Work that runs beside the KCL worker, in the supervisor (the full load's scan, for one)."""
+
+    def start(self) -> None: ...
+
+    def poll(self) -> str | None:
+        """Report progress; return why it failed, once it has."""
+
+    def finished_at(self) -> float | None:
+        """The wall-clock time from which caught-up shards count for once=true; None while it still runs."""
+
+    def stop(self) -> None:
+        """Stop early (when not done yet) and wait for it."""
+
+
 @dataclass
 class WorkerPlan:
     """Everything one worker run needs, decided and validated before anything starts."""
@@ -38,6 +54,7 @@ class WorkerPlan:
     once: bool = False
     open_shards: Callable[[], set[str]] | None = None  # for once=true: the shards that must be caught up
     drop_env: tuple[str, ...] = ()  # variables of ours the JVM must not inherit
+    companion: Companion | None = None  # runs beside the worker; once=true also waits for it
 
 
 KEEP_STATE_DIRS = 10  # per application: the logs of the last runs
@@ -106,12 +123,14 @@ class Progress:
         say(line)
 
 
-def caught_up(statuses: dict[str, ShardStatus], open_shards: set[str]) -> bool:
-    """Every open shard has been read to its tip with nothing left unapplied."""
+def caught_up(statuses: dict[str, ShardStatus], open_shards: set[str], since: float = 0.0) -> bool:
+    """Every open shard has been read to its tip with nothing left unapplied (at a time after `since`)."""
     current = latest_by_shard(statuses)
-    return bool(open_shards) and all(
-        shard in current and (current[shard].caught_up or current[shard].ended) for shard in open_shards
-    )
+
+    def done(status: ShardStatus) -> bool:
+        return status.ended or (status.caught_up and status.updated_at >= since)
+
+    return bool(open_shards) and all(shard in current and done(current[shard]) for shard in open_shards)
 
 
 def run_worker(plan: WorkerPlan) -> int:
@@ -136,8 +155,12 @@ def run_worker(plan: WorkerPlan) -> int:
         f"logs in {state_dir}"
     )
     progress = Progress()
+    companion = plan.companion
+    companion_failed: str | None = None
     daemon.start()
     try:
+        if companion is not None:
+            companion.start()
         open_shards: set[str] = set()
         next_shard_check = 0.0
         stop_deadline: float | None = None
@@ -146,31 +169,51 @@ def run_worker(plan: WorkerPlan) -> int:
             time.sleep(POLL_INTERVAL)
             statuses = read_statuses(state_dir)
             progress.report(statuses)
-            if plan.once and not stop_requested and plan.open_shards:
+            since: float | None = 0.0  # caught-up shards count from then on; None: not yet (the companion runs)
+            if companion is not None:
+                companion_failed = companion_failed or companion.poll()
+                if companion_failed and not stop_requested:
+                    say(f"error: {companion_failed}: stopping")
+                    stop_requested.append("failure")
+                    daemon.request_stop()
+                since = companion.finished_at()
+            if plan.once and not stop_requested and plan.open_shards and since is not None:
                 if time.monotonic() >= next_shard_check:
                     next_shard_check = time.monotonic() + 5
                     try:
                         open_shards = plan.open_shards()  # resharding may add shards while we run
                     except Exception as error:
                         say(f"listing shards failed ({type(error).__name__}); trying again")
-                if caught_up(statuses, open_shards):
+                if caught_up(statuses, open_shards, since):
                     say("every shard is caught up (once=true): stopping")
                     stop_requested.append("once")
                     daemon.request_stop()
+            if not stop_requested and any(status.failed for status in statuses.values()):
+                # A processor gave up on the database (past retry-timeout) and exited without checkpoint; the KCL
+                # would wait minutes for it before shutting down. Stop now: a restart delivers those records again.
+                say("a processor stopped: the database kept failing past retry-timeout; stopping the worker")
+                stop_requested.append("failure")
+                daemon.request_stop()
             if stop_requested and stop_deadline is None:
                 stop_deadline = time.monotonic() + STOP_TIMEOUT
+                if companion is not None:
+                    companion.stop()  # at once: the KCL's graceful stop may take a while
             if stop_deadline is not None and time.monotonic() > stop_deadline:
                 say(f"the KCL did not stop within {STOP_TIMEOUT:.0f} s: killing it")
                 daemon.kill()
                 killed = True
         code = daemon.poll()
     finally:
+        if companion is not None:
+            companion.stop()
         if daemon.poll() is None:
             _stop_within(daemon, STOP_TIMEOUT)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     statuses = read_statuses(state_dir)
     progress.report(statuses, final=True)
+    if companion_failed:
+        return 1
     failed = sorted({status.shard_id for status in statuses.values() if status.failed})
     if failed:
         say(

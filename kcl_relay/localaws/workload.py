@@ -8,8 +8,9 @@ writes no stream record for a write that changes nothing, while moto writes one 
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +22,11 @@ __all__ = [
     "WorkloadCounts",
     "create_stream",
     "create_table",
+    "fill_table",
     "normalize_sets",
     "run_workload",
     "scan_items",
+    "write_until",
 ]
 
 KeySchema = Sequence[tuple[str, str]]  # (attribute name, "S" | "N" | "B"): the hash key, then an optional range key
@@ -290,3 +293,57 @@ def scan_items(ddb: Any, table: str, *, decode: bool = False) -> dict[str, dict[
         if "LastEvaluatedKey" not in page:
             return items
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def write_until(
+    ddb: Any,
+    table: str,
+    stop: threading.Event | None = None,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    n_keys: int = 200,
+    pause: float = 0.0,
+    on_write: Callable[[], None] | None = None,
+) -> int:
+    """Random PutItem/UpdateItem/DeleteItem calls over n_keys keys of `table` until `stop` is set (or `limit`
+    calls are made); return how many. For a table that changes while something else reads it (a full load): the
+    keys are the ones run_workload uses with the same n_keys, so the writes hit existing items and new ones."""
+    rng = random.Random(seed)
+    schema = ddb.describe_table(TableName=table)["Table"]
+    types = {d["AttributeName"]: d["AttributeType"] for d in schema["AttributeDefinitions"]}
+    keys = _keys([(k["AttributeName"], types[k["AttributeName"]]) for k in schema["KeySchema"]], n_keys)
+    calls = 0
+    while not (stop is not None and stop.is_set()) and (limit is None or calls < limit):
+        key = rng.choice(keys)
+        operation = rng.choices(["put", "update", "delete"], weights=[3, 4, 3])[0]
+        if operation == "put":
+            _put(ddb, table, key, rng, rng.randint(1, 10**6))
+        elif operation == "update":
+            _update(ddb, table, key, rng)
+        else:
+            ddb.delete_item(TableName=table, Key=key)
+        calls += 1
+        if on_write is not None:
+            on_write()
+        if pause:
+            time.sleep(pause)
+    return calls
+
+
+def fill_table(ddb: Any, table: str, n_keys: int, *, seed: int = 0) -> int:
+    """Put one item (every DynamoDB type, like run_workload's) on each of n_keys keys, 25 per BatchWriteItem call:
+    a table that holds data quickly. Returns the number of items."""
+    rng = random.Random(seed)
+    schema = ddb.describe_table(TableName=table)["Table"]
+    types = {d["AttributeName"]: d["AttributeType"] for d in schema["AttributeDefinitions"]}
+    keys = _keys([(k["AttributeName"], types[k["AttributeName"]]) for k in schema["KeySchema"]], n_keys)
+    for start in range(0, len(keys), 25):
+        requests = [
+            {"PutRequest": {"Item": {**_attributes(rng), **key, "version": {"N": "1"}}}}
+            for key in keys[start : start + 25]
+        ]
+        pending = {table: requests}
+        while pending:
+            pending = ddb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+    return len(keys)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.pool import NullPool
@@ -9,7 +11,7 @@ from sqlalchemy.pool import NullPool
 from kcl_relay.sink.dialect import quote_ident
 from kcl_relay.sink.target import TargetSpec
 
-__all__ = ["check_reachable", "run_sql", "show_table"]
+__all__ = ["TablePage", "check_reachable", "primary_key", "run_sql", "show_table"]
 
 Rows = list[tuple[Any, ...]]
 
@@ -42,6 +44,8 @@ def check_reachable(spec: TargetSpec) -> None:
         run_sql(spec, "SELECT 1")
     except SQLAlchemyError as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        if "WRONG_VERSION_NUMBER" in reason or "SSLError" in reason:
+            reason = "the TLS handshake failed: the server does not seem to speak TLS (drop ?ssl=true for plain HTTP)"
         raise TargetError(f"cannot reach the target {spec.describe()}: {reason}") from None
 
 
@@ -52,8 +56,53 @@ def _relation(spec: TargetSpec, name: str) -> str:
     return f"{quote_ident(schema if dot else spec.schema or '')}.{quote_ident(table)}"
 
 
-def show_table(spec: TargetSpec, name: str, limit: int | None = 100) -> tuple[list[str], Rows]:
-    """The rows of table `name` ("schema.table" or "table", in the target's schema); at most `limit` of them.
+def _split(spec: TargetSpec, name: str) -> tuple[str, str]:
+    schema, dot, table = name.rpartition(".")
+    return (schema if dot else spec.schema or ""), table
+
+
+def primary_key(spec: TargetSpec, name: str) -> list[str]:
+    """The primary key columns of table `name`, as expressions to ORDER BY (CrateDB: pk['id'] sub-columns)."""
+    schema, table = _split(spec, name)
+    if spec.dialect == "sqlite":
+        _, rows = run_sql(spec, f"SELECT name, pk FROM pragma_table_info({_literal(table)})")
+        return [quote_ident(str(column)) for column, position in sorted(rows, key=lambda row: row[1]) if position]
+    if spec.dialect == "postgresql":
+        sql = (
+            "SELECT k.column_name FROM information_schema.table_constraints c JOIN "
+            "information_schema.key_column_usage k ON c.constraint_name = k.constraint_name "
+            "AND c.table_schema = k.table_schema AND c.table_name = k.table_name "
+            "WHERE c.constraint_type = 'PRIMARY KEY' AND c.table_schema = %(s)s AND c.table_name = %(t)s "
+            "ORDER BY k.ordinal_position"
+        )
+        engine = spec.create_engine(poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                rows = connection.exec_driver_sql(sql, {"s": schema, "t": table}).fetchall()
+        finally:
+            engine.dispose()
+        return [quote_ident(str(row[0])) for row in rows]
+    # information_schema.key_column_usage names only "pk" for pk['id']; SHOW CREATE TABLE has the expressions.
+    create = str(run_sql(spec, f"SHOW CREATE TABLE {_relation(spec, name)}")[1][0][0])
+    match = re.search(r"^\s*PRIMARY KEY \((.+)\)\s*$", create, re.MULTILINE)
+    return [column.strip() for column in match.group(1).split(", ")] if match else []
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass
+class TablePage:
+    columns: list[str]
+    rows: Rows
+    total: int  # rows in the table
+    order: list[str]  # the ORDER BY expressions (the primary key), empty when the table has none
+
+
+def show_table(spec: TargetSpec, name: str, limit: int = 100) -> TablePage:
+    """The first `limit` rows of table `name` ("schema.table" or "table", in the target's schema), in primary key
+    order, and how many there are.
 
     On CrateDB the table is refreshed first, so rows written a moment ago show up (a person is looking: this is
     not the relay's write path, which never refreshes).
@@ -61,5 +110,8 @@ def show_table(spec: TargetSpec, name: str, limit: int | None = 100) -> tuple[li
     relation = _relation(spec, name)
     if spec.dialect == "cratedb":
         run_sql(spec, f"REFRESH TABLE {relation}")
-    query = f"SELECT * FROM {relation}" + (f" LIMIT {int(limit)}" if limit is not None else "")
-    return run_sql(spec, query)
+    order = primary_key(spec, name)
+    total = int(run_sql(spec, f"SELECT count(*) FROM {relation}")[1][0][0])
+    query = f"SELECT * FROM {relation}" + (f" ORDER BY {', '.join(order)}" if order else "") + f" LIMIT {int(limit)}"
+    columns, rows = run_sql(spec, query)
+    return TablePage(columns=columns, rows=rows, total=total, order=order)

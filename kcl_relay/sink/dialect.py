@@ -78,6 +78,10 @@ class Dialect(ABC):
     # stale: a guarded no-op still counts as a written row there) and re-checks the tombstones afterwards, because
     # nothing isolates its reads from a concurrent REMOVE (see writer.py).
     transactions: ClassVar[bool] = True
+    # Statements by key that may run at once on connections of their own (only without transactions).
+    parallel_reads: ClassVar[int] = 1
+    # A database server, which may be down for a while (then connecting is retried), not a local file.
+    server: ClassVar[bool] = True
 
     def __init__(self, schema: str | None, table: str) -> None:
         self.schema = schema
@@ -221,6 +225,10 @@ class Dialect(ABC):
         """Execute `sql` once per row in one bulk call. Raises if the bulk failed as a whole."""
         cursor.executemany(sql, rows)
         return BulkOutcome(counts=None, total=max(int(cursor.rowcount), 0))
+
+    def is_column_type_race(self, exc: BaseException) -> bool:
+        """Whether `exc` says another writer just created a sub-column with another type (see column_types_sql)."""
+        return False
 
     def is_version_conflict(self, message: str) -> bool:
         """Whether a bulk row's error says the row's version was not the one the statement expected."""

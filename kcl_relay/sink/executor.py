@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -17,14 +18,23 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from kcl_relay.sink.dialect import BulkOutcome, Dialect
-from kcl_relay.sink.retry import RetryPolicy, call_with_retry, describe_error, is_transient
+from kcl_relay.sink.retry import RetryPolicy, TransientError, call_with_retry, describe_error, is_transient
 from kcl_relay.sink.target import TargetSpec
 
-__all__ = ["BulkResult", "StatementExecutor"]
+__all__ = ["BulkResult", "Read", "StatementExecutor"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Params = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Read:
+    """Rows by key: `chunk` keys per statement, sql_for(n) taking n keys' parameters in a row."""
+
+    keys: Sequence[Params]
+    sql_for: Callable[[int], str]
+    chunk: int
 
 
 @dataclass
@@ -46,6 +56,7 @@ class StatementExecutor:
         self.statements = 0  # database calls made: for tests and metrics
         self._engine = engine or spec.create_engine(poolclass=NullPool)
         self._conn: Any = None
+        self._pool: ThreadPoolExecutor | None = None
 
     # ---- connections and transactions ----
     def connection(self) -> Any:
@@ -56,6 +67,9 @@ class StatementExecutor:
         return self._conn
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self._drop_connection()
         self._engine.dispose()
 
@@ -74,7 +88,15 @@ class StatementExecutor:
         unique violation in its catalog); the retry finds the table there."""
 
         def attempt() -> T:
-            conn = self.connection()
+            try:
+                conn = self.connection()
+            except Exception as exc:
+                # A server that cannot be reached is down, restarting or not ready yet (a CrateDB node that is still
+                # starting answers 400 to the driver's handshake): never about the batch, so wait for it. A file
+                # that cannot be opened (SQLite) stays unopenable.
+                if not self.dialect.server:
+                    raise
+                raise TransientError(f"cannot connect to {self.spec.describe()}: {describe_error(exc)}") from exc
             cursor = conn.cursor()
             try:
                 self.dialect.begin(cursor)
@@ -122,12 +144,37 @@ class StatementExecutor:
 
     def read(self, cursor: Any, keys: Sequence[Params], sql_for: Callable[[int], str], chunk: int) -> list:
         """SELECT rows by key, `chunk` keys per statement (sql_for(n) takes n keys' parameters in a row)."""
-        records: list[Sequence[Any]] = []
-        for start in range(0, len(keys), chunk):
-            part = keys[start : start + chunk]
-            params = [value for key in part for value in key]
-            records.extend(self.fetch(cursor, sql_for(len(part)), params))
-        return records
+        return self.read_all(cursor, [Read(keys, sql_for, chunk)])[0]
+
+    def read_all(self, cursor: Any, reads: Sequence[Read]) -> list[list[Sequence[Any]]]:
+        """Several reads by key; their statements run concurrently where the dialect allows it (CrateDB: every
+        statement stands alone, and a Get costs more in planning and round trips than in work)."""
+        jobs = []
+        for index, read in enumerate(reads):
+            for start in range(0, len(read.keys), read.chunk):
+                part = read.keys[start : start + read.chunk]
+                jobs.append((index, read.sql_for(len(part)), [value for key in part for value in key]))
+        results: list[list[Sequence[Any]]] = [[] for _ in reads]
+        if self.dialect.parallel_reads <= 1 or len(jobs) <= 1:
+            for index, sql, params in jobs:
+                results[index].extend(self.fetch(cursor, sql, params))
+            return results
+        connection = self.connection()
+
+        def fetch_alone(job: tuple[int, str, list[Any]]) -> tuple[int, list[Sequence[Any]]]:
+            index, sql, params = job
+            own = connection.cursor()  # cursors are not shared between threads; the HTTP client is
+            try:
+                return index, self.dialect.fetch(own, sql, params)
+            finally:
+                own.close()
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.dialect.parallel_reads, thread_name_prefix="kcl-relay-read")
+        self.statements += len(jobs)
+        for index, records in self._pool.map(fetch_alone, jobs):
+            results[index].extend(records)
+        return results
 
     def _in_savepoint(self, cursor: Any, function: Callable[..., T], *args: Any) -> T:
         """Run one statement so that a row error leaves the transaction usable (PostgreSQL aborts it otherwise)."""

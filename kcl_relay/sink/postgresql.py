@@ -59,7 +59,7 @@ class PostgreSQLDialect(JsonDocumentDialect):
         return None
 
     def upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...]:
-        return (event.key_id, dumps(row.data), dumps(row.aux), event.version, event.position.order_token, event.op)
+        return (event.key_id, dumps(row.data), dumps(row.aux), event.version, event.order[1], event.op)
 
     def read_state(self, record: Sequence[Any]) -> RowState:
         # JSONB prints its own normalised text; reparse exactly and re-encode canonically to match key_id.

@@ -54,7 +54,10 @@ _CRATE_TRANSIENT = re.compile(
     r"\b5\d\d Server Error\b|No more Servers available|Server not available|Connection (?:refused|reset|aborted)"
     r"|timed? ?out|Max retries exceeded|RemoteDisconnected|UnavailableShards|NoShardAvailable|NodeNotConnected"
     r"|NodeDisconnected|NodeClosed|EsRejectedExecution|CircuitBreaking|VersionConflictEngine|JobKilled"
-    r"|ShardNotFound|PrimaryMissing|RetryOnPrimary",
+    r"|ShardNotFound|PrimaryMissing|RetryOnPrimary"
+    # A node that is starting: its cluster state is not recovered yet, and plain HTTP errors without a CrateDB
+    # exception in the body (seen as "400 Client Error: Bad Request" while CrateDB 6.4 boots).
+    r"|ClusterBlockException|state not recovered|^400 Client Error: Bad Request$",
     re.IGNORECASE,
 )
 _PG_TRANSIENT_STATES = ("40001", "40P01", "55P03")  # serialization failure, deadlock, lock not available

@@ -21,6 +21,7 @@ class SQLiteDialect(JsonDocumentDialect):
     # A failed statement undoes only itself and leaves the transaction usable, and a bulk that failed part-way is
     # re-run row by row with idempotent guarded statements: no savepoints needed.
     savepoints: ClassVar[bool] = False
+    server: ClassVar[bool] = False
 
     def __init__(self, schema: str | None, table: str) -> None:
         super().__init__(None, table)  # one database file, one namespace: a schema is ignored
@@ -45,7 +46,7 @@ class SQLiteDialect(JsonDocumentDialect):
         )
 
     def upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...]:
-        return (event.key_id, dumps(row.data), dumps(row.aux), event.version, event.position.order_token, event.op)
+        return (event.key_id, dumps(row.data), dumps(row.aux), event.version, event.order[1], event.op)
 
     def read_state(self, record: Sequence[Any]) -> RowState:
         key: Hashable = record[0]  # stored as the canonical key_id text itself

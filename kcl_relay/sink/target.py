@@ -37,6 +37,7 @@ CRATE_DEFAULT_SCHEMA = "doc"
 POSTGRES_DEFAULT_SCHEMA = "public"
 # Without a timeout the CrateDB HTTP client waits forever on a dead socket, and apply() would never return.
 CRATE_TIMEOUT_SECONDS = 30.0
+CRATE_POOL_SIZE = 4
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -122,7 +123,9 @@ def _crate(url: URL, override: tuple[str | None, str] | None) -> TargetSpec:
         query["sslmode"] = "verify-full"  # TLS with certificate and host name verification
     # set() cannot clear a field (None means "unchanged"): rebuild without the table path.
     url = URL.create(url.drivername, url.username, url.password, url.host, url.port, None, query)
-    connect_args = () if "timeout" in query else (("timeout", CRATE_TIMEOUT_SECONDS),)
+    connect_args: tuple[tuple[str, Any], ...] = () if "timeout" in query else (("timeout", CRATE_TIMEOUT_SECONDS),)
+    # The writer reads by key on several connections at once (CrateDBDialect.parallel_reads).
+    connect_args += (("pool_size", CRATE_POOL_SIZE),)
     return TargetSpec(url=url, dialect="cratedb", schema=schema, table=name, connect_args=connect_args)
 
 

@@ -55,7 +55,7 @@ from kcl_relay.cdc.layout import Row, split
 from kcl_relay.sink.base import ApplyResult, Sink
 from kcl_relay.sink.crate_types import DataTypes
 from kcl_relay.sink.dialect import Dialect
-from kcl_relay.sink.executor import BulkResult, StatementExecutor
+from kcl_relay.sink.executor import BulkResult, Read, StatementExecutor
 from kcl_relay.sink.retry import RetryPolicy, TransientError, describe_error
 from kcl_relay.sink.target import TargetSpec
 
@@ -143,8 +143,6 @@ class TableWriter(Sink):
         self._dead_letter_table = True
         names = tuple(sorted(key_types))
         self._key_names = names
-        if self._types is not None:
-            self.executor.transaction(self._learn_types)
         self._sql = {
             "upsert": self.dialect.upsert_sql(names),
             "delete": self.dialect.delete_sql(names),
@@ -293,9 +291,16 @@ class TableWriter(Sink):
     def _upsert(self, cursor: Any, upserts: list[ChangeEvent], result: ApplyResult, letters: list[DeadLetter]) -> None:
         if not upserts:
             return
-        tombstones = self._tombstones(cursor, upserts)
+        if self._types is not None and not self._types.loaded:
+            self._learn_types(cursor)
         # Without transactions a guarded no-op looks like a write: read the rows first, send only newer images.
-        states = {} if self.dialect.transactions else self._states(cursor, upserts)
+        if self.dialect.transactions:
+            tombstones, states = self._tombstones(cursor, upserts), {}
+        else:
+            tombstone_records, state_records = self.executor.read_all(
+                cursor, [self._tombstone_read(upserts), self._state_read(upserts)]
+            )
+            tombstones, states = self._by_key_id(tombstone_records), self._by_state_key(state_records)
         live: list[ChangeEvent] = []
         rows: list[tuple[Any, ...]] = []
         layouts: list[Row] = []
@@ -353,7 +358,15 @@ class TableWriter(Sink):
         singles = [index for index, flag in enumerate(alone) if flag]
         rest = [index for index, flag in enumerate(alone) if not flag]
         merged = BulkResult(counts=[None] * len(rows))
-        parts = [([index], self.executor.bulk(cursor, self._sql["upsert"], [rows[index]], 1)) for index in singles]
+        try:
+            parts = [([index], self.executor.bulk(cursor, self._sql["upsert"], [rows[index]], 1)) for index in singles]
+        except Exception as exc:
+            if self._types is None or not self.dialect.is_column_type_race(exc):
+                raise
+            # Another writer created one of our new sub-columns with another type first: learn the real types and
+            # apply the batch again (every statement is guarded), so the attribute goes to aux instead.
+            self._types.loaded = False
+            raise TransientError(f"a concurrent writer typed a new column differently: {describe_error(exc)}") from exc
         parts.append((rest, self.executor.bulk(cursor, self._sql["upsert"], [rows[i] for i in rest], self.chunk_size)))
         for indexes, part in parts:
             merged.unknown_written += part.unknown_written
@@ -419,20 +432,29 @@ class TableWriter(Sink):
             letters.append(self._letter(events[index], reason))
         return [event for index, event in enumerate(events) if index not in bulk.rejected]
 
-    def _states(self, cursor: Any, events: list[ChangeEvent]) -> dict[Any, Any]:
+    def _state_read(self, events: list[ChangeEvent]) -> Read:
         assert self._key_names is not None
         names = self._key_names
         keys = [self.dialect.key_params(event) for event in events]
-        sql = self.dialect.state_sql
-        records = self.executor.read(cursor, keys, lambda n: sql(names, n), self.dialect.keys_per_read(names))
+        return Read(keys, lambda n: self.dialect.state_sql(names, n), self.dialect.keys_per_read(names))
+
+    def _tombstone_read(self, events: list[ChangeEvent]) -> Read:
+        keys = [(event.key_id,) for event in events]
+        return Read(keys, self.dialect.tombstone_select_sql, self.dialect.keys_per_read(("key_id",)))
+
+    def _by_state_key(self, records: list[Sequence[Any]]) -> dict[Any, Any]:
         states = (self.dialect.read_state(record) for record in records)
         return {state.key: state for state in states}
 
-    def _tombstones(self, cursor: Any, events: list[ChangeEvent]) -> dict[str, tuple[int, str]]:
-        keys = [(event.key_id,) for event in events]
-        chunk = self.dialect.keys_per_read(("key_id",))
-        records = self.executor.read(cursor, keys, self.dialect.tombstone_select_sql, chunk)
+    @staticmethod
+    def _by_key_id(records: list[Sequence[Any]]) -> dict[str, tuple[int, str]]:
         return {str(key_id): (int(version), str(order)) for key_id, version, order in records}
+
+    def _states(self, cursor: Any, events: list[ChangeEvent]) -> dict[Any, Any]:
+        return self._by_state_key(self.executor.read_all(cursor, [self._state_read(events)])[0])
+
+    def _tombstones(self, cursor: Any, events: list[ChangeEvent]) -> dict[str, tuple[int, str]]:
+        return self._by_key_id(self.executor.read_all(cursor, [self._tombstone_read(events)])[0])
 
     def _store_letters(self, cursor: Any, letters: Sequence[DeadLetter]) -> None:
         rows = [self.dialect.dead_letter_params(letter) for letter in letters]

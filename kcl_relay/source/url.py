@@ -64,6 +64,7 @@ class SourceSpec:
     route_tables: bool = False
     source_table: str | None = None
     tombstone_retention: float = 86400.0
+    retry_timeout: float = 300.0
 
     @property
     def is_file(self) -> bool:
@@ -105,6 +106,21 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 86400 * 365:
         raise ValueError("expected seconds, 0 or more")
+    return value
+
+
+MIN_TOMBSTONE_RETENTION = 3600.0
+
+
+def _retention(text: str) -> float:
+    value = _seconds(text)
+    if value < MIN_TOMBSTONE_RETENTION:
+        # A tombstone is what stops a late, older write (a redelivery after a restart or a lease move) from bringing
+        # a removed item back; shorter than the time such a write can arrive late, it protects nothing.
+        raise ValueError(
+            f"at least {MIN_TOMBSTONE_RETENTION:.0f} seconds: tombstones stop late, older writes from bringing removed"
+            " items back, which may arrive as late as the stream's retention (24 h by default)"
+        )
     return value
 
 
@@ -181,7 +197,16 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "ttl": ("ttl", _choice(TTL_MODES), "TTL expiries (REMOVE by dynamodb.amazonaws.com): delete the row or ignore"),
     "route-tables": ("route_tables", _bool, "write each DynamoDB table's records into a target table of its name"),
     "source-table": ("source_table", _text, "the DynamoDB table expected in the stream (default: the first one seen)"),
-    "tombstone-retention": ("tombstone_retention", _seconds, "seconds to keep delete tombstones"),
+    "tombstone-retention": (
+        "tombstone_retention",
+        _retention,
+        "seconds to keep delete tombstones, at least 3600 (match the stream's retention)",
+    ),
+    "retry-timeout": (
+        "retry_timeout",
+        _seconds,
+        "seconds a failing database is retried (capped backoff) before the worker stops without checkpoint",
+    ),
     "dynamodb-endpoint": (
         "dynamodb_endpoint",
         _http_url,
@@ -191,7 +216,7 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 
 
 # What a file replay uses; the rest is about Kinesis and the KCL.
-FILE_OPTIONS = frozenset({"batch-size", "ttl", "route-tables", "source-table", "tombstone-retention"})
+FILE_OPTIONS = frozenset({"batch-size", "ttl", "route-tables", "source-table", "tombstone-retention", "retry-timeout"})
 
 
 def parse_source(url: str) -> SourceSpec:

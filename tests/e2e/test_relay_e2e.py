@@ -76,10 +76,11 @@ def test_target_table_equals_dynamodb_scan(source: Source, target_url: str) -> N
     print("\n".join(line for line in log.splitlines() if "first records" in line or "done:" in line))
 
 
-def test_second_run_resumes_from_checkpoints(source: Source, sqlite_url: str) -> None:
+def test_second_run_resumes_from_checkpoints(source: Source, target_url: str) -> None:
     """A second run of the same application applies nothing again: the first one checkpointed at the end."""
-    relay(source, sqlite_url, "orders_resume", app="e2e-resume")
-    second = relay(source, sqlite_url, "orders_resume", app="e2e-resume")
+    table, app = f"orders_resume_{uuid.uuid4().hex[:6]}", app_name()
+    relay(source, target_url, table, app=app)
+    second = relay(source, target_url, table, app=app)
     assert "first records applied" not in second
     assert "done: 0 records read, 0 events applied" in second
     assert "resuming after checkpoint" in (state_dir(second) / "processor.log").read_text()

@@ -71,14 +71,14 @@ def test_tombstone_recheck_undoes_a_write_a_concurrent_remove_superseded(
     monkeypatch.setattr(sink.dialect, "transactions", False)
     sink.apply([change("INSERT", "a", 1, 1, v=1), change("INSERT", "b", 1, 2, v=1)])
     sink.apply([change("REMOVE", "a", 3, 3)])
-    real = sink._tombstones
+    real = sink._by_key_id
     reads: list[int] = []
 
-    def blind_first(cursor: object, events: list) -> dict:
+    def blind_first(records: list) -> dict:  # the tombstones as read before the upsert, then after it
         reads.append(1)
-        return {} if len(reads) == 1 else real(cursor, events)
+        return {} if len(reads) == 1 else real(records)
 
-    monkeypatch.setattr(sink, "_tombstones", blind_first)
+    monkeypatch.setattr(sink, "_by_key_id", blind_first)
     result = sink.apply([change("MODIFY", "a", 2, 2, v=2), change("MODIFY", "b", 2, 4, v=2)])
     assert (result.upserted, result.skipped_stale) == (1, 1)
     assert len(reads) == 2

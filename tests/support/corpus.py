@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ _IDS = (
 )
 
 Typed = dict[str, Any]
+Attributes = Callable[[random.Random, int], dict[str, Typed]]
 
 
 def _s(value: str) -> Typed:
@@ -123,6 +124,36 @@ def _attributes(rng: random.Random, revision: int) -> dict[str, Typed]:
     return item
 
 
+def typical_attributes(rng: random.Random, revision: int) -> dict[str, Typed]:
+    """An ordinary order item (about 300 bytes as typed JSON): mostly strings, plain numbers, a small map and list;
+    now and then a 38-digit number, a binary, a number set or a null, so every type still turns up."""
+    lines = [
+        {"M": {"sku": _s(f"sku-{rng.randrange(10_000):05d}"), "qty": _n(str(rng.randint(1, 5))),
+               "price": _n(f"{rng.randint(1, 500)}.{rng.randint(1, 99):02d}")}}
+        for _ in range(1 if rng.random() < 0.8 else 2)
+    ]  # fmt: skip
+    item: dict[str, Typed] = {
+        "status": _s(rng.choice(("new", "paid", "shipped", "cancelled"))),
+        "revision": _n(str(revision)),
+        "amount": _n(f"{rng.randint(0, 10**5)}.{rng.randint(1, 99):02d}"),
+        "customer": {
+            "M": {"name": _s(rng.choice(("Ada", "Grace", "Linus", "Zoë"))), "vip": {"BOOL": rng.random() < 0.2}}
+        },
+        "lines": {"L": lines},
+        "tags": {"SS": sorted({f"tag{rng.randrange(9)}" for _ in range(rng.randrange(1, 3))})},
+    }
+    extra = rng.random()
+    if extra < 0.05:
+        item["ledger_id"] = _n(str(rng.randint(10**37, 10**38 - 1)))  # 38 digits: exact, to aux in CrateDB
+    elif extra < 0.10:
+        item["signature"] = _b(rng.randbytes(16))
+    elif extra < 0.15:
+        item["ratings"] = {"NS": sorted({str(rng.randint(1, 5)) for _ in range(3)})}
+    elif extra < 0.20:
+        item["note"] = {"NULL": True}
+    return item
+
+
 def _record(
     rng: random.Random,
     op: str,
@@ -158,7 +189,9 @@ def _record(
     return record
 
 
-def _timeline(rng: random.Random, n_events: int, n_keys: int, precision: str) -> list[dict[str, Any]]:
+def _timeline(
+    rng: random.Random, n_events: int, n_keys: int, precision: str, attributes: Attributes, old_images: bool
+) -> list[dict[str, Any]]:
     """Records in true order: per key INSERT, MODIFYs, sometimes REMOVE (user or TTL), then maybe INSERT again."""
     keys = [{"tenant": _s(rng.choice(_TENANTS)), "id": _n(rng.choice(_IDS))} for _ in range(n_keys // 4)]
     while len(keys) < n_keys:
@@ -177,16 +210,17 @@ def _timeline(rng: random.Random, n_events: int, n_keys: int, precision: str) ->
         current = state.get(index)
         revision = revisions[index] = revisions.get(index, 0) + 1
         if current is None:
-            new = {**key, **_attributes(rng, revision)}
+            new = {**key, **attributes(rng, revision)}
             records.append(_record(rng, "INSERT", key, new, None, micros, precision))
             state[index] = new
         elif rng.random() < 0.2:
             ttl = rng.random() < 0.4
-            records.append(_record(rng, "REMOVE", key, None, current, micros, precision, ttl=ttl))
+            old = current if old_images else None
+            records.append(_record(rng, "REMOVE", key, None, old, micros, precision, ttl=ttl))
             state[index] = None
         else:
-            new = {**key, **_attributes(rng, revision)}
-            records.append(_record(rng, "MODIFY", key, new, current, micros, precision))
+            new = {**key, **attributes(rng, revision)}
+            records.append(_record(rng, "MODIFY", key, new, current if old_images else None, micros, precision))
             state[index] = new
     return records
 
@@ -221,11 +255,18 @@ def make_corpus(
     *,
     n_keys: int | None = None,
     precision: str = "MICROSECOND",
+    attributes: Attributes | None = None,
+    old_images: bool = True,
 ) -> list[dict[str, Any]]:
-    """`n_events` CDC records (dicts, delivery order) over a few hundred keys; the same seed gives the same list."""
+    """`n_events` CDC records (dicts, delivery order) over a few hundred keys; the same seed gives the same list.
+
+    `attributes` makes an item's non-key attributes (default: every shape DynamoDB allows, see _attributes);
+    old_images=False gives a NEW_IMAGE stream (no OldImage).
+    """
     rng = random.Random(seed)
     keys = n_keys if n_keys is not None else max(5, min(300, n_events // 4))
-    delivered = _deliver(rng, _timeline(rng, n_events, keys, precision))
+    timeline = _timeline(rng, n_events, keys, precision, attributes or _attributes, old_images)
+    delivered = _deliver(rng, timeline)
     return delivered[:n_events]
 
 
@@ -253,11 +294,15 @@ def lambda_envelope(record: dict[str, Any], shard_id: str, sequence_number: str)
     }
 
 
-def write_ndjson(path: Path, records: Iterable[dict[str, Any]], *, envelope: bool = False) -> Path:
-    """One record a line, bare or (envelope=True) as Lambda envelopes of shard 0 with increasing sequence numbers."""
+def write_ndjson(
+    path: Path, records: Iterable[dict[str, Any]], *, envelope: bool = False, compact: bool = False
+) -> Path:
+    """One record a line, bare or (envelope=True) as Lambda envelopes of shard 0 with increasing sequence numbers;
+    compact=True without blanks after the separators."""
+    separators = (",", ":") if compact else None
     with path.open("w", encoding="utf-8") as out:
         for number, record in enumerate(records, start=1):
             if envelope:
                 record = lambda_envelope(record, "shardId-000000000000", f"49{number:054d}")
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(json.dumps(record, ensure_ascii=False, separators=separators) + "\n")
     return path

@@ -98,6 +98,10 @@ class PostgresServer:
             "initdb", "-D", str(self.datadir), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C",
             "--no-instructions",
         )  # fmt: skip
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server on its existing data directory (again, after stop(): an outage in a test)."""
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories='{self.base}' "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"

@@ -30,7 +30,10 @@ def read_items(spec: TargetSpec, key_types: dict[str, str]) -> dict[str, Item]:
     for pk, data, aux in rows:
         pk, data, aux = (loads(part) if isinstance(part, str) else (part or {}) for part in (pk, data, aux))
         if spec.dialect == "cratedb":  # numeric keys are TEXT there
-            pk = {name: parse_number(value) if key_types[name] == "N" else value for name, value in pk.items()}
+            pk = {
+                name: parse_number(value) if key_types[name] == "N" and isinstance(value, str) else value
+                for name, value in pk.items()
+            }
         items[canonical_key(pk)] = {**pk, **data, **aux}
     return items
 

@@ -295,19 +295,36 @@ def test_shell_takes_the_target_from_the_environment(loaded_db: str) -> None:
     assert json_lines(result.stdout) == [{"n": 3}]
 
 
-def test_shell_without_target() -> None:
-    assert_usage_error(run("shell", "--command", "SELECT 1"), f"no --target and no {TARGET_ENV}")
+def test_shell_and_show_table_use_the_embedded_default_like_load_table(
+    tmp_path: Path, orders_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run("load", "table", f"kinesis+dynamodb+cdc://{orders_file}").exit_code == 0
+    count = run("shell", "--command", "SELECT count(*) AS n FROM orders")
+    assert count.exit_code == 0, count.output
+    assert json_lines(count.stdout) == [{"n": 3}]
+    assert len(json_lines(run("show", "table", "orders").stdout)) == 3
 
 
-def test_show_table_prints_json_lines(loaded_db: str) -> None:
+def test_show_table_prints_items_key_first_in_key_order(loaded_db: str) -> None:
     result = run("show", "table", "t", "--target", loaded_db)
     assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split(",")[0] for line in lines] == ['{"id":"a"', '{"id":"b"', '{"id":"c"']  # the key first
+    first = json.loads(lines[0])
+    assert list(first) == ["id", "n", "tags", "_cdc"]
+    assert first["n"] == 1 and first["tags"] == ["x", "y"]
+    assert first["_cdc"]["event"] == "INSERT" and first["_cdc"]["version"].endswith("+00:00")
+    assert result.stderr.splitlines() == ['(3 rows, ordered by "pk")']
+
+
+def test_show_table_raw_and_limit_say_when_they_cut(loaded_db: str) -> None:
+    result = run("show", "table", "t", "--target", loaded_db, "--raw", "--limit", "2")
+    assert result.exit_code == 0, result.output
     rows = json_lines(result.stdout)
-    assert len(rows) == 3
-    assert {column for row in rows for column in row} >= {"pk", "data", "aux", "cdc_version", "cdc_order", "cdc_event"}
-    assert sorted(row["pk"]["id"] for row in rows) == ["a", "b", "c"]
-    assert all(row["aux"] == {} for row in rows)
-    assert result.stderr.splitlines() == ["(3 rows)"]
+    assert [row["pk"]["id"] for row in rows] == ["a", "b"]
+    assert set(rows[0]) == {"pk", "data", "aux", "cdc_version", "cdc_order", "cdc_event"}
+    assert result.stderr.splitlines() == ['(first 2 of 3 rows, ordered by "pk"; --limit N shows more)']
 
 
 def test_show_table_with_a_schema_name_on_sqlite(loaded_db: str) -> None:
@@ -366,15 +383,15 @@ def test_unreachable_aws_endpoint_stops_before_anything_starts(tmp_path: Path) -
     assert assert_usage_error(result) == f"kcl-relay: error: cannot reach the AWS endpoint http://127.0.0.1:{port}"
 
 
-def test_rows_with_timestamps_bytes_and_uuids_print_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+def test_rows_with_timestamps_bytes_and_uuids_print_as_json() -> None:
     import datetime
     import uuid
 
-    from kcl_relay.cli import _print_rows
+    from kcl_relay.cli import _json_object, _plain
 
     moment = datetime.datetime(2026, 11, 27, 5, 0, tzinfo=datetime.timezone.utc)
-    assert _print_rows(["at", "raw", "id"], [(moment, b"\x00\x01", uuid.UUID(int=5))]) == 0
-    assert json.loads(capsys.readouterr().out) == {
+    row = [("at", moment), ("raw", b"\x00\x01"), ("id", uuid.UUID(int=5))]
+    assert json.loads(_json_object([(name, _plain(value)) for name, value in row])) == {
         "at": "2026-11-27T05:00:00+00:00",
         "raw": "AAE=",
         "id": "00000000-0000-0000-0000-000000000005",

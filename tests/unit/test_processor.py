@@ -509,6 +509,15 @@ def test_tombstone_retention_is_honoured(make: Callable[..., RelayProcessor], ta
     assert tombstones(target) == 0, "a retention of 0 s purges the tombstones at once"
 
 
+def test_retry_timeout_reaches_the_sink(make: Callable[..., RelayProcessor]) -> None:
+    """retry-timeout: how long the processor rides out a database outage before it stops without checkpoint."""
+    sink = make(retry_timeout=42.0)._open_sink(None)
+    try:
+        assert sink.executor.retry.timeout == 42.0  # type: ignore[attr-defined]
+    finally:
+        sink.close()
+
+
 def test_nothing_is_written_to_stdout(make: Callable[..., RelayProcessor], capsys: pytest.CaptureFixture[str]) -> None:
     """stdout is the MultiLangDaemon protocol channel."""
     proc = started(make(batch_size=2))

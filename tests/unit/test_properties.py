@@ -146,7 +146,7 @@ def test_idle_sleep_at_or_below_the_kcl_floor(idle_sleep: str) -> None:
 
 
 def test_relay_only_options_are_not_kcl_properties() -> None:
-    props = props_of(f"{AWS}?buffer-time=3&ttl=ignore&tombstone-retention=5&once=true&create=true")
+    props = props_of(f"{AWS}?buffer-time=3&ttl=ignore&tombstone-retention=7200&once=true&create=true")
     assert props == props_of(AWS)
 
 
@@ -314,14 +314,14 @@ def test_relay_keys_are_the_url_options() -> None:
             "kclrelay.ttl": "ignore",
             "kclrelay.once": "true",
             "kclrelay.route-tables": "true",
-            "kclrelay.tombstone-retention": "60",
+            "kclrelay.tombstone-retention": "7200",
             "kclrelay.batch-size": "9",
             "kclrelay.start": "seqno-after",
             "kclrelay.seqno": "12345",
         }
     )
     assert (spec.buffer_time, spec.ttl, spec.once, spec.route_tables) == (2.5, "ignore", True, True)
-    assert (spec.tombstone_retention, spec.batch_size, spec.start, spec.seqno) == (60.0, 9, "seqno-after", "12345")
+    assert (spec.tombstone_retention, spec.batch_size, spec.start, spec.seqno) == (7200.0, 9, "seqno-after", "12345")
     assert relay_props["table"] == "testdrive.orders"
     assert relay_props["ttl"] == "ignore"
     assert kcl_props == MINIMAL

@@ -23,7 +23,7 @@ def test_crate_path_names_schema_and_table() -> None:
     assert spec.url.drivername == "crate"
     assert spec.url.database is None  # the table path is not part of the connection URL
     assert spec.url.password == PLAIN_SECRET
-    assert dict(spec.connect_args) == {"timeout": CRATE_TIMEOUT_SECONDS}
+    assert dict(spec.connect_args) == {"timeout": CRATE_TIMEOUT_SECONDS, "pool_size": 4}
     assert spec.qualified_table == "testdrive.orders"
     assert_no_secret(repr(spec), str(spec), spec.describe(), str(spec.url), repr(spec.url))
     assert spec.describe() == "cratedb table testdrive.orders at crate://admin:***@db.example.com:4200"
@@ -60,7 +60,7 @@ def test_crate_tls_keeps_certificate_verification(query: str) -> None:
 
 def test_crate_explicit_timeout_wins() -> None:
     spec = parse_target("crate://localhost:4200/doc/t?timeout=5", None)
-    assert spec.connect_args == ()
+    assert spec.connect_args == (("pool_size", 4),)
     assert spec.url.query["timeout"] == "5"
 
 

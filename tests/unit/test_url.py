@@ -211,6 +211,7 @@ GOOD: dict[str, tuple[str, str, Any]] = {
     "route-tables": ("route-tables=on", "route_tables", True),
     "source-table": ("source-table=orders.v2", "source_table", "orders.v2"),
     "tombstone-retention": ("tombstone-retention=3600", "tombstone_retention", 3600.0),
+    "retry-timeout": ("retry-timeout=900", "retry_timeout", 900.0),
     "dynamodb-endpoint": ("dynamodb-endpoint=http://127.0.0.1:4567/", "dynamodb_endpoint", "http://127.0.0.1:4567"),
 }
 
@@ -233,7 +234,8 @@ BAD: dict[str, list[str]] = {
     "ttl": ["keep", "DELETE"],
     "route-tables": ["yes please"],
     "source-table": [""],
-    "tombstone-retention": ["-1", "forever"],
+    "tombstone-retention": ["-1", "forever", "0", "3599"],  # below an hour it protects nothing
+    "retry-timeout": ["-1", "later"],
     "dynamodb-endpoint": ["127.0.0.1:4567", "ftp://host", "http://host/path", ""],
 }
 
@@ -420,7 +422,7 @@ def test_describe_options_examples() -> None:
     assert "batch-size: records per database batch (not per GetRecords) (default 100)" in text
     assert "(default false)" in text and "(default True)" not in text
     assert "region: AWS region (default us-east-1)" in text
-    assert "tombstone-retention: seconds to keep delete tombstones (default 86400.0)" in text
+    assert "tombstone-retention: seconds to keep delete tombstones, at least 3600" in text
 
 
 @pytest.mark.parametrize("name", ["app", "max-leases"])

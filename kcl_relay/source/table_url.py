@@ -1,0 +1,238 @@
+"""The table URL of a full load: `dynamodb://[KEY:SECRET@]HOST[:PORT]/TABLE[?options]` -> a validated TableSpec.
+
+HOST `aws` means AWS's own endpoints of the region; any other HOST[:PORT] is one endpoint for DynamoDB (and, with
+`stream=`, for Kinesis and the KCL's lease table too), like the stream URL. `stream=NAME` makes it a full load
+followed by the stream: the options of the stream URL that still make sense (once, app, idle-sleep, ...) are given
+in the same query; those the full load decides itself (start, timestamp, ...) are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+from kcl_relay.source import url as stream_url
+from kcl_relay.source.url import (
+    CONTROL,
+    STREAM_NAME,
+    Credentials,
+    SourceError,
+    SourceSpec,
+    _bool,
+    _name,
+    _positive_int,
+    parse_source,
+)
+
+STREAM_OPTIONS = stream_url.OPTIONS
+
+__all__ = ["SCHEME", "TABLE_OPTIONS", "TableSpec", "describe_table_options", "is_table_url", "parse_table"]
+
+SCHEME = "dynamodb"
+TABLE_NAME = re.compile(r"[a-zA-Z0-9_.-]{3,255}")
+MAX_SEGMENTS = 100  # one thread (and one database connection) per segment
+# Stream URL options that also mean something for a full load followed by the stream; given in the table URL.
+STREAM_PASSTHROUGH = (
+    "once",
+    "app",
+    "worker-id",
+    "idle-sleep",
+    "buffer-time",
+    "failover-time",
+    "max-leases",
+    "shard-sync-interval",
+    "ttl",
+)
+# Options both sides use: the scan and sink settings pass on to the stream.
+SHARED = ("region", "batch-size", "tombstone-retention")
+# Stream options the full load sets itself: where the stream starts and which table it carries.
+DECIDED = (
+    "start",
+    "seqno",
+    "timestamp",
+    "source-table",
+    "route-tables",
+    "create",
+    "create-shards",
+    "dynamodb-endpoint",
+)
+_PLACEHOLDER_START = datetime(1970, 1, 1, tzinfo=timezone.utc)  # replaced by the real start point at run time
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A DynamoDB table to copy (and optionally the Kinesis stream of its changes to follow), validated."""
+
+    table: str
+    endpoint_url: str | None = None  # None: AWS's endpoints
+    credentials: Credentials | None = None  # None: the usual AWS chain
+    region: str = "us-east-1"
+    segments: int = 4
+    consistent_read: bool = False
+    page_size: int | None = None  # None: DynamoDB's own 1 MB pages
+    batch_size: int = 500
+    prune: bool = True
+    tombstone_retention: float = 86400.0
+    stream_name: str | None = None
+    # The stream side, fully validated; its start (at-timestamp) is filled in by stream_from().
+    stream: SourceSpec | None = None
+
+    def stream_from(self, start: datetime) -> SourceSpec:
+        """The stream to follow, starting at `start` (a moment before the scan began)."""
+        assert self.stream is not None
+        return dataclasses.replace(self.stream, timestamp=start)
+
+
+# option name -> (TableSpec field, parser, help text). One source of truth for parsing, --help and docs.
+TABLE_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "region": ("region", STREAM_OPTIONS["region"][1], "AWS region"),
+    "segments": (
+        "segments",
+        _positive_int(MAX_SEGMENTS),
+        "parallel Scan segments (TotalSegments), each read and written by its own thread",
+    ),
+    "consistent-read": (
+        "consistent_read",
+        _bool,
+        "strongly consistent Scan reads (twice the read capacity); see docs/full-load.md",
+    ),
+    "page-size": (
+        "page_size",
+        _positive_int(100000),
+        "items per Scan request (Limit); by default DynamoDB's 1 MB pages",
+    ),
+    "batch-size": ("batch_size", _positive_int(10000), "items per database batch (with stream=: records, too)"),
+    "prune": (
+        "prune",
+        _bool,
+        "delete target rows the scan did not find and no newer change wrote (false for a target that keeps rows of "
+        "deleted items on purpose; with ttl=ignore it defaults to false)",
+    ),
+    "tombstone-retention": (
+        "tombstone_retention",
+        STREAM_OPTIONS["tombstone-retention"][1],  # the stream URL's own rules
+        STREAM_OPTIONS["tombstone-retention"][2],
+    ),
+    "stream": (
+        "stream_name",
+        _name(STREAM_NAME, "Kinesis stream name (1-128 of a-z A-Z 0-9 _ . -)"),
+        "Kinesis stream of the table's changes: full load, then follow the stream (see below)",
+    ),
+}
+
+
+def is_table_url(url: str) -> bool:
+    return urlsplit(url).scheme == SCHEME
+
+
+def _endpoint(host: str, port: int | None) -> str | None:
+    if host == "aws":
+        return None
+    netloc = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+    return f"http://{netloc}:{port}" if port else f"http://{netloc}"
+
+
+def parse_table(url: str) -> TableSpec:
+    """Parse and validate a table URL; raise SourceError with a one-line message that never holds a secret."""
+    parts = urlsplit(url)
+    if parts.scheme != SCHEME:
+        raise SourceError(f"table URL must start with {SCHEME}://, got {parts.scheme or 'no scheme'}://")
+    if "@" not in parts.netloc and "@" in parts.path + parts.query + parts.fragment:
+        raise SourceError("table URL credentials must be URL-encoded (/ as %2F, ? as %3F, # as %23, @ as %40)")
+    if parts.fragment:
+        raise SourceError("table URL must not have a #fragment (in credentials, write # as %23)")
+    values: dict[str, Any] = {}
+    stream_options: dict[str, str] = {}
+    given: set[str] = set()
+    for name, raw in parse_qsl(parts.query, keep_blank_values=True):
+        if name in given:
+            raise SourceError(f"table option {name!r} is given twice")
+        given.add(name)
+        if CONTROL.search(raw):
+            raise SourceError(f"table option {name!r} holds a control character")
+        if name in DECIDED:
+            raise SourceError(f"table option {name!r} is not for you to set: the full load decides it")
+        if name in STREAM_PASSTHROUGH:
+            stream_options[name] = raw
+            continue
+        if name not in TABLE_OPTIONS:
+            valid = [*TABLE_OPTIONS, *STREAM_PASSTHROUGH]
+            raise SourceError(f"unknown table option {name!r}; valid options: {', '.join(valid)}")
+        attr, parser, _help = TABLE_OPTIONS[name]
+        try:
+            values[attr] = parser(raw)
+        except ValueError as error:
+            raise SourceError(f"bad value {raw!r} for table option {name!r}: {error}") from None
+        if name in SHARED:
+            stream_options[name] = raw
+
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise SourceError(f"bad port in table URL host {parts.netloc.rsplit('@', 1)[-1]!r}") from None
+    if not host:
+        raise SourceError("table URL names no host: dynamodb://aws/TABLE or dynamodb://HOST:PORT/TABLE")
+    table = unquote(parts.path.lstrip("/"))
+    if not table:
+        raise SourceError("table URL names no table: dynamodb://HOST/TABLE")
+    if not TABLE_NAME.fullmatch(table):
+        raise SourceError(f"bad table name {table!r}: 3-255 of a-z A-Z 0-9 _ . -")
+    values["table"] = table
+    values["endpoint_url"] = _endpoint(host, port)
+    if parts.username is not None:
+        if not parts.username or not parts.password:
+            raise SourceError("table URL credentials must be KEY:SECRET with a non-empty KEY")
+        values["credentials"] = Credentials(unquote(parts.username), unquote(parts.password))
+
+    spec = TableSpec(**values)
+    only_for_stream = sorted(set(stream_options) - set(SHARED))
+    if spec.stream_name is None:
+        if only_for_stream:
+            raise SourceError(f"option(s) {', '.join(only_for_stream)} need stream=STREAM (full load, then stream)")
+        return spec
+    stream = _stream_spec(spec, stream_options)
+    if stream.ttl == "ignore" and "prune" not in given:
+        # The target keeps the rows of expired items on purpose: a prune would delete them.
+        spec = dataclasses.replace(spec, prune=False)
+    return dataclasses.replace(spec, stream=stream)
+
+
+def _stream_spec(spec: TableSpec, options: dict[str, str]) -> SourceSpec:
+    """The stream side through the stream URL's own parser: the same validation, defaults and messages."""
+    assert spec.stream_name is not None
+    decided = {
+        "start": "at-timestamp",
+        "timestamp": _PLACEHOLDER_START.isoformat(),
+        "source-table": spec.table,
+    }
+    query = urlencode({**options, **decided})
+    stream = parse_source(f"{stream_url.SCHEME}://aws/{quote(spec.stream_name)}?{query}")
+    # One endpoint for the table, the stream and the lease table (LocalStack style), like the stream URL's host.
+    return dataclasses.replace(stream, endpoint_url=spec.endpoint_url, credentials=spec.credentials)
+
+
+def describe_table_options() -> str:
+    """The options as --help text, from the same tables the parser uses."""
+    defaults = TableSpec(table="-")
+    lines = []
+    for name, (attr, _parser, text) in TABLE_OPTIONS.items():
+        default = getattr(defaults, attr)
+        shown = (
+            "" if default is None else f" (default {str(default).lower() if isinstance(default, bool) else default})"
+        )
+        lines.append(f"{name}: {text}{shown}")
+    stream_defaults = SourceSpec()
+    lines.append("with stream=, as in the stream URL:")
+    for name in STREAM_PASSTHROUGH:
+        attr, _parser, text = STREAM_OPTIONS[name]
+        default = getattr(stream_defaults, attr)
+        shown = (
+            "" if default is None else f" (default {str(default).lower() if isinstance(default, bool) else default})"
+        )
+        lines.append(f"  {name}: {text}{shown}")
+    return "\n".join(lines)

@@ -1,0 +1,230 @@
+"""CrateDB's own behaviour, checked on the real server: what the relay relies on, and what it works around.
+
+Golden SQL text and a fake driver cannot tell what CrateDB does with a value; these tests send it and read it back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from kcl_relay.cdc.event import ChangeEvent, KeyType, Position
+from kcl_relay.cli import cli
+from kcl_relay.sink.admin import run_sql
+from kcl_relay.sink.cratedb import CrateDBDialect
+from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX
+from kcl_relay.sink.target import TargetSpec, parse_target
+from kcl_relay.sink.writer import TableWriter
+from tests.support.sink_suite import T0
+
+pytestmark = pytest.mark.cratedb
+
+
+def event(key: dict[str, Any], key_types: dict[str, KeyType], version: int, **attributes: Any) -> ChangeEvent:
+    image = {**key, **attributes}
+    return ChangeEvent(
+        "MODIFY", "t", key, key_types, image, T0 + version, Position("shardId-000000000000", str(version))
+    )
+
+
+def stored(spec: TargetSpec, where: str = "") -> list[tuple[Any, ...]]:
+    relation = f'"{spec.schema}"."{spec.table}"'
+    run_sql(spec, f"REFRESH TABLE {relation}")
+    return run_sql(spec, f"SELECT pk, data, aux FROM {relation} {where} ORDER BY pk['id']")[1]
+
+
+def column_types(spec: TargetSpec) -> dict[str, str]:
+    sql = (
+        "SELECT column_name, data_type FROM information_schema.columns "
+        f"WHERE table_name = '{spec.table}' AND column_name LIKE 'data[%'"
+    )
+    return dict(run_sql(spec, sql)[1])
+
+
+@pytest.fixture
+def writer(cratedb_url: str, request: pytest.FixtureRequest) -> Iterator[TableWriter]:
+    spec = parse_target(cratedb_url, f"b_{request.node.name[5:40].lower().replace('[', '_').replace(']', '')}")
+    run_sql(spec, f'DROP TABLE IF EXISTS "{spec.schema}"."{spec.table}"')
+    sink = TableWriter(spec)
+    yield sink
+    sink.close()
+
+
+class OneShard(CrateDBDialect):
+    def create_tables(self, key_types: Any) -> list[str]:
+        return [statement + " CLUSTERED INTO 1 SHARDS" for statement in super().create_tables(key_types)]
+
+
+def test_bulk_upsert_after_a_mapping_update_loses_object_values(cratedb_url: str) -> None:
+    """CrateDB 6.4.3: in one shard's part of a bulk upsert, the ON CONFLICT updates after a row that adds a
+    sub-column lose their object value. The raw statement shows it; the writer, which writes such rows alone first,
+    does not."""
+    spec = parse_target(cratedb_url, "b_mapping_bug")
+    dialect = OneShard(spec.schema, spec.table)
+    run_sql(spec, f"DROP TABLE IF EXISTS {dialect.relation()}")
+    for statement in dialect.create_tables({"id": "S"}):
+        run_sql(spec, statement)
+    upsert = dialect.upsert_sql(["id"])
+
+    def row(ident: str, data: dict[str, Any], version: int) -> tuple[Any, ...]:
+        return ({"id": ident}, data, {}, version, f"{version:020d}", "MODIFY")
+
+    engine = spec.create_engine()
+    with engine.connect() as connection:
+        cursor = connection.connection.cursor()
+        cursor.executemany(upsert, [row("a", {"s": "old"}, 1)])
+        cursor.executemany(upsert, [row("new", {"flag": True}, 2), row("a", {"s": "new"}, 2)])
+    engine.dispose()
+    lost = stored(spec, "WHERE pk['id'] = 'a'")
+    assert lost == [({"id": "a"}, None, {})], "CrateDB no longer loses it: the single statements may be dropped"
+
+    sink = TableWriter(spec, dialect=OneShard(spec.schema, spec.table))
+    try:
+        sink.apply([event({"id": "b"}, {"id": "S"}, 1, s="old")])
+        sink.apply([event({"id": "c"}, {"id": "S"}, 2, other=True), event({"id": "b"}, {"id": "S"}, 2, s="new")])
+    finally:
+        sink.close()
+    assert stored(spec, "WHERE pk['id'] IN ('b', 'c')") == [
+        ({"id": "b"}, {"s": "new"}, {}),
+        ({"id": "c"}, {"other": True}, {}),
+    ]
+
+
+def test_first_type_wins_and_a_later_clash_goes_to_aux_intact(writer: TableWriter) -> None:
+    """CrateDB casts silently where it can (5 into TEXT becomes '5', true becomes 't', 1.5 into BIGINT becomes 1):
+    the writer sends every attribute that would change to aux instead, as it is."""
+    key: dict[str, KeyType] = {"id": "S"}
+    first = {"n": 1, "s": "x", "b": True, "f": Decimal("2.5"), "m": {"x": 1}, "arr": [1, 2], "keep": "k"}
+    later = {"n": "5", "s": 7, "b": "true", "f": 3, "m": {"x": "a"}, "arr": [Decimal("1.5")], "keep": "k2"}
+    writer.apply([event({"id": "a"}, key, 1, **first)])
+    writer.apply([event({"id": "b"}, key, 2, **later)])
+    types = column_types(writer.spec)
+    assert types["data['n']"] == "bigint" and types["data['s']"] == "text" and types["data['b']"] == "boolean"
+    assert types["data['f']"] == "double precision" and types["data['arr']"] == "bigint_array"
+    (_, data_a, aux_a), (_, data_b, aux_b) = stored(writer.spec)
+    assert data_a == {"n": 1, "s": "x", "b": True, "f": 2.5, "m": {"x": 1}, "arr": [1, 2], "keep": "k"}
+    assert aux_a == {}
+    assert data_b == {"f": 3.0, "keep": "k2"}  # 3 is the same number in a DOUBLE column
+    assert aux_b == {"n": "5", "s": 7, "b": "true", "m": {"x": "a"}, "arr": [1.5]}
+
+
+def test_exact_numbers_long_text_and_odd_names(writer: TableWriter) -> None:
+    key = {"id": 12345678901234567890123456789012345678}
+    item = {
+        "big": 98765432109876543210987654321098765432,  # 38 digits: beyond BIGINT
+        "fraction": Decimal("0.1000000000000000000001"),  # no DOUBLE equals it
+        "tiny": Decimal("-1.5E-130"),
+        "double": Decimal("0.5"),
+        "long_text": "ü" * 20_000,  # 40,000 UTF-8 bytes: beyond Lucene's 32,766-byte term
+        "a.b": "a dot in the name",
+        "_hidden": "a leading underscore",
+    }
+    writer.apply([event(key, {"id": "N"}, 1, **item)])
+    ((pk, data, aux),) = stored(writer.spec)
+    assert pk == {"id": "12345678901234567890123456789012345678"}  # exact decimal text
+    assert data == {"double": 0.5, "tiny": -1.5e-130}  # doubles that read back as the same decimal
+    assert aux == {
+        "big": "98765432109876543210987654321098765432",
+        "fraction": "0.1000000000000000000001",
+        "long_text": "ü" * 20_000,
+        "a.b": "a dot in the name",
+        "_hidden": "a leading underscore",
+    }
+
+
+def test_dead_letters_carry_crates_own_message(writer: TableWriter) -> None:
+    key: dict[str, KeyType] = {"id": "S"}
+    result = writer.apply([event({"id": "k" * 40_000}, key, 1, v=1), event({"id": "fine"}, key, 1, v=2)])
+    (letter,) = result.dead_letters
+    assert letter.reason.startswith("rejected by cratedb: ProgrammingError: SQLParseException[Document contains at")
+    assert "immense term" in letter.reason
+    relation = writer.dialect.relation(DEADLETTERS_SUFFIX)
+    run_sql(writer.spec, f"REFRESH TABLE {relation}")
+    assert run_sql(writer.spec, f"SELECT reason FROM {relation}")[1] == [(letter.reason,)]
+    assert [row[0] for row in stored(writer.spec)] == [{"id": "fine"}]
+
+
+def real_message(spec: TargetSpec, sql: str, args: tuple[Any, ...] = ()) -> str:
+    from crate import client
+
+    connection = client.connect(f"http://{spec.url.host}:{spec.url.port}", username="crate")
+    try:
+        connection.cursor().execute(sql, args)
+    except Exception as error:
+        return str(error)
+    finally:
+        connection.close()
+    raise AssertionError(f"no error from {sql}")
+
+
+def test_the_row_error_classifier_on_crates_real_messages(cratedb_url: str) -> None:
+    """Which failures dead-letter a row and which stop the batch (to be retried), decided on messages this
+    server really sends."""
+    from crate.client.exceptions import ProgrammingError
+
+    spec = parse_target(cratedb_url, "b_messages")
+    relation = f'"{spec.schema}"."b_messages"'
+    run_sql(spec, f"DROP TABLE IF EXISTS {relation}")
+    run_sql(
+        spec,
+        f'CREATE TABLE {relation} (id TEXT PRIMARY KEY, data OBJECT(DYNAMIC)) WITH ("mapping.total_fields.limit" = 8)',
+    )
+    run_sql(spec, f"INSERT INTO {relation} (id, data) VALUES ('a', {{n = 1}})")
+    insert = f"INSERT INTO {relation} (id, data) VALUES (?, ?)"
+    row_errors = {
+        "cast": real_message(spec, insert, ("b", {"n": "not a number"})),
+        "immense term": real_message(spec, insert, ("k" * 40_000, {})),
+        "column limit": real_message(spec, insert, ("c", {f"c{i}": i for i in range(20)})),
+        "null key": real_message(spec, insert, (None, {})),
+        "dot in name": real_message(spec, insert, ("d", {"a.b": 1})),
+    }
+    statement_errors = {
+        "unknown table": real_message(spec, 'INSERT INTO "doc"."no_such_table" (id) VALUES (?)', ("x",)),
+        "syntax": real_message(spec, f"INSERT INTO {relation} (id) VALUES (?) ON CONFLICT", ("x",)),
+        "unknown column": real_message(spec, f"INSERT INTO {relation} (id, nope) VALUES (?, ?)", ("x", 1)),
+    }
+    dialect = CrateDBDialect(spec.schema, "b_messages")
+    wrong = {
+        name: message for name, message in row_errors.items() if not dialect.is_row_error(ProgrammingError(message))
+    }
+    wrong |= {
+        name: message for name, message in statement_errors.items() if dialect.is_row_error(ProgrammingError(message))
+    }
+    assert not wrong, json.dumps(wrong, indent=1)
+
+
+def test_shell_and_show_table_on_cratedb(writer: TableWriter) -> None:
+    writer.apply([event({"id": "b"}, {"id": "S"}, 2, n=2, big=10**30), event({"id": "a"}, {"id": "S"}, 1, n=1)])
+    url = writer.spec.url.render_as_string(hide_password=False) + f"/{writer.spec.schema}"
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["show", "table", writer.spec.qualified_table, "--target", url])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["a", "b"]  # key order
+    assert lines[1].startswith('{"id":"b","big":"1000000000000000000000000000000","n":2,"_cdc":{')
+    assert shown.stderr.strip() == "(2 rows, ordered by \"pk\"['id'])"
+    sql = f"SELECT pk['id'] AS id, data['n'] AS n FROM {writer.dialect.relation()} WHERE pk['id'] = 'b'"
+    queried = runner.invoke(cli, ["shell", "--command", sql, "--target", url])
+    assert queried.exit_code == 0, queried.output
+    assert json.loads(queried.stdout) == {"id": "b", "n": 2}
+
+
+def test_ssl_true_against_a_plain_http_server_is_one_line(cratedb_url: str, tmp_path: Path) -> None:
+    records = tmp_path / "x.ndjson"
+    records.write_text("{}\n")
+    url = cratedb_url + ("&" if "?" in cratedb_url else "?") + "ssl=true"
+    result = CliRunner().invoke(
+        cli, ["load", "table", f"kinesis+dynamodb+cdc://{records}", "--target", url, "--table", "t"]
+    )
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("kcl-relay: error: cannot reach the target cratedb table doc.t at crate://")
+    assert line.endswith(
+        "the TLS handshake failed: the server does not seem to speak TLS (drop ?ssl=true for plain HTTP)"
+    )
