@@ -186,7 +186,12 @@ def verify(
     "kclrelay.* keys; secrets come from the environment.",
 )
 @target_options
-def run_properties(properties_file: Path, target: str | None, table: str | None) -> None:
+@click.option(
+    "--reset",
+    is_flag=True,
+    help="Start over: delete the application's lease table (its checkpoints) first, as kclrelay.reset = true does.",
+)
+def run_properties(properties_file: Path, target: str | None, table: str | None, reset: bool) -> None:
     """Run a worker from a KCL properties file (manual runs, systemd, fleets)."""
     if not properties_file.is_file():
         fail(f"properties file not found: {properties_file}")
@@ -194,6 +199,10 @@ def run_properties(properties_file: Path, target: str | None, table: str | None)
         spec, kcl_props, relay_props = spec_from_properties(read_properties(properties_file))
     except SourceError as error:
         fail(str(error))
+    if reset:
+        import dataclasses
+
+        spec = dataclasses.replace(spec, reset=True)
     from kcl_relay import relay
     from kcl_relay.pipeline import routed_table_name
 

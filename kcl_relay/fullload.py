@@ -361,7 +361,8 @@ def _scan_and_stream(spec: TableSpec, target: TargetSpec, snapshot: Snapshot, cl
 
     start = stream_start(clock)  # taken before the scan begins: no change between the two is lost
     stream = spec.stream_from(start)
-    plan = plan_worker(stream, target)  # checks Java, the jars, the target and the stream before anything starts
+    # Checks Java, the jars, the target and the stream before anything starts; the scan refills the target itself.
+    plan = plan_worker(stream, target, guard_target=False)
     prepare_target(target, snapshot.info)
     application = plan.properties["applicationName"]
     if _has_lease_table(kinesis.client(stream, "dynamodb"), application):

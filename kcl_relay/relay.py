@@ -11,12 +11,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import find_jars, find_java
-from kcl_relay.kcl.leases import LeaseTables, prepare_leases, release_leases
+from kcl_relay.kcl.leases import (
+    LeaseTables,
+    delete_application_tables,
+    prepare_leases,
+    relayed_shards,
+    release_leases,
+)
 from kcl_relay.kcl.properties import INITIAL_POSITION, build_properties
 from kcl_relay.kcl.supervisor import WorkerPlan, make_state_dir, run_worker, say
 from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, settle_heap, target_for
-from kcl_relay.sink.admin import check_reachable
+from kcl_relay.sink.admin import check_reachable, table_state
 from kcl_relay.sink.base import Sink
+from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, TOMBSTONES_SUFFIX
 from kcl_relay.sink.options import sink_options
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import open_sink
@@ -65,16 +72,29 @@ def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
     return 0
 
 
-def plan_worker(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> WorkerPlan:
-    """Validate everything a worker needs before anything starts; SetupError/SourceError otherwise."""
+def plan_worker(
+    spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None, guard_target: bool = True
+) -> WorkerPlan:
+    """Validate everything a worker needs before anything starts; SetupError/SourceError otherwise.
+
+    `guard_target`: refuse to resume checkpoints into a missing or empty target (off for a full load, which refills
+    the table itself before the stream's records matter).
+    """
     java, jars = find_java(), find_jars()
     check_reachable(target)
     shards = kinesis.prepare_stream(spec)
     seqno_shard = kinesis.shard_of_sequence_number(spec, shards, spec.seqno) if spec.seqno else None
-    application = spec.application_name(target.table, target.describe())
+    application = spec.application_name(target.table, target.identity())
     props = build_properties(spec, application)
     if properties:  # run --properties: the user's file wins, but the processor and its protocol needs are ours
         props = {**props, **properties, **{key: props[key] for key in PROCESSOR_KEYS}}
+    tables = LeaseTables.of(props)
+    origin = "set by app= / applicationName" if spec.app else f"derived from {spec.relay_identity(target.identity())}"
+    say(f"application {props['applicationName']} (lease table {tables.leases}), {origin}")
+    if spec.reset:
+        reset_application(spec, tables)
+    elif guard_target:
+        refuse_emptied_target(spec, target, tables)
     if not (props.get("workerId") or props.get("workerIdentifier")):
         # Named here, not by the KCL (a bare UUID), so that a graceful stop can hand this worker's leases back.
         props["workerId"] = f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
@@ -118,6 +138,47 @@ def plan_worker(spec: SourceSpec, target: TargetSpec, properties: dict[str, str]
         open_shards=open_shards,
         # A session token of other credentials must not pair with the URL's key.
         drop_env=("AWS_SESSION_TOKEN",) if spec.credentials else (),
+    )
+
+
+def reset_application(spec: SourceSpec, tables: LeaseTables) -> None:
+    """reset=true: forget the application's checkpoints, so every shard starts at `start` again."""
+    try:
+        deleted = delete_application_tables(kinesis.client(spec, "dynamodb"), tables)
+    except (BotoCoreError, ClientError, TimeoutError) as error:
+        raise SourceError(f"reset=true could not delete lease table {tables.leases}: {describe_error(error)}") from None
+    if deleted:
+        say(f"reset=true: deleted {', '.join(deleted)}; every shard starts at start={spec.start} again")
+    else:
+        say(f"reset=true: lease table {tables.leases} did not exist; nothing to reset")
+
+
+def refuse_emptied_target(spec: SourceSpec, target: TargetSpec, tables: LeaseTables) -> None:
+    """Checkpoints say records were relayed, but the target lost them (dropped table, deleted SQLite file): stop.
+
+    Resuming after those checkpoints would leave the table silently without everything relayed before. An empty
+    table counts only when its tombstones and dead letters are empty too (every item deleted is a real state).
+    """
+    if spec.route_tables:  # the target tables are named by the records: nothing to look at before they come
+        return
+    try:
+        relayed = relayed_shards(kinesis.client(spec, "dynamodb"), tables.leases)
+    except (BotoCoreError, ClientError) as error:
+        say(f"could not read lease table {tables.leases} ({describe_error(error)}); the KCL will tell")
+        return
+    if not relayed:
+        return
+    state = table_state(target)
+    if state == "rows":
+        return
+    if state == "empty":
+        companions = (table_state(target, target.table + suffix) for suffix in (TOMBSTONES_SUFFIX, DEADLETTERS_SUFFIX))
+        if any(companion == "rows" for companion in companions):
+            return
+    raise SourceError(
+        f"target table {target.qualified_table} is {state}, but lease table {tables.leases} has checkpoints of "
+        f"{len(relayed)} shard(s) already relayed: resuming would leave it without those records; to relay again "
+        "from scratch add reset=true (properties file: kclrelay.reset = true, or kcl-relay run --reset)"
     )
 
 

@@ -248,3 +248,48 @@ def _scan(dynamodb: Any, table: str) -> list[dict[str, Any]]:
         if "LastEvaluatedKey" not in page:
             return items
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+# A lease's checkpoint before anything was read: the start position the KCL (or prepare_leases) wrote.
+START_SENTINELS = frozenset({"TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"})
+
+
+def relayed_shards(dynamodb: Any, table: str) -> list[str]:
+    """The shards whose lease says records were already relayed: a sequence number checkpoint, or SHARD_END.
+
+    Empty when the lease table does not exist (a fresh application).
+    """
+    try:
+        items = _scan(dynamodb, table)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ResourceNotFoundException":
+            return []
+        raise
+    return sorted(
+        item["leaseKey"]["S"]
+        for item in items
+        if item.get("checkpoint", {}).get("S") and item["checkpoint"]["S"] not in START_SENTINELS
+    )
+
+
+def delete_application_tables(dynamodb: Any, tables: LeaseTables, timeout: float = ACTIVE_TIMEOUT) -> list[str]:
+    """Start over: delete the application's lease, coordinator state and worker metrics tables, wait until gone.
+
+    Returns the tables that were there. Workers of the application that still run lose their leases with them.
+    """
+    deleted = []
+    for table in (tables.leases, tables.coordinator_state, tables.worker_metrics):
+        try:
+            dynamodb.delete_table(TableName=table)
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ResourceNotFoundException":
+                continue
+            raise
+        deleted.append(table)
+    deadline = time.monotonic() + timeout
+    for table in deleted:  # a table still DELETING refuses CreateTable of its name
+        while _table_status(dynamodb, table) is not None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"DynamoDB table {table} is still there {timeout:.0f} s after DeleteTable")
+            time.sleep(0.5)
+    return deleted

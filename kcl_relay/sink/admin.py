@@ -11,7 +11,7 @@ from sqlalchemy.pool import NullPool
 from kcl_relay.sink.dialect import quote_ident
 from kcl_relay.sink.target import TargetSpec
 
-__all__ = ["TablePage", "check_reachable", "primary_key", "run_sql", "show_table"]
+__all__ = ["TablePage", "check_reachable", "primary_key", "run_sql", "show_table", "table_state"]
 
 Rows = list[tuple[Any, ...]]
 
@@ -115,3 +115,19 @@ def show_table(spec: TargetSpec, name: str, limit: int = 100) -> TablePage:
     query = f"SELECT * FROM {relation}" + (f" ORDER BY {', '.join(order)}" if order else "") + f" LIMIT {int(limit)}"
     columns, rows = run_sql(spec, query)
     return TablePage(columns=columns, rows=rows, total=total, order=order)
+
+
+def table_state(spec: TargetSpec, table: str | None = None) -> str:
+    """ "missing", "empty" or "rows": what the target table (or `table`, in the target's schema) holds."""
+    from sqlalchemy import inspect
+
+    name = table or spec.table
+    engine = spec.create_engine(poolclass=NullPool)
+    try:
+        if not inspect(engine).has_table(name, schema=spec.schema):
+            return "missing"
+        relation = _relation(spec, f"{spec.schema}.{name}" if spec.schema else name)
+        with engine.connect() as connection:
+            return "rows" if connection.exec_driver_sql(f"SELECT 1 FROM {relation} LIMIT 1").first() else "empty"
+    finally:
+        engine.dispose()

@@ -13,6 +13,7 @@ URL is kept as a SQLAlchemy URL object, whose str() and repr() mask the password
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,6 +35,7 @@ _SCHEMES: dict[str, tuple[DialectName, str]] = {
 }
 ACCEPTED = "crate://, postgresql://, sqlite:///"
 CRATE_DEFAULT_SCHEMA = "doc"
+DEFAULT_PORTS = {"cratedb": 4200, "postgresql": 5432}
 POSTGRES_DEFAULT_SCHEMA = "public"
 # Without a timeout the CrateDB HTTP client waits forever on a dead socket, and apply() would never return.
 CRATE_TIMEOUT_SECONDS = 30.0
@@ -61,6 +63,25 @@ class TargetSpec:
     def describe(self) -> str:
         """One line for humans and logs, without the password."""
         return f"{self.dialect} table {self.qualified_table} at {self.url.render_as_string(hide_password=True)}"
+
+    def identity(self) -> str:
+        """What names this target for checkpoints: the same database and table always give the same text.
+
+        Normalized so that spellings of one target agree: SQLite as an absolute path (a relative one resolved against
+        the working directory), a server as lower-case host and port (the default port filled in), the database;
+        never credentials or query options (TLS, timeouts), which do not change where rows go.
+        """
+        if self.dialect == "sqlite":
+            database = self.url.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                database = os.path.realpath(os.path.expanduser(database))
+            return f"sqlite:///{database} table {self.table}"
+        host = (self.url.host or "localhost").lower().rstrip(".")
+        if ":" in host:
+            host = f"[{host}]"
+        port = self.url.port or DEFAULT_PORTS[self.dialect]
+        database = f"/{self.url.database}" if self.dialect == "postgresql" and self.url.database else ""
+        return f"{self.dialect}://{host}:{port}{database} table {self.qualified_table}"
 
     def create_engine(self, **options: Any) -> Engine:
         return create_engine(self.url, connect_args=dict(self.connect_args), **options)

@@ -65,6 +65,7 @@ class SourceSpec:
     source_table: str | None = None
     tombstone_retention: float = 86400.0
     retry_timeout: float = 300.0
+    reset: bool = False
 
     @property
     def is_file(self) -> bool:
@@ -73,14 +74,20 @@ class SourceSpec:
     def application_name(self, target_table: str, target_identity: str = "") -> str:
         """The KCL application (and lease table) name: explicit, else derived from stream and target.
 
-        `target_identity` (the target database without secrets) adds a short hash, so relays of one stream into
-        two databases never share checkpoints; every worker of one relay derives the same name.
+        `target_identity` (TargetSpec.identity(): the normalized database and table, no secrets) and the stream add
+        a short hash, so relays of one stream into two databases or tables never share checkpoints, and every worker
+        of one relay, however it spells the target, derives the same name.
         """
         if self.app:
             return self.app
-        suffix = f"-{hashlib.sha256(target_identity.encode()).hexdigest()[:8]}" if target_identity else ""
+        identity = self.relay_identity(target_identity) if target_identity else ""
+        suffix = f"-{hashlib.sha256(identity.encode()).hexdigest()[:8]}" if identity else ""
         name = re.sub(r"[^a-zA-Z0-9_.-]", "-", f"kcl-relay-{self.stream}-{target_table}")
         return name[: 255 - len(suffix)] + suffix
+
+    def relay_identity(self, target_identity: str) -> str:
+        """What a derived application name stands for, printed at start: `stream S -> TARGET table T`."""
+        return f"stream {self.stream} -> {target_identity}"
 
 
 def _bool(text: str) -> bool:
@@ -206,6 +213,11 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "retry_timeout",
         _seconds,
         "seconds a failing database is retried (capped backoff) before the worker stops without checkpoint",
+    ),
+    "reset": (
+        "reset",
+        _bool,
+        "start over: delete the application's lease table (its checkpoints) first, so every shard starts at start=",
     ),
     "dynamodb-endpoint": (
         "dynamodb_endpoint",

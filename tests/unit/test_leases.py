@@ -14,9 +14,11 @@ from kcl_relay.kcl.leases import (
     MAX_HASH_KEY,
     LeaseTables,
     covers_hash_key_space,
+    delete_application_tables,
     lease_item,
     list_shards_at,
     prepare_leases,
+    relayed_shards,
     release_leases,
 )
 
@@ -294,3 +296,39 @@ def test_a_lease_taken_over_meanwhile_is_not_released(aws: Any) -> None:
 
     assert release_leases(TakenBetweenScanAndUpdate(dynamodb), TABLES, "me") == 0
     assert leases(dynamodb)[key]["leaseOwner"] == {"S": "other"}
+
+
+def set_checkpoint(dynamodb: Any, key: str, checkpoint: str) -> None:
+    dynamodb.update_item(
+        TableName=TABLES.leases,
+        Key={"leaseKey": {"S": key}},
+        UpdateExpression="SET checkpoint = :c",
+        ExpressionAttributeValues={":c": {"S": checkpoint}},
+    )
+
+
+def test_relayed_shards_are_those_past_their_start_position(aws: Any) -> None:
+    dynamodb, kinesis = aws
+    assert relayed_shards(dynamodb, TABLES.leases) == [], "no lease table: a fresh application"
+    new_stream(kinesis, 4)
+    prepare_leases(dynamodb, kinesis, TABLES, "s", "TRIM_HORIZON")
+    assert relayed_shards(dynamodb, TABLES.leases) == [], "every lease still at its start position"
+    keys = sorted(leases(dynamodb))
+    set_checkpoint(dynamodb, keys[0], "49650000000000000000000000000000000000000000000000000002")
+    set_checkpoint(dynamodb, keys[1], "SHARD_END")
+    set_checkpoint(dynamodb, keys[2], "LATEST")
+    assert relayed_shards(dynamodb, TABLES.leases) == keys[:2]
+
+
+def test_reset_deletes_the_applications_tables_and_only_those(aws: Any) -> None:
+    dynamodb, kinesis = aws
+    new_stream(kinesis, 1)
+    prepare_leases(dynamodb, kinesis, TABLES, "s", "TRIM_HORIZON")
+    other = LeaseTables.of({"applicationName": "app-10"})
+    prepare_leases(dynamodb, kinesis, other, "s", "TRIM_HORIZON")
+    deleted = delete_application_tables(dynamodb, TABLES)
+    assert deleted == [TABLES.leases, TABLES.coordinator_state, TABLES.worker_metrics]
+    remaining = set(dynamodb.list_tables()["TableNames"])
+    assert remaining == {other.leases, other.coordinator_state, other.worker_metrics}
+    assert delete_application_tables(dynamodb, TABLES) == [], "nothing left to delete"
+    assert prepare_leases(dynamodb, kinesis, TABLES, "s", "TRIM_HORIZON").created == 1, "a fresh start"

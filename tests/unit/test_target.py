@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,60 @@ def test_logging_a_spec_masks_the_password(caplog: pytest.LogCaptureFixture) -> 
         logging.getLogger("test").info("target %s / %r", spec, spec)
     assert_no_secret(caplog.text)
     assert isinstance(spec, TargetSpec)
+
+
+# ---- identity: what names a target for checkpoints ---------------------------------------------------------------
+
+
+def test_sqlite_identity_is_an_absolute_path_resolved_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = parse_target("sqlite:///relay.db", "t").identity()
+    absolute = parse_target(f"sqlite:///{tmp_path}/relay.db", "t").identity()
+    dotted = parse_target(f"sqlite:///{tmp_path}/sub/../relay.db", "t").identity()
+    assert relative == absolute == dotted == f"sqlite:///{tmp_path.resolve()}/relay.db table t"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert parse_target("sqlite:///relay.db", "t").identity() != absolute, "another directory, another database"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "crate://crate@localhost:4200/doc/orders",
+        "crate://LocalHost/doc/orders",
+        "crate://admin:secret@LOCALHOST:4200/doc/orders?ssl=true&timeout=5",
+        "cratedb://localhost/doc/orders",
+    ],
+)
+def test_crate_identity_fills_the_default_port_lowers_the_host_and_drops_credentials_and_query(url: str) -> None:
+    identity = parse_target(url, None).identity()
+    assert identity == "cratedb://localhost:4200 table doc.orders"
+    assert "secret" not in identity and "admin" not in identity and "app:" not in identity
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:secret@DB.example:5432/shop",
+        "postgres://db.example/shop",
+        "postgresql+psycopg://other@db.example/shop?connect_timeout=3&sslmode=require",
+    ],
+)
+def test_postgresql_identity(url: str) -> None:
+    identity = parse_target(url, "public.orders").identity()
+    assert identity == "postgresql://db.example:5432/shop table public.orders"
+    assert "secret" not in identity and "admin" not in identity and "app:" not in identity
+
+
+def test_identity_tells_databases_tables_hosts_and_ports_apart() -> None:
+    identities = {
+        parse_target("postgresql://h/shop", "orders").identity(),
+        parse_target("postgresql://h/shop2", "orders").identity(),
+        parse_target("postgresql://h/shop", "invoices").identity(),
+        parse_target("postgresql://h/shop", "archive.orders").identity(),
+        parse_target("postgresql://h2/shop", "orders").identity(),
+        parse_target("postgresql://h:5433/shop", "orders").identity(),
+    }
+    assert len(identities) == 6

@@ -202,6 +202,7 @@ GOOD: dict[str, tuple[str, str, Any]] = {
     "idle-sleep": ("idle-sleep=0.25", "idle_sleep", 0.25),
     "buffer-time": ("buffer-time=0", "buffer_time", 0.0),
     "once": ("once=yes", "once", True),
+    "reset": ("reset=true", "reset", True),
     "app": ("app=my.app_1-x", "app", "my.app_1-x"),
     "worker-id": ("worker-id=host%201", "worker_id", "host 1"),
     "failover-time": ("failover-time=2.5", "failover_time", 2.5),
@@ -226,6 +227,7 @@ BAD: dict[str, list[str]] = {
     "idle-sleep": ["-1", "nan", "inf", "x", str(86400 * 366)],
     "buffer-time": ["-0.1", "1e9"],
     "once": ["sometimes"],
+    "reset": ["please"],
     "app": ["ab", "has space", "x" * 256, ""],
     "worker-id": [""],
     "failover-time": ["-5"],
@@ -449,3 +451,19 @@ def test_stream_options_do_not_apply_to_a_file_replay() -> None:
         parse_source("kinesis+dynamodb+cdc:///tmp/x.ndjson?start=latest")
     spec = parse_source("kinesis+dynamodb+cdc:///tmp/x.ndjson?batch-size=5&ttl=ignore&route-tables=true")
     assert (spec.batch_size, spec.ttl, spec.route_tables) == (5, "ignore", True)
+
+
+def test_application_name_follows_the_normalized_target_identity() -> None:
+    from kcl_relay.sink.target import parse_target
+
+    spec = parse_source("kinesis+dynamodb+cdc://aws/dynamodb-cdc")
+    one = parse_target("crate://admin:pw@DB.example/doc/orders?ssl=true", None)
+    same = parse_target("crate://other@db.example:4200/doc/orders", None)
+    other = parse_target("crate://db.example/doc/orders2", None)
+    name = spec.application_name(one.table, one.identity())
+    assert name == spec.application_name(same.table, same.identity()), "one target, however spelled: one application"
+    assert name != spec.application_name(other.table, other.identity())
+    assert re.fullmatch(r"kcl-relay-dynamodb-cdc-orders-[0-9a-f]{8}", name)
+    other_stream = parse_source("kinesis+dynamodb+cdc://aws/other-cdc")
+    assert other_stream.application_name(one.table, one.identity()).startswith("kcl-relay-other-cdc-orders-")
+    assert spec.relay_identity(one.identity()) == "stream dynamodb-cdc -> cratedb://db.example:4200 table doc.orders"

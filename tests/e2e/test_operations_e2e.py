@@ -1,0 +1,45 @@
+"""End to end, operations: the lease table's identity, and a target that lost what its checkpoints say was relayed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kcl_relay.localaws.server import LocalAws
+from tests.support.e2e import cdc_record, ids_in, new_stream, put_records, run_relay, source_url
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_a_deleted_target_stops_the_relay_until_reset_relays_it_again(aws: LocalAws, tmp_path: Path) -> None:
+    stream = new_stream(aws)
+    put_records(aws.client("kinesis"), stream, [cdc_record("INSERT", str(n), 1_000_000 + n) for n in range(20)])
+    url = source_url(aws.endpoint_url, stream, once="true")  # no app=: the derived name is what is tested
+    database = tmp_path / "relay.db"
+    target = f"sqlite:///{database}"
+
+    first = run_relay(url, target, "orders")
+    assert first.returncode == 0, first.stderr[-3000:]
+    named = re.search(r"application (kcl-relay-\S+) \(lease table (\S+)\), derived from (.+)", first.stderr)
+    assert named, first.stderr[-3000:]
+    application, lease_table, identity = named.groups()
+    assert application == lease_table and application.startswith(f"kcl-relay-{stream}-orders-")
+    assert identity == f"stream {stream} -> sqlite:///{database.resolve()} table orders"
+    assert ids_in(target, "orders") == {str(n) for n in range(20)}
+
+    database.unlink()
+    stopped = run_relay(url, target, "orders")
+    assert stopped.returncode == 2, stopped.stderr[-3000:]
+    assert (
+        f"error: target table orders is missing, but lease table {lease_table} has checkpoints of 1 shard(s)"
+        in stopped.stderr
+    )
+    assert "reset=true" in stopped.stderr
+    assert "logs in" not in stopped.stderr, "stopped before the KCL started"
+
+    again = run_relay(f"{url}&reset=true", target, "orders")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"reset=true: deleted {lease_table}" in again.stderr
+    assert ids_in(target, "orders") == {str(n) for n in range(20)}
