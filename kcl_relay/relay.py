@@ -14,12 +14,14 @@ from kcl_relay.kcl.daemon import find_jars, find_java
 from kcl_relay.kcl.leases import (
     LeaseTables,
     delete_application_tables,
+    other_workers,
     prepare_leases,
     relayed_shards,
     release_leases,
 )
 from kcl_relay.kcl.properties import INITIAL_POSITION, build_properties
-from kcl_relay.kcl.supervisor import WorkerPlan, make_state_dir, run_worker, say
+from kcl_relay.kcl.supervisor import WorkerPlan, application_dir, make_state_dir, run_worker, say
+from kcl_relay.kcl.worker_id import stable_worker_id
 from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, settle_heap, target_for
 from kcl_relay.sink.admin import check_reachable, table_state
 from kcl_relay.sink.base import Sink
@@ -95,11 +97,16 @@ def plan_worker(
         reset_application(spec, tables)
     elif guard_target:
         refuse_emptied_target(spec, target, tables)
+    lasting_worker_id = True
     if not (props.get("workerId") or props.get("workerIdentifier")):
-        # Named here, not by the KCL (a bare UUID), so that a graceful stop can hand this worker's leases back.
-        props["workerId"] = f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
+        # Stable per host and slot, so a restart finds its own leases; random only when no slot can be locked.
+        stable = stable_worker_id(application_dir(props["applicationName"]))
+        props["workerId"] = stable or f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
+        if stable is None:
+            lasting_worker_id = False
+            say(f"no worker slot could be locked in {application_dir(props['applicationName'])}: a random worker id")
     prepare_lease_table(spec, props)
-    state_dir = make_state_dir(application)
+    state_dir = make_state_dir(props["applicationName"])
     processor = ProcessorConfig(
         target_url=target.url.render_as_string(hide_password=False),
         table=target.qualified_table,
@@ -138,6 +145,7 @@ def plan_worker(
         open_shards=open_shards,
         # A session token of other credentials must not pair with the URL's key.
         drop_env=("AWS_SESSION_TOKEN",) if spec.credentials else (),
+        lasting_worker_id=lasting_worker_id,
     )
 
 
@@ -210,24 +218,34 @@ def describe_error(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def release_worker_leases(spec: SourceSpec, props: dict[str, str]) -> None:
-    """After a graceful stop: the leases go back at once, so a restart (or another worker) takes them in seconds."""
+def hand_back_leases(spec: SourceSpec, props: dict[str, str], lasting_id: bool) -> None:
+    """After a graceful stop: hand the leases to the other workers, or keep them for this worker's restart.
+
+    Handed back (the KCL's evictLease, and the worker metrics entry removed) when another worker of the application
+    may be alive, so it takes the shards over at its next lease assignment instead of after failover-time; or when
+    the id is one no later run carries (a random one). Kept when this worker is alone and its id lasts (the stable
+    default HOST-SLOT, or worker-id): a restart finds its own leases and resumes at once.
+    """
     tables = LeaseTables.of(props)
     worker = props.get("workerId") or props["workerIdentifier"]
+    dynamodb = kinesis.client(spec, "dynamodb")
     try:
-        released = release_leases(kinesis.client(spec, "dynamodb"), tables, worker)
+        others = other_workers(dynamodb, tables, worker) if lasting_id else set()
+        if lasting_id and not others:
+            say(f"kept the leases of worker {worker}: no other worker is alive; a restart with this id resumes at once")
+            return
+        released = release_leases(dynamodb, tables, worker)
     except (BotoCoreError, ClientError) as error:
         say(f"could not hand back the leases of worker {worker} ({describe_error(error)}); they expire instead")
         return
     if released:
-        say(f"handed back {released} leases of worker {worker}")
+        to = f" to the other workers ({', '.join(sorted(others))})" if others else ""
+        say(f"handed back {released} leases of worker {worker}{to}")
 
 
 def run_stream(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> int:
     plan = plan_worker(spec, target, properties)
     code = run_worker(plan)
-    # Stopped gracefully (every processor flushed and checkpointed, the JVM is gone) under a worker id of ours: no
-    # later run will carry it, so its leases go back now. A worker-id the user set comes back with its leases.
-    if code == 0 and spec.worker_id is None:
-        release_worker_leases(spec, plan.properties)
+    if code == 0:  # stopped gracefully: every processor flushed and checkpointed, the JVM is gone
+        hand_back_leases(spec, plan.properties, lasting_id=plan.lasting_worker_id)
     return code

@@ -293,3 +293,32 @@ def delete_application_tables(dynamodb: Any, tables: LeaseTables, timeout: float
                 raise TimeoutError(f"DynamoDB table {table} is still there {timeout:.0f} s after DeleteTable")
             time.sleep(0.5)
     return deleted
+
+
+WORKER_METRICS_FRESH_SECONDS = 120.0  # KCL 3 reports worker metrics every 30 s
+
+
+def other_workers(dynamodb: Any, tables: LeaseTables, worker_id: str, now: float | None = None) -> set[str]:
+    """The application's other workers that may be alive: owners of leases, and fresh worker metrics entries.
+
+    A lease owner may be a worker that died a moment ago; counting it errs on the side of handing leases back.
+    """
+    now = time.time() if now is None else now
+    others = {
+        owner
+        for item in _scan(dynamodb, tables.leases)
+        if (owner := item.get("leaseOwner", {}).get("S")) and owner != worker_id
+    }
+    try:
+        metrics = _scan(dynamodb, tables.worker_metrics)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+        metrics = []
+    for item in metrics:
+        wid = item.get("wid", {}).get("S")
+        updated = float(item.get("lut", {}).get("N", "0"))
+        updated = updated / 1000 if updated > 1e11 else updated  # epoch seconds (KCL 3.1.3); millis tolerated
+        if wid and wid != worker_id and now - updated < WORKER_METRICS_FRESH_SECONDS:
+            others.add(wid)
+    return others

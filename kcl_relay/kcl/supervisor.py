@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -55,26 +56,41 @@ class WorkerPlan:
     open_shards: Callable[[], set[str]] | None = None  # for once=true: the shards that must be caught up
     drop_env: tuple[str, ...] = ()  # variables of ours the JVM must not inherit
     companion: Companion | None = None  # runs beside the worker; once=true also waits for it
+    lasting_worker_id: bool = True  # False: a random id no later run carries
 
 
 KEEP_STATE_DIRS = 10  # per application: the logs of the last runs
 STATE_DIR_ENV = ("KCL_RELAY_STATE_DIR", "STATE_DIRECTORY")  # ours, or systemd's StateDirectory=
+RUN_PREFIX = "run-"
+MAX_APPLICATION_DIR = 200  # file names end at 255 bytes; application names may be 255 characters
+
+
+def application_dir(application_name: str) -> Path:
+    """The application's own folder: its workers' slot locks and one folder per run.
+
+    One folder per application name, exactly (a long name keeps a hash of the whole name): pruning the runs of
+    `orders` never touches those of `orders-eu`.
+    """
+    base = next((os.environ[name] for name in STATE_DIR_ENV if os.environ.get(name)), None) or tempfile.gettempdir()
+    name = application_name
+    if len(name) > MAX_APPLICATION_DIR:
+        name = f"{name[: MAX_APPLICATION_DIR - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    folder = Path(base) / f"kcl-relay-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def make_state_dir(application_name: str) -> Path:
     """A fresh folder per worker run for its properties file, logs and shard status (two workers never share one)."""
-    base = next((os.environ[name] for name in STATE_DIR_ENV if os.environ.get(name)), None)
-    if base:
-        Path(base).mkdir(parents=True, exist_ok=True)
-    prefix = f"kcl-relay-{application_name[:40]}-"
-    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
-    _prune(folder.parent, prefix, keep=KEEP_STATE_DIRS)
+    parent = application_dir(application_name)
+    folder = Path(tempfile.mkdtemp(prefix=RUN_PREFIX, dir=parent))
+    _prune(parent, keep=KEEP_STATE_DIRS)
     return folder
 
 
-def _prune(parent: Path, prefix: str, keep: int) -> None:
-    """Restarts (systemd's Restart=on-failure) must not pile up folders: keep the newest few of this application."""
-    folders = sorted((p for p in parent.glob(f"{prefix}*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+def _prune(parent: Path, keep: int) -> None:
+    """Restarts (systemd's Restart=on-failure) must not pile up folders: keep the newest runs of this application."""
+    folders = sorted((p for p in parent.glob(f"{RUN_PREFIX}*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
     for old in folders[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -151,7 +167,8 @@ def run_worker(plan: WorkerPlan) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     say(
-        f"worker of application {plan.properties['applicationName']} on stream {plan.properties['streamName']}; "
+        f"worker {plan.properties.get('workerId') or plan.properties.get('workerIdentifier')} of application "
+        f"{plan.properties['applicationName']} on stream {plan.properties['streamName']}; "
         f"logs in {state_dir}"
     )
     progress = Progress()

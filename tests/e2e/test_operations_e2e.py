@@ -28,6 +28,9 @@ def test_a_deleted_target_stops_the_relay_until_reset_relays_it_again(aws: Local
     assert application == lease_table and application.startswith(f"kcl-relay-{stream}-orders-")
     assert identity == f"stream {stream} -> sqlite:///{database.resolve()} table orders"
     assert ids_in(target, "orders") == {str(n) for n in range(20)}
+    worker = re.search(r"worker (\S+) of application", first.stderr)
+    assert worker and worker.group(1).endswith("-0"), "the stable default id: host name and slot 0"
+    assert f"kept the leases of worker {worker.group(1)}: no other worker is alive" in first.stderr
 
     database.unlink()
     stopped = run_relay(url, target, "orders")

@@ -17,6 +17,7 @@ from kcl_relay.kcl.leases import (
     delete_application_tables,
     lease_item,
     list_shards_at,
+    other_workers,
     prepare_leases,
     relayed_shards,
     release_leases,
@@ -332,3 +333,18 @@ def test_reset_deletes_the_applications_tables_and_only_those(aws: Any) -> None:
     assert remaining == {other.leases, other.coordinator_state, other.worker_metrics}
     assert delete_application_tables(dynamodb, TABLES) == [], "nothing left to delete"
     assert prepare_leases(dynamodb, kinesis, TABLES, "s", "TRIM_HORIZON").created == 1, "a fresh start"
+
+
+def test_other_workers_are_lease_owners_and_fresh_worker_metrics(aws: Any) -> None:
+    dynamodb, kinesis = aws
+    new_stream(kinesis, 3)
+    prepare_leases(dynamodb, kinesis, TABLES, "s", "TRIM_HORIZON")
+    now = 1_800_000_000.0
+    assert other_workers(dynamodb, TABLES, "me", now) == set(), "alone: nobody owns a lease, nobody reports"
+    first, second, _free = sorted(leases(dynamodb))
+    set_owner(dynamodb, first, "me")
+    assert other_workers(dynamodb, TABLES, "me", now) == set()
+    set_owner(dynamodb, second, "owner")
+    for wid, updated in (("me", now), ("idle", now - 30), ("gone", now - 600), ("millis", (now - 5) * 1000)):
+        dynamodb.put_item(TableName=TABLES.worker_metrics, Item={"wid": {"S": wid}, "lut": {"N": str(int(updated))}})
+    assert other_workers(dynamodb, TABLES, "me", now) == {"owner", "idle", "millis"}

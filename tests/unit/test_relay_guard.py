@@ -1,11 +1,13 @@
-"""A target that lost what the checkpoints say was relayed stops the relay (exit 2) unless reset=true starts over.
+"""Start and stop decisions against a lease table in moto (in process), with a real SQLite target.
 
-The lease table lives in moto (in process), the target is a real SQLite file.
+A target that lost what the checkpoints say was relayed stops the relay (exit 2) unless reset=true starts over;
+a graceful stop hands the leases over to live workers, or keeps them for a restart.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 from moto import mock_aws
 
 from kcl_relay.kcl.leases import LeaseTables, prepare_leases
-from kcl_relay.relay import refuse_emptied_target, reset_application
+from kcl_relay.relay import hand_back_leases, refuse_emptied_target, reset_application
 from kcl_relay.sink.target import parse_target
 from kcl_relay.source.url import SourceError, parse_source
 
@@ -91,3 +93,49 @@ def test_reset_forgets_the_checkpoints(relayed: Any, capsys: pytest.CaptureFixtu
     reset_application(spec, tables)
     assert f"reset=true: deleted {tables.leases}" in capsys.readouterr().err
     refuse_emptied_target(spec, target, tables)  # no checkpoints left: nothing to protect
+
+
+# ---- after a graceful stop: hand the leases over, or keep them for a restart -----------------------------------
+
+
+def own_all(spec: Any, tables: LeaseTables, owner: str) -> Any:
+    dynamodb = boto3.client("dynamodb", region_name=spec.region)
+    for item in dynamodb.scan(TableName=tables.leases)["Items"]:
+        dynamodb.update_item(
+            TableName=tables.leases,
+            Key={"leaseKey": item["leaseKey"]},
+            UpdateExpression="SET leaseOwner = :o",
+            ExpressionAttributeValues={":o": {"S": owner}},
+        )
+    return dynamodb
+
+
+def owners(dynamodb: Any, tables: LeaseTables) -> set[str | None]:
+    items = dynamodb.scan(TableName=tables.leases)["Items"]
+    return {item.get("leaseOwner", {}).get("S") for item in items}
+
+
+def test_a_lone_worker_with_a_lasting_id_keeps_its_leases(relayed: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    spec, _target, tables, _path = relayed
+    dynamodb = own_all(spec, tables, "host-0")
+    hand_back_leases(spec, {"applicationName": tables.leases, "workerId": "host-0"}, lasting_id=True)
+    assert owners(dynamodb, tables) == {"host-0"}
+    assert "kept the leases of worker host-0: no other worker is alive" in capsys.readouterr().err
+
+
+def test_with_another_worker_alive_the_leases_go_back(relayed: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    spec, _target, tables, _path = relayed
+    dynamodb = own_all(spec, tables, "host-0")
+    now = str(int(time.time()))
+    dynamodb.put_item(TableName=tables.worker_metrics, Item={"wid": {"S": "host-1"}, "lut": {"N": now}})
+    hand_back_leases(spec, {"applicationName": tables.leases, "workerId": "host-0"}, lasting_id=True)
+    assert owners(dynamodb, tables) == {None}
+    assert "handed back 1 leases of worker host-0 to the other workers (host-1)" in capsys.readouterr().err
+
+
+def test_a_random_id_always_hands_back(relayed: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    spec, _target, tables, _path = relayed
+    dynamodb = own_all(spec, tables, "host-0123456789ab")
+    hand_back_leases(spec, {"applicationName": tables.leases, "workerId": "host-0123456789ab"}, lasting_id=False)
+    assert owners(dynamodb, tables) == {None}
+    assert "handed back 1 leases of worker host-0123456789ab" in capsys.readouterr().err

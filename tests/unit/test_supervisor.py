@@ -205,18 +205,18 @@ def test_state_dir_honours_kcl_relay_state_dir(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("KCL_RELAY_STATE_DIR", str(base))
     first = make_state_dir("kcl-relay-cdc-orders")
     second = make_state_dir("kcl-relay-cdc-orders")
-    assert first.parent == base == second.parent
+    assert first.parent == base / "kcl-relay-kcl-relay-cdc-orders" == second.parent
     assert first != second, "two workers never share a state directory"
     assert first.is_dir() and second.is_dir()
-    assert first.name.startswith("kcl-relay-kcl-relay-cdc-orders-")
+    assert first.name.startswith("run-")
 
 
 @pytest.mark.usefixtures("no_state_env")
 def test_state_dir_takes_systemds_state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "systemd"))
-    assert make_state_dir("app").parent == tmp_path / "systemd"
+    assert make_state_dir("app").parent.parent == tmp_path / "systemd"
     monkeypatch.setenv("KCL_RELAY_STATE_DIR", str(tmp_path / "ours"))
-    assert make_state_dir("app").parent == tmp_path / "ours", "ours wins"
+    assert make_state_dir("app").parent.parent == tmp_path / "ours", "ours wins"
 
 
 @pytest.mark.usefixtures("no_state_env")
@@ -224,12 +224,15 @@ def test_state_dir_defaults_to_the_temp_dir(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setenv("KCL_RELAY_STATE_DIR", "")  # empty: not set
     made = make_state_dir("app")
-    assert made.parent == tmp_path and made.is_dir()
+    assert made.parent == tmp_path / "kcl-relay-app" and made.is_dir()
 
 
 @pytest.mark.usefixtures("no_state_env")
-def test_state_dir_prefix_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_application_name_keeps_a_bounded_and_distinct_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KCL_RELAY_STATE_DIR", str(tmp_path))
-    made = make_state_dir("a" * 255)
-    assert made.name.startswith("kcl-relay-" + "a" * 40 + "-")
-    assert "a" * 41 not in made.name
+    one, other = make_state_dir("a" * 255).parent, make_state_dir("a" * 254 + "b").parent
+    assert one != other, "names alike up to the cut still get folders of their own"
+    assert len(one.name) <= 210 and len(other.name) <= 210
+    assert one.name.startswith("kcl-relay-" + "a" * 180)
