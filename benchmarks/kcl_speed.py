@@ -113,9 +113,17 @@ class Bench:
             self._postgres_context.__exit__(None, None, None)
             self.postgres = None
 
-    def relay(self, stream: str, name: str, module: str = NOW, app: str | None = None, **options: Any) -> Relay:
+    def relay(
+        self,
+        stream: str,
+        name: str,
+        module: str = NOW,
+        app: str | None = None,
+        target: str | None = None,
+        **options: Any,
+    ) -> Relay:
         url = source_url(self.aws.endpoint_url, stream, app=app or app_name(), **options)
-        target, _ = self.target(name)
+        target = target or self.target(name)[0]
         return Relay(url, target, "bench", self.work / f"{name}-{time.monotonic_ns()}.log", module=module)
 
     def sampler(self, *relays: Relay) -> UsageSampler:
@@ -145,8 +153,9 @@ def scenario_start(bench: Bench) -> dict[str, Any]:
             put_backlog(bench.kinesis, stream, 10)
             app = app_name("start")
             times = rows.setdefault(VARIANT_NAMES[module], {"fresh": [], "restart": []})
+            target, _ = bench.target("start")  # the restart writes where the first run did, as a restart does
             for phase in ("fresh", "restart"):
-                relay = bench.relay(stream, f"start-{phase}", module=module, app=app).start()
+                relay = bench.relay(stream, f"start-{phase}", module=module, app=app, target=target).start()
                 try:
                     seconds = relay.wait_first_record(timeout=180)
                 finally:
@@ -155,14 +164,15 @@ def scenario_start(bench: Bench) -> dict[str, Any]:
                 say(f"start {VARIANT_NAMES[module]} {phase}: first record {seconds:.1f} s after start (exit {code})")
                 if phase == "fresh":
                     put_backlog(bench.kinesis, stream, 10, run=f"r{repeat}")  # something new for the restart
-    # With a worker-id of its own, a restarted worker finds its leases at once (they are not handed back).
+    # With a worker-id of its own, a restarted worker finds its leases at once (a lone worker keeps them).
     times = rows.setdefault("now, worker-id set", {"fresh": [], "restart": []})
     for repeat in range(bench.sizes.start_repeats):
         stream = new_stream(bench.aws, 1)
         put_backlog(bench.kinesis, stream, 10)
         app, worker = app_name("start"), f"bench-worker-{repeat}"
+        target, _ = bench.target("start-id")
         for phase in ("fresh", "restart"):
-            relay = bench.relay(stream, f"start-id-{phase}", app=app, worker_id=worker).start()
+            relay = bench.relay(stream, f"start-id-{phase}", app=app, target=target, worker_id=worker).start()
             try:
                 seconds = relay.wait_first_record(timeout=180)
             finally:

@@ -191,7 +191,14 @@ def verify(
     is_flag=True,
     help="Start over: delete the application's lease table (its checkpoints) first, as kclrelay.reset = true does.",
 )
-def run_properties(properties_file: Path, target: str | None, table: str | None, reset: bool) -> None:
+@click.option(
+    "--worker-id",
+    metavar="ID",
+    help="The KCL worker id; wins over workerId in the file (the systemd template unit passes %H-%i).",
+)
+def run_properties(
+    properties_file: Path, target: str | None, table: str | None, reset: bool, worker_id: str | None
+) -> None:
     """Run a worker from a KCL properties file (manual runs, systemd, fleets)."""
     if not properties_file.is_file():
         fail(f"properties file not found: {properties_file}")
@@ -199,10 +206,13 @@ def run_properties(properties_file: Path, target: str | None, table: str | None,
         spec, kcl_props, relay_props = spec_from_properties(read_properties(properties_file))
     except SourceError as error:
         fail(str(error))
-    if reset:
+    if reset or worker_id:
         import dataclasses
 
-        spec = dataclasses.replace(spec, reset=True)
+        spec = dataclasses.replace(spec, reset=spec.reset or reset, worker_id=worker_id or spec.worker_id)
+    if worker_id:
+        kcl_props = {key: value for key, value in kcl_props.items() if key not in ("workerId", "workerIdentifier")}
+        kcl_props["workerId"] = worker_id
     from kcl_relay import relay
     from kcl_relay.pipeline import routed_table_name
 

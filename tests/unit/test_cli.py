@@ -88,7 +88,7 @@ def loaded_db(tmp_path: Path, orders_file: Path) -> str:
         ((), ["load", "run", "shell", "show", "local", "--version"]),
         (("load",), ["table"]),
         (("load", "table"), ["SOURCE", "--target", "--table", "kinesis+dynamodb+cdc://"]),
-        (("run",), ["--properties", "--target", "--table"]),
+        (("run",), ["--properties", "--target", "--table", "--reset", "--worker-id"]),
         (("shell",), ["--command", "--target"]),
         (("show",), ["table"]),
         (("show", "table"), ["SCHEMA.TABLE", "--target"]),
@@ -200,6 +200,22 @@ def test_run_with_a_bad_properties_file(tmp_path: Path, content: str, needle: st
     path = tmp_path / "kcl.properties"
     path.write_text(content)
     assert_usage_error(run("run", "--properties", str(path), "--target", "sqlite:///x.db", "--table", "t"), needle)
+
+
+def test_run_worker_id_and_reset_flags_win_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kcl_relay import relay
+
+    seen: list[tuple[Any, dict[str, str]]] = []
+    monkeypatch.setattr(relay, "run_stream", lambda spec, _target, props: seen.append((spec, props)) or 0)
+    path = tmp_path / "kcl.properties"
+    path.write_text("streamName = s\napplicationName = app\nworkerIdentifier = from-file\n")
+    args = ["run", "--properties", str(path), "--target", "sqlite:///x.db", "--table", "t"]
+    assert run(*args).exit_code == 0
+    assert run(*args, "--worker-id", "host-orders", "--reset").exit_code == 0
+    (plain, _), (flagged, flagged_props) = seen
+    assert plain.worker_id == "from-file" and not plain.reset
+    assert flagged.worker_id == "host-orders" and flagged.reset
+    assert flagged_props["workerId"] == "host-orders" and "workerIdentifier" not in flagged_props
 
 
 # ---- replay into SQLite ---------------------------------------------------------------------------------------
