@@ -122,6 +122,8 @@ class Bench:
         target: str | None = None,
         **options: Any,
     ) -> Relay:
+        # The KCL's info lines time its deliveries (kcl_log_times); the runs before log-level existed logged at info.
+        options.setdefault("log_level", "info")
         url = source_url(self.aws.endpoint_url, stream, app=app or app_name(), **options)
         target = target or self.target(name)[0]
         return Relay(url, target, "bench", self.work / f"{name}-{time.monotonic_ns()}.log", module=module)

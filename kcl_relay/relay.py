@@ -22,6 +22,7 @@ from kcl_relay.kcl.leases import (
 from kcl_relay.kcl.properties import INITIAL_POSITION, build_properties
 from kcl_relay.kcl.supervisor import WorkerPlan, application_dir, make_state_dir, run_worker, say
 from kcl_relay.kcl.worker_id import stable_worker_id
+from kcl_relay.logs import quiet_http_libraries
 from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, settle_heap, target_for
 from kcl_relay.sink.admin import check_reachable, table_state
 from kcl_relay.sink.base import Sink
@@ -82,6 +83,7 @@ def plan_worker(
     `guard_target`: refuse to resume checkpoints into a missing or empty target (off for a full load, which refills
     the table itself before the stream's records matter).
     """
+    quiet_http_libraries(spec.log_level)
     java, jars = find_java(), find_jars()
     check_reachable(target)
     shards = kinesis.prepare_stream(spec)
@@ -122,6 +124,7 @@ def plan_worker(
         start=spec.start,
         seqno=spec.seqno,
         seqno_shard=seqno_shard,
+        log_level=spec.log_level,
     )
     aws_env = {"AWS_REGION": spec.region}
     if spec.credentials:

@@ -28,6 +28,7 @@ class ProcessorConfig:
     start: str = "earliest"
     seqno: str | None = None
     seqno_shard: str | None = None  # the shard that holds `seqno`
+    log_level: str = "warn"  # warn, info, debug (kcl_relay.logs)
 
     def to_env(self) -> dict[str, str]:
         return {ENV_NAME: json.dumps(asdict(self))}

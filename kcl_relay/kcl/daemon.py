@@ -11,6 +11,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+from kcl_relay.logs import logback_xml
+
 MIN_JAVA = 17
 DAEMON_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
 JVM_OPTIONS = [
@@ -130,25 +132,39 @@ class ClassDataArchive:
         return os.access(self.folder, os.W_OK)
 
 
-def jvm_command(java: str, jars: Path, properties: Path, archive: ClassDataArchive | None = None) -> list[str]:
+def jvm_command(
+    java: str,
+    jars: Path,
+    properties: Path,
+    archive: ClassDataArchive | None = None,
+    logback: Path | None = None,
+) -> list[str]:
     extra = os.environ.get(JVM_OPTIONS_ENV, "").split()
     sharing = archive.options() if archive else []
+    logging = [f"-Dlogback.configurationFile={logback}"] if logback else []
     daemon = [DAEMON_CLASS, "--properties-file", str(properties)]
-    return [java, *JVM_OPTIONS, *sharing, *extra, "-cp", f"{jars}/*", *daemon]
+    return [java, *JVM_OPTIONS, *sharing, *logging, *extra, "-cp", f"{jars}/*", *daemon]
 
 
 class Daemon:
     """One MultiLangDaemon JVM in its own session: terminal signals reach kcl-relay only, which stops it gracefully."""
 
-    def __init__(self, java: str, jars: Path, properties: Path, log_path: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, java: str, jars: Path, properties: Path, log_path: Path, env: dict[str, str], log_level: str = "warn"
+    ) -> None:
         self.archive = ClassDataArchive(java, jars)
-        self.command = jvm_command(java, jars, properties, self.archive)
+        # The KCL's log: logback writes and rotates it (kcl_relay.logs); the JVM's own stdout and stderr (a crash,
+        # a warning of the JVM itself) go to a file beside it.
+        logback = log_path.with_name("logback.xml")
+        logback.write_text(logback_xml(log_path, log_level))
+        self.command = jvm_command(java, jars, properties, self.archive, logback)
         self.log_path = log_path
+        self.output_path = log_path.with_name(f"{log_path.stem}.stdout.log")
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log_file = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        log_file = open(self.output_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.process = subprocess.Popen(
             self.command,
             stdin=subprocess.DEVNULL,
@@ -181,8 +197,13 @@ class Daemon:
             self.archive.finish()
 
     def tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
+        """The last lines of the KCL's log, and of the JVM's own output when it wrote any."""
+        parts = []
+        for path in (self.log_path, self.output_path):
+            try:
+                text = path.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            if text:
+                parts.append(f"--- {path.name}\n" + "\n".join(text[-lines:]))
+        return "\n".join(parts)

@@ -19,6 +19,7 @@ from kcl_relay.cdc.event import Position, RawRecord
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.properties import MIN_MILLIS_BETWEEN_READS
 from kcl_relay.kcl.status import ShardStatus, write_status
+from kcl_relay.logs import configure_file_logging
 from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, settle_heap, target_for
 from kcl_relay.sink.base import Sink
 from kcl_relay.sink.options import sink_options
@@ -194,16 +195,13 @@ class RelayProcessor(processor.RecordProcessorBase):
             self._status_written = now
 
 
-def configure_logging(state_dir: Path) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(state_dir / "processor.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+def configure_logging(state_dir: Path, level: str = "warn") -> None:
+    configure_file_logging(state_dir / "processor.log", level)
 
 
 def main() -> None:
     config = ProcessorConfig.from_env()
-    configure_logging(Path(config.state_dir))
+    configure_logging(Path(config.state_dir), config.log_level)
     # Stop signals are for the supervisor: it asks the JVM, which asks us (shutdown_requested) to flush and checkpoint.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 SCHEME = "kinesis+dynamodb+cdc"
 START_POSITIONS = ("earliest", "latest", "seqno-at", "seqno-after", "at-timestamp")
 TTL_MODES = ("delete", "ignore")
+LOG_LEVELS = ("warn", "info", "debug")  # kcl_relay.logs knows what each means
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in a value: it would reach the KCL properties file
 APP_NAME = re.compile(r"[a-zA-Z0-9_.-]{3,255}")  # the KCL's lease table is named after the application
@@ -66,6 +67,7 @@ class SourceSpec:
     tombstone_retention: float = 86400.0
     retry_timeout: float = 300.0
     reset: bool = False
+    log_level: str = "warn"
 
     @property
     def is_file(self) -> bool:
@@ -213,6 +215,11 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "retry_timeout",
         _seconds,
         "seconds a failing database is retried (capped backoff) before the worker stops without checkpoint",
+    ),
+    "log-level": (
+        "log_level",
+        _choice(LOG_LEVELS),
+        "the KCL's and the processors' log files: warn, info (every shard start, flush, lease), debug",
     ),
     "reset": (
         "reset",

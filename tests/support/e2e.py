@@ -38,7 +38,8 @@ __all__ = [  # cdc_record re-exported: the e2e modules build their records with 
 
 # Short KCL intervals: shard discovery every second (resharding tests), a dead worker's leases move after 2 s (fleet
 # tests), no pause at the tip. A fresh lease table no longer needs them: the relay writes it before the KCL starts.
-FAST = {"shard-sync-interval": "1", "idle-sleep": "0.2", "failover-time": "2"}
+# Logs at info: the tests read the processors' lines (shard starts, flushes, shutdown).
+FAST = {"shard-sync-interval": "1", "idle-sleep": "0.2", "failover-time": "2", "log-level": "info"}
 ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
 

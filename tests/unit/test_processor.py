@@ -534,7 +534,9 @@ def test_main_keeps_stdout_for_the_protocol(
     monkeypatch: pytest.MonkeyPatch, sqlite_url: str, state_dir: Path, target: TargetSpec
 ) -> None:
     """main() as the MultiLangDaemon runs it: protocol lines on stdout only, a stray print goes to stderr."""
-    config = ProcessorConfig(target_url=sqlite_url, table="t", state_dir=str(state_dir), buffer_time=0.0)
+    config = ProcessorConfig(
+        target_url=sqlite_url, table="t", state_dir=str(state_dir), buffer_time=0.0, log_level="info"
+    )
     monkeypatch.setenv("KCL_RELAY_PROCESSOR", config.to_env()["KCL_RELAY_PROCESSOR"])
     script = [
         {"action": "initialize", "shardId": SHARD, "sequenceNumber": "TRIM_HORIZON", "subSequenceNumber": 0},

@@ -12,7 +12,7 @@ import pytest
 
 import kcl_relay.kcl.supervisor as supervisor
 from kcl_relay.kcl.status import ShardStatus, latest_by_shard, read_statuses, write_status
-from kcl_relay.kcl.supervisor import PROGRESS_INTERVAL, Progress, caught_up, make_state_dir
+from kcl_relay.kcl.supervisor import HEARTBEAT_INTERVAL, PROGRESS_INTERVAL, Progress, caught_up, make_state_dir
 
 A, B, C = "shardId-000000000000", "shardId-000000000001", "shardId-000000000002"
 
@@ -106,36 +106,65 @@ def test_nothing_before_the_interval(clock: FakeTime, capsys: pytest.CaptureFixt
     assert stderr_lines(capsys) == []
 
 
-def test_waiting_for_leases(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
+def test_waiting_for_leases_is_said_once(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
     progress = Progress()
-    clock.advance(PROGRESS_INTERVAL)
-    progress.report({})
+    for _ in range(30):  # two and a half minutes without a lease
+        clock.advance(PROGRESS_INTERVAL)
+        progress.report({})
     assert stderr_lines(capsys) == [
         "kcl-relay: waiting for shard leases (a fresh lease table costs the KCL up to a minute)"
     ]
 
 
-def test_progress_line(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_line_explains_records_read_and_applied(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
     progress = Progress()
     clock.advance(PROGRESS_INTERVAL)
     statuses = {
-        A: status(A, applied=100, records=120, dead_letters=2, millis_behind=1200),
-        B: status(B, applied=50, records=50, dead_letters=1, millis_behind=300),
+        A: status(A, applied=100, records=165, dead_letters=2, millis_behind=1200),
+        B: status(B, applied=7, records=50, dead_letters=1, millis_behind=300),
         C: status(C, applied=0, ended=True, millis_behind=99_999),  # an ended shard has no lag
     }
     progress.report(statuses)
-    assert stderr_lines(capsys) == ["kcl-relay: 150 events applied (30/s), lag 1200 ms, 3 shards, 3 dead letters"]
+    assert stderr_lines(capsys) == [
+        "kcl-relay: 215 records read (43/s), 107 applied after merging per key, lag 1200 ms, 3 shards, 3 dead letters"
+    ]
     clock.advance(2 * PROGRESS_INTERVAL)
-    statuses[A].applied = 250
+    statuses[A].applied, statuses[A].records = 250, 315
     progress.report(statuses)
-    assert stderr_lines(capsys) == ["kcl-relay: 300 events applied (15/s), lag 1200 ms, 3 shards, 3 dead letters"]
+    assert stderr_lines(capsys) == [
+        "kcl-relay: 365 records read (15/s), 257 applied after merging per key, lag 1200 ms, 3 shards, 3 dead letters"
+    ]
+
+
+def test_while_idle_only_a_heartbeat(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
+    progress = Progress()
+    statuses = {A: status(A, applied=10, records=10, millis_behind=0)}
+    clock.advance(PROGRESS_INTERVAL)
+    progress.report(statuses)
+    assert len(stderr_lines(capsys)) == 1
+    for _ in range(int(HEARTBEAT_INTERVAL / PROGRESS_INTERVAL) - 1):  # a minute of nothing new: silence
+        clock.advance(PROGRESS_INTERVAL)
+        statuses[A].millis_behind = 5  # lag alone moves all the time: not news
+        progress.report(statuses)
+    assert stderr_lines(capsys) == []
+    clock.advance(PROGRESS_INTERVAL)
+    progress.report(statuses)
+    assert stderr_lines(capsys) == [
+        "kcl-relay: 10 records read (0/s), 10 applied after merging per key, lag 5 ms, 1 shards, 0 dead letters"
+    ]
+    clock.advance(PROGRESS_INTERVAL)
+    statuses[A].records, statuses[A].applied = 11, 11  # something new: said at the next interval
+    progress.report(statuses)
+    assert len(stderr_lines(capsys)) == 1
 
 
 def test_lag_unknown(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
     progress = Progress()
     clock.advance(PROGRESS_INTERVAL)
     progress.report({A: status(A), B: status(B, ended=True, millis_behind=5)})
-    assert stderr_lines(capsys) == ["kcl-relay: 0 events applied (0/s), lag unknown, 2 shards, 0 dead letters"]
+    assert stderr_lines(capsys) == [
+        "kcl-relay: 0 records read (0/s), 0 applied after merging per key, lag unknown, 2 shards, 0 dead letters"
+    ]
 
 
 def test_first_records_applied_once(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,7 +189,7 @@ def test_final_summary(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> N
     progress.report(statuses, final=True)
     lines = stderr_lines(capsys)
     assert lines[0] == "kcl-relay: first records applied 0.5 s after start"
-    assert lines[1].startswith("kcl-relay: done: 100 records read, 80 events applied, 4 dead letters; ")
+    assert lines[1].startswith("kcl-relay: done: 100 records read, 80 applied after merging per key, 4 dead letters; ")
     assert lines[1].endswith(" records/s from the first applied record to the last")
 
 
@@ -168,7 +197,7 @@ def test_final_summary_without_anything_applied(clock: FakeTime, capsys: pytest.
     progress = Progress()
     clock.advance(30)
     progress.report({A: status(A, caught_up=True)}, final=True)
-    assert stderr_lines(capsys) == ["kcl-relay: done: 0 records read, 0 events applied, 0 dead letters"]
+    assert stderr_lines(capsys) == ["kcl-relay: done: 0 records read, 0 applied after merging per key, 0 dead letters"]
 
 
 def test_final_throughput_counts_until_the_last_applied_record(
