@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from kcl_relay.kcl.daemon import SetupError
-from kcl_relay.kcl.properties import read_properties, spec_from_properties
+from kcl_relay.kcl.properties import read_properties_file, spec_from_properties
 from kcl_relay.source.table_url import describe_table_options, is_table_url, parse_table
 from kcl_relay.source.url import SourceError, describe_options, parse_source
 
@@ -203,7 +203,7 @@ def run_properties(
     if not properties_file.is_file():
         fail(f"properties file not found: {properties_file}")
     try:
-        spec, kcl_props, relay_props = spec_from_properties(read_properties(properties_file))
+        spec, kcl_props, relay_props = spec_from_properties(read_properties_file(properties_file))
     except SourceError as error:
         fail(str(error))
     if reset or worker_id:

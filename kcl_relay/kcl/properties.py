@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
-from kcl_relay.source.url import SCHEME, SourceError, SourceSpec, parse_source
+from kcl_relay.source.url import CONTROL, OPTIONS, SCHEME, SourceError, SourceSpec, parse_source
 
 INITIAL_POSITION = {
     "earliest": "TRIM_HORIZON",
@@ -133,23 +136,43 @@ def write_properties(path: Path, props: dict[str, str]) -> Path:
 
 def read_properties(path: Path) -> dict[str, str]:
     """Read a Java properties file: comments (# !), separators = : or blanks, escapes, continued lines."""
+    return read_properties_file(path).values
+
+
+@dataclass(frozen=True)
+class PropertiesFile:
+    """A properties file's keys and values, and the line each key was set on (for messages that point at it)."""
+
+    path: Path
+    values: dict[str, str]
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def where(self, key: str) -> str:
+        line = self.lines.get(key)
+        return f"{self.path} line {line}" if line else str(self.path)
+
+
+def read_properties_file(path: Path) -> PropertiesFile:
     props: dict[str, str] = {}
-    logical = ""
-    for line in path.read_text().splitlines():
+    lines: dict[str, int] = {}
+    logical, first_line = "", 0
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
         stripped = line.lstrip()
         if not logical and (not stripped or stripped[0] in "#!"):
             continue
+        if not logical:
+            first_line = number
         trailing = len(stripped) - len(stripped.rstrip("\\"))
         if trailing % 2:  # an odd number of backslashes continues the line
             logical += stripped[:-1]
             continue
         key, value = _split_property(logical + stripped)
-        props[key] = value
+        props[key], lines[key] = value, first_line
         logical = ""
     if logical:
         key, value = _split_property(logical)
-        props[key] = value
-    return props
+        props[key], lines[key] = value, first_line
+    return PropertiesFile(path, props, lines)
 
 
 def _split_property(line: str) -> tuple[str, str]:
@@ -185,6 +208,84 @@ def _unescape(text: str) -> str:
 
 
 RELAY_PREFIX = "kclrelay."
+RELAY_KEYS = (*OPTIONS, "table")  # kclrelay.NAME: the source options, and the target table
+
+# The keys the KCL 3.1.3 MultiLangDaemon reads from a properties file: the setters of MultiLangDaemonConfiguration
+# and of the config beans it flattens (PollingConfigBean, FanoutConfigBean, GracefulLeaseHandoffConfigBean,
+# WorkerUtilizationAwareAssignmentConfigBean, WorkerMetricStatsTableConfigBean, CoordinatorStateTableConfigBean),
+# read from amazon-kinesis-client-multilang-3.1.3.jar, plus MultiLangDaemonConfig's own executableName and
+# processingLanguage. BeanUtils matches them with the first letter in either case.
+KCL_KEYS = frozenset(
+    """allowThroughputOvershoot applicationName awsCredentialsProvider awsCredentialsProviderCloudWatch
+    awsCredentialsProviderDynamoDB callProcessRecordsEvenForEmptyRecordList cleanupLeasesUponShardCompletion
+    clientVersionConfig consumerArn consumerName coordinatorStateBillingMode coordinatorStateDeletionProtectionEnabled
+    coordinatorStatePointInTimeRecoveryEnabled coordinatorStateReadCapacity coordinatorStateTableName
+    coordinatorStateTags coordinatorStateWriteCapacity dampeningPercentage disableWorkerMetrics dynamoDBEndpoint
+    enablePriorityLeaseAssignment endpointForClient executableName failoverTimeMillis
+    gracefulLeaseHandoffTimeoutMillis idleTimeBetweenReadsInMillis ignoreUnexpectedChildShards
+    inMemoryWorkerMetricsCaptureFrequencyMillis initialLeaseTableReadCapacity initialLeaseTableWriteCapacity
+    initialPositionInStream initialPositionInStreamExtended isGracefulLeaseHandoffEnabled kinesisEndpoint
+    leaseAssignmentIntervalMillis leaseTableDeletionProtectionEnabled leaseTablePitrEnabled
+    listShardsBackoffTimeInMillis logWarningForTaskAfterMillis maxDescribeStreamConsumerRetries
+    maxDescribeStreamSummaryRetries maxGetRecordsThreadPool maxLeaseRenewalThreads maxLeasesForWorker
+    maxLeasesToStealAtOneTime maxListShardsRetryAttempts maxRecords maxThroughputPerHostKBps metricsBufferTimeMillis
+    metricsEnabledDimensions metricsLevel metricsMaxQueueSize millisBehindLatestThresholdForReducedTps
+    noOfPersistedMetricsPerWorkerMetrics parentShardPollIntervalMillis processingLanguage reBalanceThresholdPercentage
+    regionForClient regionName registerStreamConsumerRetries retrievalMode retryBackoffMillis
+    retryGetRecordsInSeconds schedulerInitializationBackoffTimeMillis shardPrioritization shardSyncIntervalMillis
+    shutdownGraceMillis skipShardSyncAtWorkerInitializationIfLeasesExist staleWorkerMetricsEntryCleanupDuration
+    streamArn streamName tableName taskBackoffTimeMillis timeoutInSeconds validateSequenceNumberBeforeCheckpointing
+    varianceBalancingFrequency workerId workerIdentifier workerMetricsBillingMode
+    workerMetricsDeletionProtectionEnabled workerMetricsEMAAlpha workerMetricsPointInTimeRecoveryEnabled
+    workerMetricsReadCapacity workerMetricsReporterFreqInMillis workerMetricsTableName workerMetricsTags
+    workerMetricsWriteCapacity""".split()  # noqa: SIM905 - a list as the jar has it, easier to compare
+)
+# Nested builders (e.g. cloudWatchClient.endpointOverride): the AWS SDK's client builder settings.
+KCL_NESTED = ("kinesisClient.", "dynamoDbClient.", "cloudWatchClient.")
+
+
+def is_kcl_key(key: str) -> bool:
+    if key.startswith(KCL_NESTED):
+        return True
+    return key[:1].lower() + key[1:] in KCL_KEYS or key.lower().startswith("awscredentialsprovider")
+
+
+def _nearest(key: str, candidates: list[str]) -> str:
+    """`; did you mean X?` for a likely typo, else nothing."""
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.75)
+    if not close:
+        lowered = {candidate.lower(): candidate for candidate in candidates}
+        close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.75)
+        close = [lowered[close[0]]] if close else []
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def check_keys(source: PropertiesFile) -> None:
+    """Every key is one the KCL or kcl-relay knows, and every kclrelay.* value parses: else one line naming the
+    file, the line and the key (a typo the KCL would silently ignore stops the worker before anything starts)."""
+    relay_names = [f"{RELAY_PREFIX}{name}" for name in RELAY_KEYS]
+    kcl_names = sorted(KCL_KEYS)
+    for key, value in source.values.items():
+        where = source.where(key)
+        if key.startswith(RELAY_PREFIX):
+            name = key[len(RELAY_PREFIX) :]
+            if name not in RELAY_KEYS:
+                raise SourceError(
+                    f"{where}: unknown key {key}{_nearest(key, relay_names)} (kcl-relay's keys: "
+                    f"{', '.join(relay_names)})"
+                )
+            if CONTROL.search(value):
+                raise SourceError(f"{where}: the value of {key} holds a control character")
+            if name in OPTIONS:
+                try:
+                    OPTIONS[name][1](value)
+                except ValueError as error:
+                    raise SourceError(f"{where}: bad value {value!r} for {key}: {error}") from None
+        elif not is_kcl_key(key):
+            hint = _nearest(key, kcl_names + relay_names) or _nearest(f"{RELAY_PREFIX}{key}", relay_names)
+            raise SourceError(f"{where}: unknown key {key}{hint} (neither a KCL 3.1.3 key nor kclrelay.*)")
+
+
 # standard KCL key -> (source option, KCL value -> option value)
 KCL_TO_OPTION = {
     "regionName": ("region", str),
@@ -208,53 +309,108 @@ KCL_TO_OPTION = {
 }
 
 
+# What a KCL key read as a source option takes, in the KCL's words.
+KCL_EXPECTED = {
+    "regionName": "expected an AWS region, e.g. eu-central-1",
+    "idleTimeBetweenReadsInMillis": "expected milliseconds, 0 or more",
+    "millisBehindLatestThresholdForReducedTps": "expected milliseconds, 0 or more",
+    "applicationName": "expected 3-255 of a-z A-Z 0-9 _ . -",
+    "workerId": "expected a non-empty id",
+    "workerIdentifier": "expected a non-empty id",
+    "failoverTimeMillis": "expected milliseconds, 0 or more",
+    "maxLeasesForWorker": "expected a whole number from 1 to 100000",
+    "shardSyncIntervalMillis": "expected milliseconds, 0 or more",
+    "initialPositionInStream": "expected TRIM_HORIZON or LATEST",
+    "initialPositionInStreamExtended": "expected a time in epoch seconds",
+}
+
 # Keys read as a source option and rendered our way (polling_properties): the file's raw value must not reach the KCL.
 RENDERED_KCL_KEYS = frozenset({"idleTimeBetweenReadsInMillis", "millisBehindLatestThresholdForReducedTps"})
 
 
-def _check_max_records(value: str) -> None:
+def _check_max_records(value: str, where: str = "the properties file") -> None:
     """maxRecords is the KCL's own (records per GetRecords, passed on as it is): only its range is ours to check."""
     if not (value.strip().isdigit() and 1 <= int(value) <= MAX_RECORDS_PER_CALL):
-        raise SourceError(f"bad value {value!r} for maxRecords in the properties file: 1 to {MAX_RECORDS_PER_CALL}")
+        raise SourceError(f"{where}: bad value {value!r} for maxRecords: 1 to {MAX_RECORDS_PER_CALL}")
 
 
-def spec_from_properties(props: dict[str, str]) -> tuple[SourceSpec, dict[str, str], dict[str, str]]:
+def spec_from_properties(
+    props: dict[str, str] | PropertiesFile,
+) -> tuple[SourceSpec, dict[str, str], dict[str, str]]:
     """A KCL properties file -> (SourceSpec, the KCL's own keys, our kclrelay.* keys).
 
     Our keys are the source URL options under the prefix `kclrelay.` (e.g. `kclrelay.buffer-time = 1.0`), plus
-    `kclrelay.table`; they are validated by the same parser as the URL.
+    `kclrelay.table`; they are validated by the same parsers as the URL. Errors are one line in the file's words:
+    the file, the line and the key (never the URL's option names).
     """
-    kcl_props = {key: value for key, value in props.items() if not key.startswith(RELAY_PREFIX)}
-    relay_props = {key[len(RELAY_PREFIX) :]: value for key, value in props.items() if key.startswith(RELAY_PREFIX)}
+    source = props if isinstance(props, PropertiesFile) else PropertiesFile(Path("the properties file"), props)
+    check_keys(source)
+    values = source.values
+    kcl_props = {key: value for key, value in values.items() if not key.startswith(RELAY_PREFIX)}
+    relay_props = {key[len(RELAY_PREFIX) :]: value for key, value in values.items() if key.startswith(RELAY_PREFIX)}
     stream = kcl_props.get("streamName")
     if not stream:
-        raise SourceError("the properties file names no streamName")
+        raise SourceError(f"{source.path} names no streamName")
     if not kcl_props.get("applicationName"):
-        raise SourceError("the properties file names no applicationName")
+        raise SourceError(f"{source.path} names no applicationName")
     for key, (option, _convert) in KCL_TO_OPTION.items():
         if kcl_props.get(key) and option in relay_props:  # the KCL would use one, the processor the other
-            raise SourceError(f"the properties file sets both {key} and {RELAY_PREFIX}{option}: keep one")
+            raise SourceError(f"{source.where(key)}: {key} and {RELAY_PREFIX}{option} both set: keep one")
     options: dict[str, str] = {}
+    used: dict[str, str] = {name: f"{RELAY_PREFIX}{name}" for name in relay_props}  # option -> the file's key
+    position = kcl_props.get("initialPositionInStream", "").upper()
+    if position == "AT_TIMESTAMP" and not kcl_props.get("initialPositionInStreamExtended"):
+        raise SourceError(
+            f"{source.where('initialPositionInStream')}: initialPositionInStream = AT_TIMESTAMP needs the time: "
+            "set initialPositionInStreamExtended = EPOCH_SECONDS instead"
+        )
     for key, (option, convert) in KCL_TO_OPTION.items():
         if kcl_props.get(key):
             try:
                 value = convert(kcl_props[key])
-            except ValueError:
-                raise SourceError(f"bad value {kcl_props[key]!r} for {key} in the properties file") from None
+                OPTIONS[option][1](value)
+            except (ValueError, OverflowError):
+                raise SourceError(
+                    f"{source.where(key)}: bad value {kcl_props[key]!r} for {key}: {KCL_EXPECTED[key]}"
+                ) from None
             if option == "idle-sleep" and option in options:
                 value = str(max(float(value), float(options[option])))
             options[option] = value
+            used[option] = key
     if kcl_props.get("maxRecords"):
-        _check_max_records(kcl_props["maxRecords"])
+        _check_max_records(kcl_props["maxRecords"], source.where("maxRecords"))
     if "timestamp" in options:  # the KCL's own way to start at a time: the extended key alone
         options["start"] = "at-timestamp"
     options.update({key: value for key, value in relay_props.items() if key != "table"})
     endpoint = kcl_props.get("kinesisEndpoint")
     host = urlsplit(endpoint).netloc if endpoint else "aws"
     if endpoint and (not host or urlsplit(endpoint).scheme not in ("http", "https")):
-        raise SourceError(f"kinesisEndpoint must be an http:// or https:// URL, got {endpoint!r}")
-    spec = parse_source(f"{SCHEME}://{host}/{quote(stream)}?{urlencode(options)}")
+        raise SourceError(
+            f"{source.where('kinesisEndpoint')}: kinesisEndpoint must be an http:// or https:// URL, got {endpoint!r}"
+        )
+    try:
+        spec = parse_source(f"{SCHEME}://{host}/{quote(stream)}?{urlencode(options)}")
+    except SourceError as error:
+        raise SourceError(f"{source.path}: {in_properties_words(str(error), used)}") from None
+    spec = dataclasses.replace(spec, from_properties=True)
     if endpoint:
         spec = dataclasses.replace(spec, endpoint_url=endpoint)  # keep the user's scheme (http or https)
     kcl_props = {key: value for key, value in kcl_props.items() if key not in RENDERED_KCL_KEYS}
     return spec, kcl_props, relay_props
+
+
+def in_properties_words(message: str, used: dict[str, str]) -> str:
+    """A source URL message (`start=seqno-at needs seqno=...`) in a properties file's words (`kclrelay.seqno`)."""
+
+    def key_of(option: str) -> str:
+        return used.get(option, f"{RELAY_PREFIX}{option}")
+
+    def setting(match: re.Match[str]) -> str:
+        option, value = match[1], match[2]
+        if option not in OPTIONS:
+            return match[0]
+        return f"{key_of(option)} = {value}" if value else key_of(option)
+
+    message = re.sub(r"\b([a-z][a-z-]*)=(\S*)", setting, message)
+    message = re.sub(r"source option '([a-z-]+)'", lambda m: key_of(m[1]), message)
+    return message.replace("source option", "key")

@@ -33,7 +33,7 @@ def client(spec: SourceSpec, service: str) -> Any:
 
 
 def _where(spec: SourceSpec) -> str:
-    return spec.endpoint_url or f"AWS {spec.region}"
+    return f"{spec.endpoint_url} (region {spec.region})" if spec.endpoint_url else f"AWS {spec.region}"
 
 
 def prepare_stream(spec: SourceSpec) -> list[dict]:
@@ -46,8 +46,9 @@ def prepare_stream(spec: SourceSpec) -> list[dict]:
             if error.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
             if not spec.create:
+                create = "set kclrelay.create = true" if spec.from_properties else "add ?create=true"
                 raise SourceError(
-                    f"Kinesis stream {spec.stream!r} not found at {_where(spec)}; add ?create=true to create it"
+                    f"Kinesis stream {spec.stream!r} not found at {_where(spec)}; {create} to create it"
                 ) from None
             kinesis.create_stream(StreamName=spec.stream, ShardCount=spec.create_shards)
         wait_active(kinesis, spec.stream)

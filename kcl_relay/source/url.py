@@ -68,6 +68,7 @@ class SourceSpec:
     retry_timeout: float = 300.0
     reset: bool = False
     log_level: str = "warn"
+    from_properties: bool = field(default=False, compare=False)  # for messages: kclrelay.create, not ?create=true
 
     @property
     def is_file(self) -> bool:

@@ -41,7 +41,8 @@ def test_create_and_create_shards(aws: LocalAws, sqlite_url: str) -> None:
     missing = run_relay(source_url(aws.endpoint_url, stream, once="true"), sqlite_url, "t")
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [
-        f"kcl-relay: error: Kinesis stream '{stream}' not found at {aws.endpoint_url}; add ?create=true to create it"
+        f"kcl-relay: error: Kinesis stream '{stream}' not found at {aws.endpoint_url} (region us-east-1); "
+        "add ?create=true to create it"
     ]
     done = run_relay(
         source_url(aws.endpoint_url, stream, once="true", create="true", create_shards="3"), sqlite_url, "t"

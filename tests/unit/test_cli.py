@@ -190,8 +190,8 @@ def test_run_with_a_missing_properties_file(tmp_path: Path) -> None:
     [
         ("applicationName = app\n", "names no streamName"),
         ("streamName = s\n", "names no applicationName"),
-        ("streamName = s\napplicationName = app\nkclrelay.ttl = keep\n", "source option 'ttl'"),
-        ("streamName = s\napplicationName = app\nkclrelay.nope = 1\n", "unknown source option 'nope'"),
+        ("streamName = s\napplicationName = app\nkclrelay.ttl = keep\n", "line 3: bad value 'keep' for kclrelay.ttl"),
+        ("streamName = s\napplicationName = app\nkclrelay.nope = 1\n", "line 3: unknown key kclrelay.nope"),
         ("streamName = s\napplicationName = app\nmaxRecords = many\n", "maxRecords"),
         ("streamName = s\napplicationName = app\nmaxRecords = 10001\n", "maxRecords"),
     ],
@@ -396,7 +396,9 @@ def test_unreachable_aws_endpoint_stops_before_anything_starts(tmp_path: Path) -
         "--table",
         "t",
     )
-    assert assert_usage_error(result) == f"kcl-relay: error: cannot reach the AWS endpoint http://127.0.0.1:{port}"
+    assert assert_usage_error(result) == (
+        f"kcl-relay: error: cannot reach the AWS endpoint http://127.0.0.1:{port} (region us-east-1)"
+    )
 
 
 def test_rows_with_timestamps_bytes_and_uuids_print_as_json() -> None:

@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 
 from kcl_relay.kcl.properties import (
+    KCL_KEYS,
     PROCESSOR_COMMAND,
     SHUTDOWN_GRACE_MILLIS,
+    PropertiesFile,
     build_properties,
+    check_keys,
     read_properties,
+    read_properties_file,
     render,
     spec_from_properties,
     write_properties,
@@ -329,7 +333,7 @@ def test_relay_keys_are_the_url_options() -> None:
 
 def test_a_relay_key_and_its_kcl_key_together_are_refused() -> None:
     # idleTimeBetweenReadsInMillis is read as idle-sleep: with kclrelay.idle-sleep too there are two truths.
-    with pytest.raises(SourceError, match=r"sets both idleTimeBetweenReadsInMillis and kclrelay\.idle-sleep"):
+    with pytest.raises(SourceError, match=r"idleTimeBetweenReadsInMillis and kclrelay\.idle-sleep both set: keep one"):
         spec_from_properties({**MINIMAL, "idleTimeBetweenReadsInMillis": "500", "kclrelay.idle-sleep": "1"})
     spec, _, _ = spec_from_properties({**MINIMAL, "kclrelay.idle-sleep": "1"})
     assert spec.idle_sleep == 1.0
@@ -382,13 +386,14 @@ def test_kinesis_endpoint_without_scheme_is_no_file_source() -> None:
         ({"failoverTimeMillis": "1.5"}, "failoverTimeMillis"),
         ({"shardSyncIntervalMillis": "x"}, "shardSyncIntervalMillis"),
         ({"initialPositionInStreamExtended": "yesterday"}, "initialPositionInStreamExtended"),
-        ({"initialPositionInStream": "SOMEWHERE"}, "start"),
-        ({"initialPositionInStream": "AT_TIMESTAMP"}, "needs timestamp"),
-        ({"regionName": "Europe"}, "region"),
-        ({"applicationName": "ab"}, "app"),
-        ({"kclrelay.ttl": "keep"}, "ttl"),
-        ({"kclrelay.no-such-option": "1"}, "unknown source option 'no-such-option'"),
+        ({"initialPositionInStream": "SOMEWHERE"}, "for initialPositionInStream: expected TRIM_HORIZON or LATEST"),
+        ({"initialPositionInStream": "AT_TIMESTAMP"}, "set initialPositionInStreamExtended = EPOCH_SECONDS"),
+        ({"regionName": "Europe"}, "bad value 'Europe' for regionName: expected an AWS region"),
+        ({"applicationName": "ab"}, "for applicationName: expected 3-255"),
+        ({"kclrelay.ttl": "keep"}, "bad value 'keep' for kclrelay.ttl: expected one of delete, ignore"),
+        ({"kclrelay.no-such-option": "1"}, "unknown key kclrelay.no-such-option"),
         ({"kclrelay.route-tables": "true", "kclrelay.source-table": "x"}, "exclude each other"),
+        ({"kclrelay.start": "seqno-at"}, "kclrelay.start = seqno-at needs kclrelay.seqno = SEQUENCE_NUMBER"),
     ],
 )
 def test_bad_values_are_source_errors(extra: dict[str, str], needle: str) -> None:
@@ -436,3 +441,56 @@ def test_build_then_read_back_at_timestamp(tmp_path: Path) -> None:
     path = write_properties(tmp_path / "kcl.properties", build_properties(spec, "relay-app"))
     again, _, _ = spec_from_properties(read_properties(path))
     assert again == spec
+
+
+# ---- a properties file checked like a URL: unknown keys, the file, the line, the file's words --------------------
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "orders.properties"
+    path.write_text(text)
+    return path
+
+
+HEAD = "# a worker\nstreamName = orders-cdc\napplicationName = relay-app\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("initialPositionInStrem = LATEST", "unknown key initialPositionInStrem; did you mean initialPositionInStream"),
+        ("failovertimemillis = 5000", "unknown key failovertimemillis; did you mean failoverTimeMillis?"),
+        ("kclrelay.batchsize = 10", "unknown key kclrelay.batchsize; did you mean kclrelay.batch-size?"),
+        ("kclrelay.buffer_time = 1", "unknown key kclrelay.buffer_time; did you mean kclrelay.buffer-time?"),
+        ("batch-size = 10", "unknown key batch-size; did you mean kclrelay.batch-size?"),
+        ("kclrelay.ttl = keep", "bad value 'keep' for kclrelay.ttl: expected one of delete, ignore"),
+        ("failoverTimeMillis = soon", "bad value 'soon' for failoverTimeMillis: expected milliseconds"),
+    ],
+)
+def test_a_bad_key_names_the_file_the_line_and_the_key(tmp_path: Path, line: str, message: str) -> None:
+    path = write(tmp_path, HEAD + "\n" + line + "\n")
+    with pytest.raises(SourceError) as error:
+        spec_from_properties(read_properties_file(path))
+    assert str(error.value).startswith(f"{path} line 5: {message}")
+    assert "source option" not in str(error.value) and "?create" not in str(error.value)
+
+
+def test_a_combination_is_said_in_the_files_words(tmp_path: Path) -> None:
+    path = write(tmp_path, HEAD + "kclrelay.seqno = 42\n")
+    expected = r": kclrelay\.seqno needs kclrelay\.start = seqno-at or kclrelay\.start = seqno-after$"
+    with pytest.raises(SourceError, match=expected):
+        spec_from_properties(read_properties_file(path))
+
+
+@pytest.mark.parametrize("template", sorted((Path(__file__).parents[2] / "properties").glob("*.properties")))
+def test_the_templates_pass(template: Path) -> None:
+    spec, _kcl, _relay = spec_from_properties(read_properties_file(template))
+    assert spec.stream and spec.from_properties
+
+
+def test_every_kcl_key_and_nested_client_settings_pass() -> None:
+    props = {**MINIMAL, "cloudWatchClient.endpointOverride": "http://localhost:4566", "AWSCredentialsProvider": "x"}
+    props |= {key: "1" for key in ("maxLeasesToStealAtOneTime", "ParentShardPollIntervalMillis", "consumerName")}
+    spec_from_properties(props)
+    for key in KCL_KEYS:
+        check_keys(PropertiesFile(Path("p"), {key: "1"}))

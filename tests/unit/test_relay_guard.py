@@ -139,3 +139,28 @@ def test_a_random_id_always_hands_back(relayed: Any, capsys: pytest.CaptureFixtu
     hand_back_leases(spec, {"applicationName": tables.leases, "workerId": "host-0123456789ab"}, lasting_id=False)
     assert owners(dynamodb, tables) == {None}
     assert "handed back 1 leases of worker host-0123456789ab" in capsys.readouterr().err
+
+
+# ---- a missing stream: where it was looked for, and the fix in the words of the input ------------------------------
+
+
+def test_a_missing_stream_names_endpoint_and_region_and_the_fix_in_the_inputs_words(tmp_path: Path) -> None:
+    from kcl_relay.kcl.properties import read_properties_file, spec_from_properties
+    from kcl_relay.source import kinesis
+
+    stream = f"gone-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "w.properties"
+    path.write_text(f"streamName = {stream}\napplicationName = app-{stream}\nregionName = eu-west-1\n")
+    from_file, _kcl, _relay = spec_from_properties(read_properties_file(path))
+    from_url = parse_source(f"kinesis+dynamodb+cdc://aws/{stream}?region=eu-west-1&app=url-{stream}")
+    with mock_aws():
+        with pytest.raises(SourceError) as url_error:
+            kinesis.prepare_stream(from_url)
+        with pytest.raises(SourceError) as file_error:
+            kinesis.prepare_stream(from_file)
+    assert str(url_error.value) == (
+        f"Kinesis stream '{stream}' not found at AWS eu-west-1; add ?create=true to create it"
+    )
+    assert str(file_error.value) == (
+        f"Kinesis stream '{stream}' not found at AWS eu-west-1; set kclrelay.create = true to create it"
+    )
