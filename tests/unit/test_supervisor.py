@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -12,7 +13,14 @@ import pytest
 
 import kcl_relay.kcl.supervisor as supervisor
 from kcl_relay.kcl.status import ShardStatus, latest_by_shard, read_statuses, write_status
-from kcl_relay.kcl.supervisor import HEARTBEAT_INTERVAL, PROGRESS_INTERVAL, Progress, caught_up, make_state_dir
+from kcl_relay.kcl.supervisor import (
+    HEARTBEAT_INTERVAL,
+    KEEP_STATE_DIRS,
+    PROGRESS_INTERVAL,
+    Progress,
+    caught_up,
+    make_state_dir,
+)
 
 A, B, C = "shardId-000000000000", "shardId-000000000001", "shardId-000000000002"
 
@@ -265,3 +273,21 @@ def test_a_long_application_name_keeps_a_bounded_and_distinct_folder(
     assert one != other, "names alike up to the cut still get folders of their own"
     assert len(one.name) <= 210 and len(other.name) <= 210
     assert one.name.startswith("kcl-relay-" + "a" * 180)
+
+
+@pytest.mark.usefixtures("no_state_env")
+def test_pruning_keeps_the_newest_runs_of_exactly_this_application(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KCL_RELAY_STATE_DIR", str(tmp_path))
+    others = [make_state_dir(name) for name in ("orders-eu", "orders-eu", "orders.v2", "ordersx")]
+    runs = []
+    for n in range(KEEP_STATE_DIRS + 3):
+        run = make_state_dir("orders")
+        os.utime(run, (1_000_000 + n, 1_000_000 + n))  # distinct ages, oldest first
+        runs.append(run)
+    assert [run.exists() for run in runs] == [False] * 3 + [True] * KEEP_STATE_DIRS, "the newest runs stay"
+    assert all(other.exists() for other in others), "an application whose name starts alike keeps its runs"
+    (tmp_path / "kcl-relay-orders" / "worker-slot-0.lock").touch()
+    make_state_dir("orders")
+    assert (tmp_path / "kcl-relay-orders" / "worker-slot-0.lock").exists(), "slot locks are not runs"
