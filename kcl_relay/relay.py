@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import uuid
@@ -102,11 +103,15 @@ def plan_worker(
     lasting_worker_id = True
     if not (props.get("workerId") or props.get("workerIdentifier")):
         # Stable per host and slot, so a restart finds its own leases; random only when no slot can be locked.
-        stable = stable_worker_id(application_dir(props["applicationName"]))
-        props["workerId"] = stable or f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
+        folder = application_dir(props["applicationName"])
+        host = socket.gethostname()
+        if folder.name.endswith(f"-uid{os.getuid()}"):  # slots apart from another user's workers: ids apart too
+            host += f"-uid{os.getuid()}"
+        stable = stable_worker_id(folder, host)
+        props["workerId"] = stable or f"{host}-{uuid.uuid4().hex[:12]}"
         if stable is None:
             lasting_worker_id = False
-            say(f"no worker slot could be locked in {application_dir(props['applicationName'])}: a random worker id")
+            say(f"no worker slot could be locked in {folder}: a random worker id")
     prepare_lease_table(spec, props)
     state_dir = make_state_dir(props["applicationName"])
     processor = ProcessorConfig(

@@ -78,6 +78,9 @@ def application_dir(application_name: str) -> Path:
         name = f"{name[: MAX_APPLICATION_DIR - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     folder = Path(base) / f"kcl-relay-{name}"
     folder.mkdir(parents=True, exist_ok=True)
+    if not os.access(folder, os.W_OK | os.X_OK):  # another user's, in a shared temp dir: one of this user's own
+        folder = folder.with_name(f"{folder.name}-uid{os.getuid()}")
+        folder.mkdir(exist_ok=True)
     return folder
 
 

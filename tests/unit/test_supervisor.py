@@ -291,3 +291,15 @@ def test_pruning_keeps_the_newest_runs_of_exactly_this_application(
     (tmp_path / "kcl-relay-orders" / "worker-slot-0.lock").touch()
     make_state_dir("orders")
     assert (tmp_path / "kcl-relay-orders" / "worker-slot-0.lock").exists(), "slot locks are not runs"
+
+
+@pytest.mark.usefixtures("no_state_env")
+def test_another_users_application_folder_is_not_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a shared temp dir, a folder another user made (not writable here) gives way to one of this user's."""
+    monkeypatch.setenv("KCL_RELAY_STATE_DIR", str(tmp_path))
+    theirs = tmp_path / "kcl-relay-orders"
+    theirs.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != theirs and real_access(path, mode))
+    made = make_state_dir("orders")
+    assert made.parent == tmp_path / f"kcl-relay-orders-uid{os.getuid()}"
