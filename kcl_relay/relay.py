@@ -118,6 +118,8 @@ def plan_worker(spec: SourceSpec, target: TargetSpec, properties: dict[str, str]
         open_shards=open_shards,
         # A session token of other credentials must not pair with the URL's key.
         drop_env=("AWS_SESSION_TOKEN",) if spec.credentials else (),
+        metrics_host=spec.metrics_host,
+        metrics_port=spec.metrics_port,
     )
 
 
