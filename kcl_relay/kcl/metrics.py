@@ -9,6 +9,7 @@ worker runs (a restart starts from zero, which Prometheus' rate() and increase()
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,14 +49,24 @@ class StatusCollector(Collector):
             "1 when the shard's last read reached the tip with nothing left unapplied, per held shard",
             labels=[*self.labels, "shard"],
         )
+        age = GaugeMetricFamily(
+            f"{PREFIX}_shard_status_age_seconds",
+            "Seconds since the shard's processor last reported; it reports at every delivery, empty ones too, so a "
+            "growing age means a processor stuck (e.g. retrying a database that is down), per held shard",
+            labels=[*self.labels, "shard"],
+        )
+        now = time.time()
         for shard, status in sorted(current.items()):
             if not holds_lease(status):
                 continue
+            labels = [*self.labels.values(), shard]
             if status.millis_behind is not None:
-                lag.add_metric([*self.labels.values(), shard], status.millis_behind)
-            caught_up.add_metric([*self.labels.values(), shard], 1 if status.caught_up else 0)
+                lag.add_metric(labels, status.millis_behind)
+            caught_up.add_metric(labels, 1 if status.caught_up else 0)
+            age.add_metric(labels, max(0.0, now - status.updated_at))
         yield lag
         yield caught_up
+        yield age
         yield self._gauge("leases_held", "Shards this worker holds a lease on", sum(map(holds_lease, current.values())))
         yield self._gauge(
             "processors_failed",

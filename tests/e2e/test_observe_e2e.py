@@ -17,7 +17,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kcl_relay.localaws.server import LocalAws
-from tests.support.e2e import ENV, app_name, cdc_record, new_stream, put_records, source_url, start_relay, wait_for
+from tests.support.e2e import (
+    ENV,
+    app_name,
+    cdc_record,
+    new_stream,
+    put_records,
+    run_relay,
+    source_url,
+    start_relay,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -98,6 +108,7 @@ def test_metrics_count_what_was_written(running: Running) -> None:
     assert len(metrics["kcl_relay_millis_behind_latest"]) == SHARDS
     assert metrics["kcl_relay_batch_apply_seconds_count"][()] >= SHARDS  # at least one batch per shard
     assert metrics["kcl_relay_batch_apply_seconds_sum"][()] > 0
+    assert all(age < 30 for age in metrics["kcl_relay_shard_status_age_seconds"].values())  # reporting while idle
     assert "Prometheus metrics on http://127.0.0.1:" in running.log.read_text()
 
 
@@ -136,3 +147,17 @@ def test_status_of_settings_that_never_ran(aws: LocalAws, tmp_path: Path) -> Non
     )
     missing = status(source_url(aws.endpoint_url, "no-such-stream", app=never), f"sqlite:///{tmp_path / 'x.db'}")
     assert missing.returncode == 1  # the lease table is looked at first: it is what these settings are about
+
+
+def test_kcl_cloudwatch_metrics_opt_in(aws: LocalAws, tmp_path: Path) -> None:
+    """kcl-metrics=summary: the KCL publishes its own metrics to the endpoint's CloudWatch, under the application."""
+    stream = new_stream(aws, shards=1)
+    put_records(
+        aws.client("kinesis"), stream, [cdc_record("INSERT", f"k{i}", 1_795_000_000_000_000 + i) for i in range(3)]
+    )
+    app = app_name()
+    url = source_url(aws.endpoint_url, stream, app=app, once="true", **{"kcl-metrics": "summary"})
+    done = run_relay(url, f"sqlite:///{tmp_path / 'cw.db'}", TABLE, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = {metric["MetricName"] for metric in aws.client("cloudwatch").list_metrics(Namespace=app)["Metrics"]}
+    assert {"RecordsProcessed", "MillisBehindLatest"} <= names, names

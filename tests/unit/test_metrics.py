@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 
@@ -69,6 +70,8 @@ def test_counters_sum_every_processor_of_a_shard_and_gauges_follow_the_current_o
     assert found[("kcl_relay_shard_caught_up", (("shard", "shardId-1"),))] == 1
     assert found[("kcl_relay_shard_caught_up", shard0)] == 0
     assert found[("kcl_relay_leases_held", ())] == 2
+    assert found[("kcl_relay_shard_status_age_seconds", shard0)] == pytest.approx(time.time() - 2000.0, abs=5)
+    assert ("kcl_relay_shard_status_age_seconds", (("shard", "shardId-2"),)) not in found  # finished: not held
     assert found[("kcl_relay_processors_failed", ())] == 0
     assert found[("kcl_relay_last_applied_timestamp_seconds", ())] == 1234.5
     # the histogram: cumulative buckets
