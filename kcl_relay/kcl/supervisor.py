@@ -165,7 +165,7 @@ def start_metrics(plan: WorkerPlan, state_dir: Path) -> MetricsServer | None:
         raise SetupError(
             f"cannot serve metrics on {plan.metrics_host}:{plan.metrics_port}: {error.strerror or error}"
         ) from None
-    say(f"Prometheus metrics on http://{_host_in_url(plan.metrics_host)}:{plan.metrics_port}/metrics")
+    say(f"Prometheus metrics on http://{_host_in_url(plan.metrics_host)}:{server.port}/metrics")
     return server
 
 

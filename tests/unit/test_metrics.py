@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -11,8 +12,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kcl_relay.kcl.config import ProcessorConfig
+from kcl_relay.kcl.daemon import SetupError
 from kcl_relay.kcl.metrics import MetricsServer, registry_for
 from kcl_relay.kcl.status import APPLY_SECONDS_BUCKETS, ShardStatus, shard_dir, write_status
+from kcl_relay.kcl.supervisor import WorkerPlan, start_metrics
 
 APP, STREAM = "kcl-relay-app", "cdc"
 
@@ -125,3 +129,34 @@ def test_server_serves_what_the_files_say_at_each_scrape(tmp_path: Path) -> None
     line = 'kcl_relay_records_applied_total{application="kcl-relay-app",shard="shardId-0",stream="cdc"}'
     assert f"{line} 3.0" in first
     assert f"{line} 8.0" in second
+
+
+def plan(port: int | None, host: str = "127.0.0.1") -> WorkerPlan:
+    processor = ProcessorConfig(target_url="sqlite:///x.db", table="t", state_dir="unused")
+    properties = {"applicationName": APP, "streamName": STREAM}
+    return WorkerPlan("java", Path("jars"), properties, processor, {}, metrics_host=host, metrics_port=port)
+
+
+def test_the_supervisor_serves_metrics_only_when_asked(tmp_path: Path) -> None:
+    assert start_metrics(plan(None), tmp_path) is None
+
+
+def test_a_taken_metrics_port_is_a_setup_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SetupError, match=rf"^cannot serve metrics on 127\.0\.0\.1:{port}: "):
+            start_metrics(plan(port), tmp_path)
+
+
+def test_the_supervisor_serves_its_state_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_status(tmp_path, ShardStatus("shardId-0", applied=2, records=2))
+    server = start_metrics(plan(0), tmp_path)
+    assert server is not None
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).read().decode()
+    finally:
+        server.close()
+    assert 'kcl_relay_records_applied_total{application="kcl-relay-app",shard="shardId-0",stream="cdc"} 2.0' in body
+    assert f"Prometheus metrics on http://127.0.0.1:{server.port}/metrics" in capsys.readouterr().err
