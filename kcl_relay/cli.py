@@ -220,10 +220,10 @@ def status(
         assert source is not None
         spec, default_table = _stream_of(source)
         from kcl_relay.pipeline import routed_table_name
+        from kcl_relay.relay import application_name
 
         resolved = resolve_target(target, table, routed_table_name(default_table))
-        # The application name as the relay derives it (relay.plan_worker): the same lease table.
-        lease_table = spec.application_name(resolved.table, resolved.describe())
+        lease_table = application_name(spec, resolved)  # as the relay names it: the same lease table
     from kcl_relay.kcl import report
 
     run_guarded(lambda: report.show(spec, lease_table, as_json=as_json, out=click.echo))
