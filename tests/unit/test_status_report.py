@@ -191,3 +191,18 @@ def test_collect_without_lease_table(clients: Any) -> None:
     kinesis.create_stream(StreamName="s", ShardCount=1)
     with pytest.raises(LeaseTableMissing):
         collect(kinesis, dynamodb, "s", "never-ran")
+
+
+def test_collect_after_resharding(clients: Any) -> None:
+    """A split: the parent is closed (not finished before SHARD_END), the children are listed before their leases."""
+    kinesis, dynamodb = clients
+    kinesis.create_stream(StreamName="s", ShardCount=1)
+    prepare_leases(dynamodb, kinesis, LeaseTables.of({"applicationName": "app-2"}), "s", "TRIM_HORIZON")
+    kinesis.put_record(StreamName="s", Data=b"x", PartitionKey="k")
+    kinesis.update_shard_count(StreamName="s", TargetShardCount=2, ScalingType="UNIFORM_SCALING")
+    parent, *children = collect(kinesis, dynamodb, "s", "app-2")
+    assert (parent.closed, parent.finished, parent.leased, parent.checkpoint) == (True, False, True, "TRIM_HORIZON")
+    assert parent.records_waiting and not parent.caught_up  # its record is not applied yet
+    assert len(children) == 2
+    assert all(child.parents == (parent.shard_id,) and not child.leased and not child.closed for child in children)
+    assert [child.lag() for child in children] == ["caught up", "caught up"]  # nothing written to them yet
