@@ -77,11 +77,15 @@ def build_properties(spec: SourceSpec, application_name: str) -> dict[str, str]:
         props["workerId"] = spec.worker_id
     if spec.max_leases:
         props["maxLeasesForWorker"] = str(spec.max_leases)
+    # The KCL's own CloudWatch metrics are opt-in (kcl-metrics): they cost CloudWatch calls and money per worker,
+    # and the relay serves its own (metrics-port). The KCL's default would be DETAILED.
+    props["metricsLevel"] = spec.kcl_metrics.upper()
     if spec.endpoint_url:
         props["kinesisEndpoint"] = spec.endpoint_url
         props["dynamoDBEndpoint"] = spec.dynamodb_endpoint or spec.endpoint_url
-        # No CloudWatch on an emulator: publishing metrics would only fail and log.
-        props["metricsLevel"] = "NONE"
+        if spec.kcl_metrics != "none":
+            # No CloudWatch endpoint key exists; the nested client override does it (LocalStack and moto serve it).
+            props["cloudWatchClient.endpointOverride"] = spec.endpoint_url
     elif spec.dynamodb_endpoint:
         props["dynamoDBEndpoint"] = spec.dynamodb_endpoint
     return props
@@ -205,6 +209,7 @@ KCL_TO_OPTION = {
         "timestamp",
         lambda s: datetime.fromtimestamp(int(s), timezone.utc).isoformat(),
     ),
+    "metricsLevel": ("kcl-metrics", str.lower),
 }
 
 
