@@ -7,6 +7,7 @@ fraction of a second.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib
 import os
 import sys
@@ -21,7 +22,7 @@ import click
 from kcl_relay.kcl.daemon import SetupError
 from kcl_relay.kcl.properties import read_properties_file, spec_from_properties
 from kcl_relay.source.table_url import describe_table_options, is_table_url, parse_table
-from kcl_relay.source.url import SourceError, describe_options, parse_source
+from kcl_relay.source.url import SourceError, SourceSpec, describe_options, parse_source
 
 if TYPE_CHECKING:
     from kcl_relay.sink.target import TargetSpec
@@ -174,6 +175,75 @@ def verify(
     resolved = resolve_target(target, table, routed_table_name(spec.table))
     options = verifier.VerifyOptions(sample=sample, settle=settle, show=show, as_json=as_json)
     run_guarded(lambda: verifier.run(spec, resolved, options, out=click.echo))
+
+
+@cli.command("status")
+@click.argument("source", required=False)
+@target_options
+@click.option(
+    "--properties",
+    "properties_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A worker's KCL properties file (as for `run`), instead of SOURCE: its applicationName and stream.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for machines.")
+def status(
+    source: str | None, target: str | None, table: str | None, properties_file: Path | None, as_json: bool
+) -> None:
+    """Show each shard's lease owner, checkpoint and lag, from the stream and the KCL lease table.
+
+    \b
+    SOURCE and the target as given to `load table` (they name the application, so its
+    lease table): kinesis+dynamodb+cdc://HOST/STREAM[?options], or a full load's
+    dynamodb://HOST/TABLE?stream=STREAM. Per shard: the worker holding its lease, the
+    checkpoint (a sequence number, TRIM_HORIZON, LATEST, AT_TIMESTAMP or SHARD_END),
+    whether it is closed (resharded) and finished (SHARD_END checkpointed), and how far
+    the checkpoint is behind the tip (the stream's MillisBehindLatest).
+    Exit 0; 1 when the lease table does not exist; 2 on bad input.
+    """
+    if (source is None) == (properties_file is None):
+        fail("status needs SOURCE or --properties FILE (one of them)")
+    if properties_file is not None:
+        if not properties_file.is_file():
+            fail(f"properties file not found: {properties_file}")
+        try:
+            spec, kcl_props, _ = spec_from_properties(read_properties_file(properties_file))
+        except SourceError as error:
+            fail(str(error))
+        from kcl_relay.kcl.leases import LeaseTables
+
+        lease_table = LeaseTables.of(kcl_props).leases
+        dynamodb_endpoint = kcl_props.get("dynamoDBEndpoint")
+        if dynamodb_endpoint and dynamodb_endpoint != spec.endpoint_url:
+            spec = dataclasses.replace(spec, dynamodb_endpoint=dynamodb_endpoint)
+    else:
+        assert source is not None
+        spec, default_table = _stream_of(source)
+        from kcl_relay.pipeline import routed_table_name
+        from kcl_relay.relay import application_name
+
+        resolved = resolve_target(target, table, routed_table_name(default_table))
+        lease_table = application_name(spec, resolved)  # as the relay names it: the same lease table
+    from kcl_relay.kcl import report
+
+    run_guarded(lambda: report.show(spec, lease_table, as_json=as_json, out=click.echo))
+
+
+def _stream_of(source: str) -> tuple[SourceSpec, str]:
+    """The stream side of a stream URL, or of a full load's table URL with stream=; and the default target table
+    `load table` would name after it."""
+    try:
+        if is_table_url(source):
+            table_spec = parse_table(source)
+            if table_spec.stream is None:
+                fail("status needs a stream: add stream=STREAM to the dynamodb:// URL")
+            return table_spec.stream, table_spec.table
+        spec = parse_source(source)
+    except SourceError as error:
+        fail(str(error))
+    if spec.stream is None:
+        fail("status needs a Kinesis stream, not a file replay")
+    return spec, spec.stream
 
 
 @cli.command("run")

@@ -48,6 +48,7 @@ class FlushStats:
     ttl_ignored: int = 0
     dead_letters: int = 0
     last_position: Position | None = None
+    batch_seconds: list[float] = field(default_factory=list)  # wall time of each database batch (decode to commit)
 
     @property
     def applied(self) -> int:
@@ -57,6 +58,7 @@ class FlushStats:
         for name in ("records", "upserted", "deleted", "stale", "ttl_ignored", "dead_letters"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.last_position = other.last_position or self.last_position
+        self.batch_seconds.extend(other.batch_seconds)
 
 
 _heap_settled = False
@@ -99,10 +101,16 @@ class Pipeline:
         self._sinks: dict[str | None, Sink] = {}
         self._ready: set[str | None] = set()  # sinks whose tables exist
         self._expected_table = self.options.source_table
+        self._closed_retries = 0  # retries of sinks closed since
 
     @property
     def pending(self) -> int:
         return len(self._staged)
+
+    @property
+    def retries(self) -> int:
+        """Database writes retried after transient failures, over this pipeline's life."""
+        return self._closed_retries + sum(sink.retries for sink in self._sinks.values())
 
     def add(self, records: Iterable[RawRecord]) -> None:
         before = len(self._staged)
@@ -126,7 +134,10 @@ class Pipeline:
         stats = FlushStats()
         size = self.options.batch_size
         for start in range(0, len(self._staged), size):  # one database batch holds at most batch-size records
-            stats.add(self._write(self._staged[start : start + size]))
+            started = time.perf_counter()
+            batch = self._write(self._staged[start : start + size])
+            batch.batch_seconds.append(time.perf_counter() - started)
+            stats.add(batch)
         self._staged, self._oldest = [], None
         return stats
 
@@ -193,6 +204,7 @@ class Pipeline:
         return sink
 
     def close(self) -> None:
+        self._closed_retries = self.retries
         for sink in self._sinks.values():
             sink.close()
         self._sinks.clear()

@@ -76,6 +76,11 @@ def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
     return 0
 
 
+def application_name(spec: SourceSpec, target: TargetSpec) -> str:
+    """The KCL application, i.e. the lease table, of relaying `spec` into `target`; `kcl-relay status` finds it so."""
+    return spec.application_name(target.table, target.identity())
+
+
 def plan_worker(
     spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None, guard_target: bool = True
 ) -> WorkerPlan:
@@ -89,7 +94,7 @@ def plan_worker(
     check_reachable(target)
     shards = kinesis.prepare_stream(spec)
     seqno_shard = kinesis.shard_of_sequence_number(spec, shards, spec.seqno) if spec.seqno else None
-    application = spec.application_name(target.table, target.identity())
+    application = application_name(spec, target)
     props = build_properties(spec, application)
     if properties:  # run --properties: the user's file wins, but the processor and its protocol needs are ours
         props = {**props, **properties, **{key: props[key] for key in PROCESSOR_KEYS}}
@@ -153,6 +158,8 @@ def plan_worker(
         open_shards=open_shards,
         # A session token of other credentials must not pair with the URL's key.
         drop_env=("AWS_SESSION_TOKEN",) if spec.credentials else (),
+        metrics_host=spec.metrics_host,
+        metrics_port=spec.metrics_port,
         lasting_worker_id=lasting_worker_id,
     )
 

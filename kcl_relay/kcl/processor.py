@@ -155,6 +155,9 @@ class RelayProcessor(processor.RecordProcessorBase):
 
     def _count(self, stats: FlushStats) -> None:
         self.totals.add(stats)
+        self.totals.batch_seconds.clear()  # only the histogram keeps them
+        for seconds in stats.batch_seconds:
+            self.status.observe_apply(seconds)
         self.status.applied = self.totals.applied
         self.status.records = self.totals.records
         self.status.dead_letters = self.totals.dead_letters
@@ -191,6 +194,7 @@ class RelayProcessor(processor.RecordProcessorBase):
     def _write_status(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._status_written >= STATUS_INTERVAL or self.status.caught_up:
+            self.status.retries = self.pipeline.retries
             write_status(self.state_dir, self.status)
             self._status_written = now
 

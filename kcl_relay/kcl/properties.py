@@ -80,11 +80,15 @@ def build_properties(spec: SourceSpec, application_name: str) -> dict[str, str]:
         props["workerId"] = spec.worker_id
     if spec.max_leases:
         props["maxLeasesForWorker"] = str(spec.max_leases)
+    # The KCL's own CloudWatch metrics are opt-in (kcl-metrics): they cost CloudWatch calls and money per worker,
+    # and the relay serves its own (metrics-port). The KCL's default would be DETAILED.
+    props["metricsLevel"] = spec.kcl_metrics.upper()
     if spec.endpoint_url:
         props["kinesisEndpoint"] = spec.endpoint_url
         props["dynamoDBEndpoint"] = spec.dynamodb_endpoint or spec.endpoint_url
-        # No CloudWatch on an emulator: publishing metrics would only fail and log.
-        props["metricsLevel"] = "NONE"
+        if spec.kcl_metrics != "none":
+            # No CloudWatch endpoint key exists; the nested client override does it (LocalStack and moto serve it).
+            props["cloudWatchClient.endpointOverride"] = spec.endpoint_url
     elif spec.dynamodb_endpoint:
         props["dynamoDBEndpoint"] = spec.dynamodb_endpoint
     return props
@@ -306,6 +310,7 @@ KCL_TO_OPTION = {
         "timestamp",
         lambda s: datetime.fromtimestamp(int(s), timezone.utc).isoformat(),
     ),
+    "metricsLevel": ("kcl-metrics", str.lower),
 }
 
 
@@ -322,6 +327,7 @@ KCL_EXPECTED = {
     "shardSyncIntervalMillis": "expected milliseconds, 0 or more",
     "initialPositionInStream": "expected TRIM_HORIZON or LATEST",
     "initialPositionInStreamExtended": "expected a time in epoch seconds",
+    "metricsLevel": "expected NONE, SUMMARY or DETAILED",
 }
 
 # Keys read as a source option and rendered our way (polling_properties): the file's raw value must not reach the KCL.
@@ -355,7 +361,7 @@ def spec_from_properties(
         raise SourceError(f"{source.path} names no applicationName")
     for key, (option, _convert) in KCL_TO_OPTION.items():
         if kcl_props.get(key) and option in relay_props:  # the KCL would use one, the processor the other
-            raise SourceError(f"{source.where(key)}: {key} and {RELAY_PREFIX}{option} both set: keep one")
+            raise SourceError(f"{source.where(key)}: sets both {key} and {RELAY_PREFIX}{option}: keep one")
     options: dict[str, str] = {}
     used: dict[str, str] = {name: f"{RELAY_PREFIX}{name}" for name in relay_props}  # option -> the file's key
     position = kcl_props.get("initialPositionInStream", "").upper()

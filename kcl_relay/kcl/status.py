@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from bisect import bisect_left
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+# Upper bounds (seconds) of the batch apply latency histogram; a last bucket, +Inf, follows.
+APPLY_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 @dataclass
@@ -27,6 +31,17 @@ class ShardStatus:
     first_applied_at: float | None = None  # wall clock of the first applied record
     last_applied_at: float | None = None  # wall clock of the latest flush that applied records
     updated_at: float = 0.0
+    retries: int = 0  # database writes retried after transient failures
+    # Database batches applied (decode to commit): how many, their seconds in total, and how many fell into each
+    # bucket of APPLY_SECONDS_BUCKETS (not cumulative; the last one is +Inf).
+    apply_count: int = 0
+    apply_seconds: float = 0.0
+    apply_buckets: list[int] = field(default_factory=lambda: [0] * (len(APPLY_SECONDS_BUCKETS) + 1))
+
+    def observe_apply(self, seconds: float) -> None:
+        self.apply_count += 1
+        self.apply_seconds += seconds
+        self.apply_buckets[bisect_left(APPLY_SECONDS_BUCKETS, seconds)] += 1
 
 
 def shard_dir(state_dir: Path) -> Path:

@@ -12,12 +12,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kcl_relay.kcl.config import ProcessorConfig
-from kcl_relay.kcl.daemon import Daemon
+from kcl_relay.kcl.daemon import Daemon, SetupError
 from kcl_relay.kcl.properties import SHUTDOWN_GRACE_MILLIS, write_properties
 from kcl_relay.kcl.status import ShardStatus, latest_by_shard, read_statuses
+
+if TYPE_CHECKING:
+    from kcl_relay.kcl.metrics import MetricsServer
 
 PROGRESS_INTERVAL = 5.0  # at most one progress line this often while records flow
 HEARTBEAT_INTERVAL = 60.0  # one while nothing changes
@@ -57,6 +60,8 @@ class WorkerPlan:
     open_shards: Callable[[], set[str]] | None = None  # for once=true: the shards that must be caught up
     drop_env: tuple[str, ...] = ()  # variables of ours the JVM must not inherit
     companion: Companion | None = None  # runs beside the worker; once=true also waits for it
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # serve Prometheus metrics from the status files on this port
     lasting_worker_id: bool = True  # False: a random id no later run carries
 
 
@@ -180,7 +185,36 @@ def run_worker(plan: WorkerPlan) -> int:
     inherited = {name: value for name, value in os.environ.items() if name not in plan.drop_env}
     env = {**inherited, **plan.aws_env, **plan.processor.to_env()}
     daemon = Daemon(plan.java, plan.jars, properties_path, state_dir / "kcl.log", env, plan.processor.log_level)
+    metrics = start_metrics(plan, state_dir)
+    try:
+        return _supervise(plan, daemon, state_dir)
+    finally:
+        if metrics is not None:
+            metrics.close()
 
+
+def start_metrics(plan: WorkerPlan, state_dir: Path) -> MetricsServer | None:
+    """The Prometheus endpoint, before the JVM starts: a port that is taken is bad input, found before anything runs."""
+    if plan.metrics_port is None:
+        return None
+    from kcl_relay.kcl.metrics import MetricsServer, registry_for  # prometheus_client only when asked for
+
+    registry = registry_for(state_dir, plan.properties["applicationName"], plan.properties["streamName"])
+    try:
+        server = MetricsServer(plan.metrics_host, plan.metrics_port, registry)
+    except OSError as error:
+        raise SetupError(
+            f"cannot serve metrics on {plan.metrics_host}:{plan.metrics_port}: {error.strerror or error}"
+        ) from None
+    say(f"Prometheus metrics on http://{_host_in_url(plan.metrics_host)}:{server.port}/metrics")
+    return server
+
+
+def _host_in_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
     stop_requested: list[str] = []
 
     def on_signal(signum: int, _frame: object) -> None:

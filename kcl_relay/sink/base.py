@@ -46,5 +46,10 @@ class Sink(ABC):
         """The DynamoDB table this target carries: the first claim wins, for every processor and worker."""
         return dynamodb_table
 
+    @property
+    def retries(self) -> int:
+        """Writes retried after transient failures so far (a sink that never retries: 0)."""
+        return 0
+
     @abstractmethod
     def close(self) -> None: ...

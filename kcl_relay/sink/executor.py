@@ -54,6 +54,7 @@ class StatementExecutor:
         self.dialect = dialect
         self.retry = retry
         self.statements = 0  # database calls made: for tests and metrics
+        self.retries = 0  # transactions retried after a transient failure: for metrics
         self._engine = engine or spec.create_engine(poolclass=NullPool)
         self._conn: Any = None
         self._pool: ThreadPoolExecutor | None = None
@@ -111,7 +112,10 @@ class StatementExecutor:
                     cursor.close()
 
         transient = self._ddl_race_or_transient if ddl else is_transient
-        return call_with_retry(attempt, self.retry, transient=transient)
+        return call_with_retry(attempt, self.retry, transient=transient, on_retry=self._count_retry)
+
+    def _count_retry(self, _exc: BaseException) -> None:
+        self.retries += 1
 
     def _ddl_race_or_transient(self, exc: BaseException) -> bool:
         return is_transient(exc) or self.dialect.is_row_error(exc)

@@ -135,6 +135,11 @@ class TableWriter(Sink):
         """Database calls made so far: for tests and metrics."""
         return self.executor.statements
 
+    @property
+    def retries(self) -> int:
+        """Transactions retried after transient failures so far: for metrics."""
+        return self.executor.retries
+
     # ---- Sink ----
     def ensure_table(self, key_types: Mapping[str, KeyType]) -> None:
         self.dialect.check_key(key_types)

@@ -47,6 +47,9 @@ STREAM_PASSTHROUGH = (
     "max-leases",
     "shard-sync-interval",
     "ttl",
+    "metrics-port",
+    "metrics-host",
+    "kcl-metrics",
 )
 # Options both sides use: the scan and sink settings pass on to the stream.
 SHARED = ("region", "batch-size", "tombstone-retention")

@@ -19,9 +19,11 @@ SCHEME = "kinesis+dynamodb+cdc"
 START_POSITIONS = ("earliest", "latest", "seqno-at", "seqno-after", "at-timestamp")
 TTL_MODES = ("delete", "ignore")
 LOG_LEVELS = ("warn", "info", "debug")  # kcl_relay.logs knows what each means
+KCL_METRICS_LEVELS = ("none", "summary", "detailed")  # the KCL's metricsLevel, lower case
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in a value: it would reach the KCL properties file
 APP_NAME = re.compile(r"[a-zA-Z0-9_.-]{3,255}")  # the KCL's lease table is named after the application
+BIND_HOST = re.compile(r"[a-zA-Z0-9_.:-]{1,253}")  # a host name, IPv4 or IPv6 address to bind to
 
 
 class SourceError(ValueError):
@@ -69,6 +71,9 @@ class SourceSpec:
     reset: bool = False
     log_level: str = "warn"
     from_properties: bool = field(default=False, compare=False)  # for messages: kclrelay.create, not ?create=true
+    metrics_port: int | None = None  # None: no Prometheus endpoint
+    metrics_host: str = "127.0.0.1"
+    kcl_metrics: str = "none"
 
     @property
     def is_file(self) -> bool:
@@ -131,6 +136,13 @@ def _retention(text: str) -> float:
             f"at least {MIN_TOMBSTONE_RETENTION:.0f} seconds: tombstones stop late, older writes from bringing removed"
             " items back, which may arrive as late as the stream's retention (24 h by default)"
         )
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError("expected a TCP port from 1 to 65535")
     return value
 
 
@@ -226,6 +238,17 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "reset",
         _bool,
         "start over: delete the application's lease table (its checkpoints) first, so every shard starts at start=",
+    ),
+    "metrics-port": (
+        "metrics_port",
+        _port,
+        "serve Prometheus metrics (counters, batch latency, lag, leases) on this port at /metrics; by default none",
+    ),
+    "metrics-host": ("metrics_host", _name(BIND_HOST, "host or address to bind"), "address the metrics port binds"),
+    "kcl-metrics": (
+        "kcl_metrics",
+        _choice(KCL_METRICS_LEVELS),
+        "the KCL's own CloudWatch metrics (metricsLevel): none, summary or detailed",
     ),
     "dynamodb-endpoint": (
         "dynamodb_endpoint",

@@ -57,8 +57,10 @@ def test_a_lost_connection_is_retried(postgres_url: str) -> None:
         sink.apply([change("INSERT", "a", 1, 1)])
         pid = sink.executor.connection().driver_connection.info.backend_pid
         run_sql(spec, f"SELECT pg_terminate_backend({pid})")
+        assert sink.retries == 0
         result = sink.apply([change("INSERT", "b", 2, 2)])  # the first statement fails, the retry reconnects
         assert result.upserted == 1
+        assert sink.retries == 1  # counted for the metrics (kcl_relay_database_retries_total)
         _, rows = run_sql(spec, 'SELECT count(*) FROM "public"."lost_connection"')
         assert rows == [(2,)]
     finally:

@@ -52,7 +52,9 @@ def test_database_is_locked_is_retried(sqlite_url: str) -> None:
     timer = threading.Timer(0.3, other.execute, args=("COMMIT",))
     timer.start()
     try:
+        assert sink.retries == 0
         assert sink.apply([change("INSERT", "a", 1, 1)]).upserted == 1
+        assert sink.retries >= 1  # counted for the metrics (kcl_relay_database_retries_total)
     finally:
         timer.join()
         other.close()

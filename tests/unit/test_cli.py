@@ -424,6 +424,8 @@ def test_rows_with_timestamps_bytes_and_uuids_print_as_json() -> None:
         ["run", "--help"],
         ["load", "table", "kinesis+dynamodb+cdc://aws/s?batch-size=0"],
         ["load", "table", "kinesis+dynamodb+cdc://aws/s?nope=1"],
+        ["status", "--help"],
+        ["status", "kinesis+dynamodb+cdc://aws/s?nope=1"],
     ],
 )
 def test_help_and_bad_input_never_import_boto3_sqlalchemy_or_the_emulators(args: list[str]) -> None:
@@ -432,7 +434,8 @@ def test_help_and_bad_input_never_import_boto3_sqlalchemy_or_the_emulators(args:
         "import sys\n"
         "from kcl_relay.cli import cli\n"
         f"try:\n    cli.main({args!r}, prog_name='kcl-relay')\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('boto3', 'botocore', 'sqlalchemy', 'moto', 'hypercorn') if m in sys.modules]\n"
+        "heavy = [m for m in ('boto3', 'botocore', 'sqlalchemy', 'moto', 'hypercorn', 'prometheus_client')"
+        " if m in sys.modules]\n"
         "print('HEAVY:' + ','.join(heavy), file=sys.stderr)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -60,10 +60,11 @@ def test_default_properties() -> None:
     assert props["shutdownGraceMillis"] == str(SHUTDOWN_GRACE_MILLIS)
     assert props["failoverTimeMillis"] == "10000"
     assert props["shardSyncIntervalMillis"] == "10000"
+    assert props["metricsLevel"] == "NONE"  # the KCL's CloudWatch metrics are opt-in (kcl-metrics)
     for absent in (
         "kinesisEndpoint",
         "dynamoDBEndpoint",
-        "metricsLevel",
+        "cloudWatchClient.endpointOverride",
         "workerId",
         "maxLeasesForWorker",
         "initialPositionInStreamExtended",
@@ -78,6 +79,34 @@ def test_emulator_endpoint() -> None:
     assert props["dynamoDBEndpoint"] == "http://localhost:4566"
     assert props["metricsLevel"] == "NONE"
     assert props["streamName"] == "cdc-stream"
+    assert "cloudWatchClient.endpointOverride" not in props
+
+
+@pytest.mark.parametrize("level", ["summary", "detailed"])
+def test_kcl_metrics_opt_in(level: str) -> None:
+    on_aws = props_of(f"kinesis+dynamodb+cdc://aws/s?kcl-metrics={level}")
+    assert on_aws["metricsLevel"] == level.upper()
+    assert "cloudWatchClient.endpointOverride" not in on_aws  # AWS's own CloudWatch of the region
+    emulated = props_of(f"{EMULATOR}?kcl-metrics={level}")
+    assert emulated["metricsLevel"] == level.upper()
+    assert emulated["cloudWatchClient.endpointOverride"] == "http://localhost:4566"  # the emulator's CloudWatch
+
+
+def test_metrics_level_key_reads_as_kcl_metrics() -> None:
+    spec, _, _ = spec_from_properties({**MINIMAL, "metricsLevel": "DETAILED"})
+    assert spec.kcl_metrics == "detailed"
+    with pytest.raises(SourceError, match=r"both metricsLevel and kclrelay\.kcl-metrics"):
+        spec_from_properties({**MINIMAL, "metricsLevel": "SUMMARY", "kclrelay.kcl-metrics": "none"})
+    with pytest.raises(SourceError, match="kcl-metrics"):
+        spec_from_properties({**MINIMAL, "metricsLevel": "LOUD"})
+
+
+def test_metrics_port_as_properties_key() -> None:
+    spec, _, relay_props = spec_from_properties(
+        {**MINIMAL, "kclrelay.metrics-port": "9464", "kclrelay.metrics-host": "0.0.0.0"}
+    )
+    assert (spec.metrics_port, spec.metrics_host) == (9464, "0.0.0.0")
+    assert relay_props["metrics-port"] == "9464"
 
 
 @pytest.mark.parametrize(
@@ -275,7 +304,7 @@ def test_standard_kcl_keys() -> None:
             "maxLeasesForWorker": "4",
             "shardSyncIntervalMillis": "60000",
             "initialPositionInStream": "LATEST",
-            "metricsLevel": "SUMMARY",  # a KCL key the relay does not need: kept for the KCL only
+            "metricsLevel": "SUMMARY",  # read as kcl-metrics, and kept for the KCL
         }
     )
     assert (spec.region, spec.batch_size, spec.idle_sleep, spec.worker_id) == ("eu-central-1", 100, 0.25, "worker-7")
@@ -333,7 +362,7 @@ def test_relay_keys_are_the_url_options() -> None:
 
 def test_a_relay_key_and_its_kcl_key_together_are_refused() -> None:
     # idleTimeBetweenReadsInMillis is read as idle-sleep: with kclrelay.idle-sleep too there are two truths.
-    with pytest.raises(SourceError, match=r"idleTimeBetweenReadsInMillis and kclrelay\.idle-sleep both set: keep one"):
+    with pytest.raises(SourceError, match=r"sets both idleTimeBetweenReadsInMillis and kclrelay\.idle-sleep: keep one"):
         spec_from_properties({**MINIMAL, "idleTimeBetweenReadsInMillis": "500", "kclrelay.idle-sleep": "1"})
     spec, _, _ = spec_from_properties({**MINIMAL, "kclrelay.idle-sleep": "1"})
     assert spec.idle_sleep == 1.0

@@ -215,6 +215,9 @@ GOOD: dict[str, tuple[str, str, Any]] = {
     "tombstone-retention": ("tombstone-retention=3600", "tombstone_retention", 3600.0),
     "retry-timeout": ("retry-timeout=900", "retry_timeout", 900.0),
     "dynamodb-endpoint": ("dynamodb-endpoint=http://127.0.0.1:4567/", "dynamodb_endpoint", "http://127.0.0.1:4567"),
+    "metrics-port": ("metrics-port=9464", "metrics_port", 9464),
+    "metrics-host": ("metrics-host=::", "metrics_host", "::"),
+    "kcl-metrics": ("kcl-metrics=summary", "kcl_metrics", "summary"),
 }
 
 BAD: dict[str, list[str]] = {
@@ -241,6 +244,9 @@ BAD: dict[str, list[str]] = {
     "tombstone-retention": ["-1", "forever", "0", "3599"],  # below an hour it protects nothing
     "retry-timeout": ["-1", "later"],
     "dynamodb-endpoint": ["127.0.0.1:4567", "ftp://host", "http://host/path", ""],
+    "metrics-port": ["0", "65536", "http", ""],
+    "metrics-host": ["", "host name", "a/b"],
+    "kcl-metrics": ["SUMMARY", "cloudwatch", ""],
 }
 
 
@@ -429,7 +435,7 @@ def test_describe_options_examples() -> None:
     assert "tombstone-retention: seconds to keep delete tombstones, at least 3600" in text
 
 
-@pytest.mark.parametrize("name", ["app", "max-leases"])
+@pytest.mark.parametrize("name", ["app", "max-leases", "metrics-port"])
 def test_every_optional_setting_says_what_happens_without_it(name: str) -> None:
     (line,) = [line for line in describe_options().splitlines() if line.startswith(f"{name}:")]
     assert "default" in line
