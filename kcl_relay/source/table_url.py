@@ -50,6 +50,7 @@ STREAM_PASSTHROUGH = (
     "metrics-port",
     "metrics-host",
     "kcl-metrics",
+    "log-level",
 )
 # Options both sides use: the scan and sink settings pass on to the stream.
 SHARED = ("region", "batch-size", "tombstone-retention")
