@@ -164,6 +164,8 @@ def release_worker_leases(spec: SourceSpec, props: dict[str, str]) -> None:
 
 def run_stream(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> int:
     plan = plan_worker(spec, target, properties)
+    if spec.worker_id is None:  # hand the leases back as soon as every processor checkpointed at a graceful stop
+        plan.hand_back = lambda: release_worker_leases(spec, plan.properties)
     code = run_worker(plan)
     # Stopped gracefully (every processor flushed and checkpointed, the JVM is gone) under a worker id of ours: no
     # later run will carry it, so its leases go back now. A worker-id the user set comes back with its leases.

@@ -55,6 +55,10 @@ class WorkerPlan:
     open_shards: Callable[[], set[str]] | None = None  # for once=true: the shards that must be caught up
     drop_env: tuple[str, ...] = ()  # variables of ours the JVM must not inherit
     companion: Companion | None = None  # runs beside the worker; once=true also waits for it
+    # Hands this worker's leases back (conditional on the owner); called during a graceful stop once every
+    # processor has flushed and checkpointed, as KCL 3.1.3's own shutdown keeps the JVM (and its leases) for up to
+    # failoverTimeMillis after that.
+    hand_back: Callable[[], None] | None = None
 
 
 KEEP_STATE_DIRS = 10  # per application: the logs of the last runs
@@ -133,6 +137,21 @@ def caught_up(statuses: dict[str, ShardStatus], open_shards: set[str], since: fl
     return bool(open_shards) and all(shard in current and done(current[shard]) for shard in open_shards)
 
 
+def processors_done(statuses: dict[str, ShardStatus], since: float) -> bool:
+    """During a graceful stop: every shard this worker has a processor for has flushed and checkpointed (stopped,
+    shard end) or has lost its lease; `since`: the stop request (wall clock), so a stopped status is this stop's.
+
+    Then its leases can go back before the JVM exits: KCL 3.1.3's graceful shutdown stops lease renewal right
+    after the processors' shutdown_requested, then waits failoverTimeMillis for a final shutdown that never
+    completes (its consumers end as lease lost), so waiting for the JVM kept a stopped worker's shards idle as
+    long as a crashed one's. No processor at all: nothing to go by, the hand-back waits for the JVM.
+    """
+    current = latest_by_shard(statuses).values()
+    return bool(current) and all(
+        status.ended or status.lease_lost or (status.stopped and status.updated_at >= since) for status in current
+    )
+
+
 def run_worker(plan: WorkerPlan) -> int:
     state_dir = Path(plan.processor.state_dir)
     properties_path = write_properties(state_dir / "kcl.properties", plan.properties)
@@ -141,12 +160,15 @@ def run_worker(plan: WorkerPlan) -> int:
     daemon = Daemon(plan.java, plan.jars, properties_path, state_dir / "kcl.log", env)
 
     stop_requested: list[str] = []
+    stop_requested_at: list[float] = []  # wall clock, for processors_done
+    handed_back = plan.hand_back is None
 
     def on_signal(signum: int, _frame: object) -> None:
         if stop_requested:  # a second Ctrl-C: stop now
             daemon.kill()
             return
         stop_requested.append(signal.Signals(signum).name)
+        stop_requested_at.append(time.time())
         daemon.request_stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -187,6 +209,7 @@ def run_worker(plan: WorkerPlan) -> int:
                 if caught_up(statuses, open_shards, since):
                     say("every shard is caught up (once=true): stopping")
                     stop_requested.append("once")
+                    stop_requested_at.append(time.time())
                     daemon.request_stop()
             if not stop_requested and any(status.failed for status in statuses.values()):
                 # A processor gave up on the database (past retry-timeout) and exited without checkpoint; the KCL
@@ -194,6 +217,10 @@ def run_worker(plan: WorkerPlan) -> int:
                 say("a processor stopped: the database kept failing past retry-timeout; stopping the worker")
                 stop_requested.append("failure")
                 daemon.request_stop()
+            if not handed_back and stop_requested_at and processors_done(statuses, stop_requested_at[0]):
+                assert plan.hand_back is not None
+                handed_back = True
+                plan.hand_back()
             if stop_requested and stop_deadline is None:
                 stop_deadline = time.monotonic() + STOP_TIMEOUT
                 if companion is not None:
