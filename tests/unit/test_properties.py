@@ -17,6 +17,7 @@ from kcl_relay.kcl.properties import (
     read_properties,
     render,
     spec_from_properties,
+    worker_metrics_report_millis,
     write_properties,
 )
 from kcl_relay.source.url import Credentials, SourceError, SourceSpec, parse_source
@@ -50,6 +51,8 @@ def test_default_properties() -> None:
     assert props["millisBehindLatestThresholdForReducedTps"] == "500"
     assert props["leaseAssignmentIntervalMillis"] == "1000"
     assert props["inMemoryWorkerMetricsCaptureFrequencyMillis"] == "200"
+    # a crashed worker counts as dead (two missed reports) by the time its leases expire (failover-time 10 s)
+    assert props["workerMetricsReporterFreqInMillis"] == "5000"
     assert props["varianceBalancingFrequency"] == "60"  # rebalancing once a minute, as with the KCL's defaults
     assert props["callProcessRecordsEvenForEmptyRecordList"] == "true"
     assert props["retrievalMode"] == "POLLING"
@@ -436,3 +439,9 @@ def test_build_then_read_back_at_timestamp(tmp_path: Path) -> None:
     path = write_properties(tmp_path / "kcl.properties", build_properties(spec, "relay-app"))
     again, _, _ = spec_from_properties(read_properties(path))
     assert again == spec
+
+
+def test_worker_metrics_report_every_half_failover_time_at_least_a_second() -> None:
+    assert worker_metrics_report_millis(10.0) == 5000
+    assert worker_metrics_report_millis(6.0) == 3000
+    assert worker_metrics_report_millis(1.0) == 1000
