@@ -20,6 +20,7 @@ and writes benchmarks/results/faults.md). docs/faults.md has the table with the 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 import uuid
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from kcl_relay.kcl.leases import LeaseTables, prepare_leases
 from kcl_relay.localaws.server import LocalAws
 from kcl_relay.localaws.workload import create_stream, create_table
 from kcl_relay.sink.admin import run_sql
@@ -38,7 +40,9 @@ from tests.support.faults import (
     LONG,
     Worker,
     Writers,
+    leader,
     leases,
+    owners,
     report,
     wait_in_sync,
 )
@@ -50,12 +54,162 @@ TABLE, STREAM = "orders", "orders-cdc"
 FAILOVER = 10.0 if LONG else 6.0  # failover-time (s): the relay's default in the long form
 N_KEYS = 2000 if LONG else 150
 WRITE_PAUSE = 0.005 if LONG else 0.02  # between item writes
+KILL_LEADER = os.environ.get("KCL_RELAY_FAULTS_KILL") == "leader"  # b: crash the KCL leader instead
+LEADER_LOCK_SECONDS = 150  # KCL 3.1.3's leader lock: a 120 s lease, renewed every 30 s
 SETTLE = 20.0 if LONG else 4.0  # writes going on between two faults
 
 
 def fresh_source(aws: LocalAws, shards: int) -> None:
     create_table(aws.client("dynamodb"), TABLE, KEY_SCHEMA)
     create_stream(aws.client("kinesis"), STREAM, shards=shards)
+
+
+def wait_until_moved(aws: LocalAws, app: str, shards: set[str], away_from: str, timeout: float) -> dict[str, float]:
+    """Poll the lease table until each of `shards` has an owner other than `away_from`; when each did (monotonic)."""
+    moved: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(moved) < len(shards):
+        now = time.monotonic()
+        for shard, lease in leases(aws, app).items():
+            if shard in shards and shard not in moved and lease.owner and lease.owner != away_from:
+                moved[shard] = now
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{sorted(shards - moved.keys())} still not taken over after {timeout:.0f} s")
+        time.sleep(0.2)
+    return moved
+
+
+def first_apply_after(workers: list[Worker], shards: set[str], since_wall: float, timeout: float) -> float:
+    """Seconds from `since_wall` until one of `workers` applied records of each of `shards` (the slowest shard)."""
+
+    def applied() -> dict[str, float] | None:
+        firsts: dict[str, float] = {}
+        for worker in workers:
+            for status in worker.statuses().values():
+                if status.shard_id in shards and status.first_applied_at and status.first_applied_at > since_wall:
+                    firsts[status.shard_id] = min(
+                        firsts.get(status.shard_id, status.first_applied_at), status.first_applied_at
+                    )
+        return firsts if firsts.keys() == shards else None
+
+    firsts = wait_for(applied, timeout, f"records of {sorted(shards)} applied by another worker", interval=0.25)
+    return max(firsts.values()) - since_wall
+
+
+def start_fleet(aws: LocalAws, app: str, url: str, target_url: str, table: str, folder: Path) -> list[Worker]:
+    """Three workers of one application, started together on a lease table written beforehand.
+
+    KCL 3 hands unassigned leases to the workers its leader knows at that moment, and a worker that joins a fleet
+    whose leases are all held gets one only at the next rebalancing pass, once a minute (measured: three workers
+    started together, the first of them writing the lease table, held 2/2/0 leases and the third got one after
+    70 s; started one after the other, 4/0/0, then one lease per pass, at 71 s and 132 s). With the lease table
+    there (as prepare_leases writes it, the same as the first worker would), the three JVMs start at once and the
+    first assignment usually sees all of them; when it does not, the first rebalancing pass spreads them.
+    """
+    tables = LeaseTables(app, f"{app}-CoordinatorState", f"{app}-WorkerMetricStats")
+    prepare_leases(aws.client("dynamodb"), aws.client("kinesis"), tables, STREAM, "TRIM_HORIZON")
+    return [Worker(f"w{i}", url, target_url, table, folder / f"w{i}.log") for i in range(3)]
+
+
+@pytest.fixture(params=["cratedb", "postgresql"] if LONG else ["cratedb"])
+def fleet_target(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+def test_a_fleet_shares_hands_over_and_takes_over(fleet_target: str, tmp_path: Path) -> None:
+    """a, f, b in one run of three workers on a 4-shard stream, writes going on throughout."""
+    table = f"orders_fleet_{uuid.uuid4().hex[:6]}"
+    spec = parse_target(fleet_target, table)
+    started = time.monotonic()
+    with LocalAws() as aws:
+        fresh_source(aws, shards=4)
+        app = app_name()
+        url = source_url(aws.endpoint_url, STREAM, app=app, **{"failover-time": f"{FAILOVER:g}"})
+        workers: list[Worker] = []
+        try:
+            with Writers(aws, TABLE, STREAM, n_keys=N_KEYS, pause=WRITE_PAUSE) as writers:
+                t_start = time.monotonic()
+                workers = start_fleet(aws, app, url, fleet_target, table, tmp_path)
+
+                # a. the leases spread over all three workers, and each applies records of its shards
+                def spread() -> dict[str, set[str]] | None:
+                    held = owners(aws, app)
+                    applying = all(any(s.first_applied_at for s in worker.statuses().values()) for worker in workers)
+                    return held if applying and all(held.get(worker.worker_id) for worker in workers) else None
+
+                spread_held = wait_for(spread, 240, "every worker holding a lease and applying records")
+                spread_seconds = time.monotonic() - t_start
+                time.sleep(SETTLE)
+
+                # f. SIGTERM of one of three (one with the fewest leases): its leases go to another within seconds
+                leaving = min(workers, key=lambda w: len(spread_held[w.worker_id]))
+                handed = spread_held[leaving.worker_id]
+                t_term = time.monotonic()
+                leaving.process.send_signal(signal.SIGTERM)
+                moved = wait_until_moved(aws, app, handed, leaving.worker_id, timeout=120)
+                handover_seconds = max(moved.values()) - t_term
+                term_code = leaving.process.wait(timeout=120)
+                term_exit_seconds = time.monotonic() - t_term
+                time.sleep(SETTLE)
+
+                # b. SIGKILL of one of the two others (the whole of it: supervisor, JVM, processors, as a machine
+                # failure would): its shards move to the last one. Not the KCL leader, unless KILL_LEADER: the
+                # leader's lock (dynamodb-lock-client, 2 min lease, 30 s heartbeat, fixed in KCL 3.1.3) must expire
+                # before leases are assigned again, whatever failover-time says.
+                held = owners(aws, app)
+                lead = leader(aws, app)
+                remaining = [w for w in workers if w is not leaving and held.get(w.worker_id)]
+                remaining.sort(key=lambda w: (w.worker_id == lead) != KILL_LEADER)
+                crashed = remaining[0]
+                last = next(w for w in workers if w not in (leaving, crashed))
+                crashed_leader = crashed.worker_id == lead
+                orphaned = held[crashed.worker_id]
+                t_kill, t_kill_wall = time.monotonic(), time.time()
+                crashed.crash()
+                moved = wait_until_moved(aws, app, orphaned, crashed.worker_id, timeout=240)
+                takeover_seconds = max(moved.values()) - t_kill
+                takeover_apply_seconds = first_apply_after([last], orphaned, t_kill_wall, timeout=240)
+                time.sleep(SETTLE)
+            expected = wait_in_sync(aws, TABLE, spec, timeout=300)
+            final_leases = owners(aws, app)
+        finally:
+            codes = {worker.name: worker.terminate() for worker in workers if worker.process.poll() is None}
+            for worker in workers:
+                worker.cleanup()
+        logs = "\n".join(worker.tail() for worker in workers)
+        applied = sum(sum(worker.applied_per_shard().values()) for worker in workers)
+        report(
+            f"fleet[{spec.dialect}]",
+            {
+                "workers": 3,
+                "shards": 4,
+                "failover_time_s": FAILOVER,
+                "spread_s": round(spread_seconds, 1),
+                "leases_at_spread": {w.name: len(spread_held.get(w.worker_id, ())) for w in workers},
+                "sigterm_leases": len(handed),
+                "sigterm_handover_s": round(handover_seconds, 1),
+                "sigterm_exit_code": term_code,
+                "sigterm_exit_s": round(term_exit_seconds, 1),
+                "sigkill_leases": len(orphaned),
+                "sigkill_of_leader": crashed_leader,
+                "sigkill_lease_takeover_s": round(takeover_seconds, 1),
+                "sigkill_first_apply_s": round(takeover_apply_seconds, 1),
+                "item_writes": writers.writes,
+                "records_put": writers.put,
+                "records_applied": applied,
+                "redelivered": applied - writers.put,
+                "items_at_end": len(expected),
+                "lost": 0,  # wait_in_sync: the target equals the scan
+                "elapsed_s": round(time.monotonic() - started, 1),
+            },
+        )
+        assert term_code == 0, logs
+        assert codes == {last.name: 0}, logs
+        assert final_leases == {last.worker_id: {f"shardId-{i:012d}" for i in range(4)}}
+        assert applied >= writers.put, "every record put was applied at least once"
+        assert handover_seconds < FAILOVER, f"the hand-over took {handover_seconds:.1f} s, failover-time is {FAILOVER}"
+        bound = FAILOVER + (LEADER_LOCK_SECONDS if crashed_leader else 15)
+        assert takeover_seconds < bound, f"the take-over took {takeover_seconds:.1f} s (leader: {crashed_leader})"
 
 
 # c. every worker restarted mid-stream ----------------------------------------------------------------------------
