@@ -20,6 +20,7 @@ from kcl_relay.kcl.status import ShardStatus, latest_by_shard, read_statuses
 
 PROGRESS_INTERVAL = 5.0
 POLL_INTERVAL = 0.5
+HAND_BACK_INTERVAL = 2.0  # during a graceful stop, between two hand-backs of this worker's leases
 STOP_TIMEOUT = SHUTDOWN_GRACE_MILLIS / 1000 + 20  # the JVM's grace plus its own shutdown
 
 
@@ -161,7 +162,7 @@ def run_worker(plan: WorkerPlan) -> int:
 
     stop_requested: list[str] = []
     stop_requested_at: list[float] = []  # wall clock, for processors_done
-    handed_back = plan.hand_back is None
+    next_hand_back: float | None = None  # monotonic; None: not yet (processors still at work)
 
     def on_signal(signum: int, _frame: object) -> None:
         if stop_requested:  # a second Ctrl-C: stop now
@@ -217,10 +218,14 @@ def run_worker(plan: WorkerPlan) -> int:
                 say("a processor stopped: the database kept failing past retry-timeout; stopping the worker")
                 stop_requested.append("failure")
                 daemon.request_stop()
-            if not handed_back and stop_requested_at and processors_done(statuses, stop_requested_at[0]):
-                assert plan.hand_back is not None
-                handed_back = True
-                plan.hand_back()
+            if plan.hand_back is not None and stop_requested_at:
+                # Again every few seconds while the JVM shuts down: the leader may have handed a lease back to us
+                # in the moment between its reading of our metrics entry and our release.
+                if next_hand_back is None and processors_done(statuses, stop_requested_at[0]):
+                    next_hand_back = time.monotonic()
+                if next_hand_back is not None and time.monotonic() >= next_hand_back:
+                    next_hand_back = time.monotonic() + HAND_BACK_INTERVAL
+                    plan.hand_back()
             if stop_requested and stop_deadline is None:
                 stop_deadline = time.monotonic() + STOP_TIMEOUT
                 if companion is not None:

@@ -294,3 +294,26 @@ def test_a_lease_taken_over_meanwhile_is_not_released(aws: Any) -> None:
 
     assert release_leases(TakenBetweenScanAndUpdate(dynamodb), TABLES, "me") == 0
     assert leases(dynamodb)[key]["leaseOwner"] == {"S": "other"}
+
+
+def test_the_metrics_entry_goes_before_any_lease(aws: Any) -> None:
+    """While the leader sees the worker's metrics it counts it alive and may assign the released lease right back."""
+    dynamodb, kinesis = aws
+    new_stream(kinesis, 1)
+    prepare_leases(dynamodb, kinesis, TABLES, "s", "TRIM_HORIZON")
+    (key,) = leases(dynamodb)
+    set_owner(dynamodb, key, "me")
+    dynamodb.put_item(TableName=TABLES.worker_metrics, Item={"wid": {"S": "me"}, "lut": {"N": "1"}})
+    calls: list[str] = []
+
+    class Recording:
+        def __init__(self, client: Any) -> None:
+            self.client = client
+
+        def __getattr__(self, name: str) -> Any:
+            if name in ("delete_item", "update_item"):
+                calls.append(name)
+            return getattr(self.client, name)
+
+    assert release_leases(Recording(dynamodb), TABLES, "me") == 1
+    assert calls == ["delete_item", "update_item"]
