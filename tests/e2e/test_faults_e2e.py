@@ -455,9 +455,7 @@ def test_poison_records_are_dead_lettered_with_their_reason(poison_target: str, 
     assert len(found) == len(put), f"{len(found)} dead letters for {len(put)} poison records"
     for kind, data, says in POISONS:
         raw = data.decode("utf-8", errors="replace")
-        reasons = by_raw.get(raw) or [
-            r for key, rs in by_raw.items() if key.encode("utf-8", "replace") == data for r in rs
-        ]
+        reasons = by_raw.get(raw, [])  # the relay keeps a record that is not UTF-8 with replacement characters
         assert len(reasons) == rounds, f"{kind}: {len(reasons)} dead letters, {rounds} put"
         assert all(says in reason for reason in reasons), f"{kind}: {reasons[:1]}"
     report(
