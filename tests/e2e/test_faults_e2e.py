@@ -24,6 +24,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,13 @@ WRITE_PAUSE = 0.005 if LONG else 0.02  # between item writes
 KILL_LEADER = os.environ.get("KCL_RELAY_FAULTS_KILL") == "leader"  # b: crash the KCL leader instead
 LEADER_LOCK_SECONDS = 150  # KCL 3.1.3's leader lock: a 120 s lease, renewed every 30 s
 SETTLE = 20.0 if LONG else 4.0  # writes going on between two faults
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left() -> Iterator[None]:
+    """Whatever a test did, none of its workers outlives it."""
+    yield
+    Worker.crash_all()
 
 
 def fresh_source(aws: LocalAws, shards: int) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from kcl_relay.cdc.event import Item, canonical_key
 from kcl_relay.cdc.values import from_item
@@ -108,7 +108,18 @@ class Writers:
 
 
 class Worker:
-    """One `kcl-relay load table` process (the supervisor, its MultiLangDaemon JVM and the processors)."""
+    """One `kcl-relay load table` process (the supervisor, its MultiLangDaemon JVM and the processors).
+
+    Every worker started is kept in `Worker.started`, so that a test that fails half way can still kill them all
+    (`crash_all`): a worker left running outlives the test, its emulators, and goes on retrying.
+    """
+
+    started: ClassVar[list[Worker]] = []
+
+    @classmethod
+    def crash_all(cls) -> None:
+        while cls.started:
+            cls.started.pop().cleanup()
 
     def __init__(self, name: str, url: str, target_url: str, table: str, log: Path) -> None:
         self.name, self.log = name, log
@@ -121,6 +132,7 @@ class Worker:
                 stderr=handle,
                 start_new_session=True,
             )
+        Worker.started.append(self)
 
     @property
     def state_dir(self) -> Path | None:
