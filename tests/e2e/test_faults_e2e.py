@@ -19,6 +19,7 @@ and writes benchmarks/results/faults.md). docs/faults.md has the table with the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -490,3 +491,31 @@ def dead_letters(spec: TargetSpec) -> list[tuple[str, str]]:
     except Exception:  # the table appears with the first dead letter
         return []
     return [(str(raw), str(reason)) for raw, reason in rows]
+
+
+def test_the_jvm_stops_when_kcl_relay_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of kcl-relay alone (not its JVM's session): the JVM gets SIGTERM and stops gracefully, instead of
+    going on headless with its leases (it did: still running 8 s after)."""
+    with LocalAws() as aws:
+        fresh_source(aws, shards=1)
+        worker = Worker(
+            "w",
+            source_url(aws.endpoint_url, STREAM, app=app_name()),
+            "sqlite:///" + str(tmp_path / "t.db"),
+            "t",
+            tmp_path / "w.log",
+        )
+        jvm = wait_for(worker.jvm_pid, 60, "the MultiLangDaemon")
+        try:
+            wait_for(lambda: worker.statuses(), 120, "a processor")
+            worker.process.send_signal(signal.SIGKILL)
+            worker.process.wait(timeout=30)
+            t_kill = time.monotonic()
+            wait_for(lambda: not Path(f"/proc/{jvm}").exists(), 60, "the JVM to stop")
+            stopped_seconds = time.monotonic() - t_kill
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # a failed test leaves no JVM behind
+                os.killpg(jvm, signal.SIGKILL)
+        processor_log = (worker.state_dir / "processor.log").read_text()
+    assert "shutdown requested, flushed and checkpointed" in processor_log
+    report("supervisor-killed", {"jvm_stopped_s": round(stopped_seconds, 1)})
