@@ -42,6 +42,7 @@ LABELS = {  # figure -> what it means, in the order of the table
     "crash_restart_resume_s": "crash restart: until records applied again (s)",
     "crash_restart_redelivered": "crash restart: records delivered again",
     "records_applied_per_run": "records applied per worker run",
+    "jvm_stopped_s": "kcl-relay killed: until its JVM stopped (s)",
     "outage_s": "database outage (s)",
     "checkpoint_moved_during_outage": "a checkpoint moved during the outage",
     "poison_records": "poison records put",
