@@ -233,34 +233,56 @@ def describe_error(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def hand_back_leases(spec: SourceSpec, props: dict[str, str], lasting_id: bool) -> None:
-    """After a graceful stop: hand the leases to the other workers, or keep them for this worker's restart.
+class LeaseHandBack:
+    """At a graceful stop: hand this worker's leases to the other workers, or keep them for its own restart.
 
-    Handed back (the KCL's evictLease, and the worker metrics entry removed) when another worker of the application
-    may be alive, so it takes the shards over at its next lease assignment instead of after failover-time; or when
-    the id is one no later run carries (a random one). Kept when this worker is alone and its id lasts (the stable
-    default HOST-SLOT, or worker-id): a restart finds its own leases and resumes at once.
+    Decided once, at the first call: handed back (the KCL's evictLease, the worker metrics entry removed first) when
+    another worker of the application may be alive, so it takes the shards over at its next lease assignment
+    instead of after failover-time; or when the id is one no later run carries (a random one). Kept when this
+    worker is alone and its id lasts (the stable default HOST-SLOT, or worker-id): a restart finds its own leases
+    and resumes at once. The supervisor calls it as soon as every processor has checkpointed, again every few
+    seconds while the JVM shuts down (the leader may assign a released lease right back), and once after it exited.
     """
-    tables = LeaseTables.of(props)
-    worker = props.get("workerId") or props["workerIdentifier"]
-    dynamodb = kinesis.client(spec, "dynamodb")
-    try:
-        others = other_workers(dynamodb, tables, worker) if lasting_id else set()
-        if lasting_id and not others:
-            say(f"kept the leases of worker {worker}: no other worker is alive; a restart with this id resumes at once")
+
+    def __init__(self, spec: SourceSpec, props: dict[str, str], lasting_id: bool) -> None:
+        self.spec, self.tables, self.lasting_id = spec, LeaseTables.of(props), lasting_id
+        self.worker = props.get("workerId") or props["workerIdentifier"]
+        self.keep: bool | None = None  # None: not decided yet
+        self.others: set[str] = set()
+        self.released = 0
+        self.failed = False
+
+    def __call__(self) -> None:
+        if self.keep or self.failed:
             return
-        released = release_leases(dynamodb, tables, worker)
-    except (BotoCoreError, ClientError) as error:
-        say(f"could not hand back the leases of worker {worker} ({describe_error(error)}); they expire instead")
-        return
-    if released:
-        to = f" to the other workers ({', '.join(sorted(others))})" if others else ""
-        say(f"handed back {released} leases of worker {worker}{to}")
+        dynamodb = kinesis.client(self.spec, "dynamodb")
+        try:
+            if self.keep is None:
+                self.others = other_workers(dynamodb, self.tables, self.worker) if self.lasting_id else set()
+                self.keep = self.lasting_id and not self.others
+                if self.keep:
+                    say(
+                        f"kept the leases of worker {self.worker}: no other worker is alive; "
+                        "a restart with this id resumes at once"
+                    )
+                    return
+            released = release_leases(dynamodb, self.tables, self.worker)
+        except (BotoCoreError, ClientError) as error:
+            self.failed = True
+            reason = describe_error(error)
+            say(f"could not hand back the leases of worker {self.worker} ({reason}); they expire instead")
+            return
+        if released:
+            self.released += released
+            to = f" to the other workers ({', '.join(sorted(self.others))})" if self.others else ""
+            say(f"handed back {released} leases of worker {self.worker}{to}")
 
 
 def run_stream(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> int:
     plan = plan_worker(spec, target, properties)
+    hand_back = LeaseHandBack(spec, plan.properties, lasting_id=plan.lasting_worker_id)
+    plan.hand_back = hand_back
     code = run_worker(plan)
     if code == 0:  # stopped gracefully: every processor flushed and checkpointed, the JVM is gone
-        hand_back_leases(spec, plan.properties, lasting_id=plan.lasting_worker_id)
+        hand_back()
     return code

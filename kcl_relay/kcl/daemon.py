@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import os
@@ -146,6 +147,22 @@ def jvm_command(
     return [java, *JVM_OPTIONS, *sharing, *logging, *extra, "-cp", f"{jars}/*", *daemon]
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stop_with_parent() -> None:
+    """In the JVM's process, before exec (Linux): SIGTERM when kcl-relay dies, even by SIGKILL. Its own session keeps
+    terminal signals away from it, so without this a `kill -9` of kcl-relay left a headless worker holding its
+    leases; with it the JVM stops gracefully (processors flush and checkpoint) and its leases expire."""
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return  # not Linux: as before
+    if os.getppid() != parent:  # the parent died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class Daemon:
     """One MultiLangDaemon JVM in its own session: terminal signals reach kcl-relay only, which stops it gracefully."""
 
@@ -172,6 +189,7 @@ class Daemon:
             stderr=subprocess.STDOUT,
             env=self.env,
             start_new_session=True,
+            preexec_fn=_stop_with_parent,  # before any thread of ours starts
         )
         log_file.close()
 

@@ -207,6 +207,13 @@ def release_leases(dynamodb: Any, tables: LeaseTables, worker_id: str) -> int:
     wait for both. Released leases go to the next worker the KCL's lease assignment finds. Conditional on the owner:
     a lease another worker took meanwhile is left alone. Returns how many leases were released.
     """
+    # The metrics entry first: while the leader sees it, it counts the worker as alive and may hand the released
+    # leases straight back to it (the least loaded worker), where they wait failoverTimeMillis to expire.
+    try:
+        dynamodb.delete_item(TableName=tables.worker_metrics, Key={"wid": {"S": worker_id}})
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
     released = 0
     for item in _scan(dynamodb, tables.leases):
         owner = item.get("leaseOwner", {}).get("S")
@@ -231,11 +238,6 @@ def release_leases(dynamodb: Any, tables: LeaseTables, worker_id: str) -> int:
                 raise
             continue
         released += 1
-    try:
-        dynamodb.delete_item(TableName=tables.worker_metrics, Key={"wid": {"S": worker_id}})
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ResourceNotFoundException":
-            raise
     return released
 
 

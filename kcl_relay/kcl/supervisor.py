@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 PROGRESS_INTERVAL = 5.0  # at most one progress line this often while records flow
 HEARTBEAT_INTERVAL = 60.0  # one while nothing changes
 POLL_INTERVAL = 0.5
+HAND_BACK_INTERVAL = 2.0  # during a graceful stop, between two hand-backs of this worker's leases
 STOP_TIMEOUT = SHUTDOWN_GRACE_MILLIS / 1000 + 20  # the JVM's grace plus its own shutdown
 
 
@@ -63,6 +64,10 @@ class WorkerPlan:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # serve Prometheus metrics from the status files on this port
     lasting_worker_id: bool = True  # False: a random id no later run carries
+    # Hands this worker's leases back (conditional on the owner); called during a graceful stop once every
+    # processor has flushed and checkpointed, as KCL 3.1.3's own shutdown keeps the JVM (and its leases) for up to
+    # failoverTimeMillis after that.
+    hand_back: Callable[[], None] | None = None
 
 
 KEEP_STATE_DIRS = 10  # per application: the logs of the last runs
@@ -179,6 +184,21 @@ def caught_up(statuses: dict[str, ShardStatus], open_shards: set[str], since: fl
     return bool(open_shards) and all(shard in current and done(current[shard]) for shard in open_shards)
 
 
+def processors_done(statuses: dict[str, ShardStatus], since: float) -> bool:
+    """During a graceful stop: every shard this worker has a processor for has flushed and checkpointed (stopped,
+    shard end) or has lost its lease; `since`: the stop request (wall clock), so a stopped status is this stop's.
+
+    Then its leases can go back before the JVM exits: KCL 3.1.3's graceful shutdown stops lease renewal right
+    after the processors' shutdown_requested, then waits failoverTimeMillis for a final shutdown that never
+    completes (its consumers end as lease lost), so waiting for the JVM kept a stopped worker's shards idle as
+    long as a crashed one's. No processor at all: nothing to go by, the hand-back waits for the JVM.
+    """
+    current = latest_by_shard(statuses).values()
+    return bool(current) and all(
+        status.ended or status.lease_lost or (status.stopped and status.updated_at >= since) for status in current
+    )
+
+
 def run_worker(plan: WorkerPlan) -> int:
     state_dir = Path(plan.processor.state_dir)
     properties_path = write_properties(state_dir / "kcl.properties", plan.properties)
@@ -216,12 +236,15 @@ def _host_in_url(host: str) -> str:
 
 def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
     stop_requested: list[str] = []
+    stop_requested_at: list[float] = []  # wall clock, for processors_done
+    next_hand_back: float | None = None  # monotonic; None: not yet (processors still at work)
 
     def on_signal(signum: int, _frame: object) -> None:
         if stop_requested:  # a second Ctrl-C: stop now
             daemon.kill()
             return
         stop_requested.append(signal.Signals(signum).name)
+        stop_requested_at.append(time.time())
         daemon.request_stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -263,6 +286,7 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
                 if caught_up(statuses, open_shards, since):
                     say("every shard is caught up (once=true): stopping")
                     stop_requested.append("once")
+                    stop_requested_at.append(time.time())
                     daemon.request_stop()
             if not stop_requested and any(status.failed for status in statuses.values()):
                 # A processor gave up on the database (past retry-timeout) and exited without checkpoint; the KCL
@@ -270,6 +294,14 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
                 say("a processor stopped: the database kept failing past retry-timeout; stopping the worker")
                 stop_requested.append("failure")
                 daemon.request_stop()
+            if plan.hand_back is not None and stop_requested_at:
+                # Again every few seconds while the JVM shuts down: the leader may have handed a lease back to us
+                # in the moment between its reading of our metrics entry and our release.
+                if next_hand_back is None and processors_done(statuses, stop_requested_at[0]):
+                    next_hand_back = time.monotonic()
+                if next_hand_back is not None and time.monotonic() >= next_hand_back:
+                    next_hand_back = time.monotonic() + HAND_BACK_INTERVAL
+                    plan.hand_back()
             if stop_requested and stop_deadline is None:
                 stop_deadline = time.monotonic() + STOP_TIMEOUT
                 if companion is not None:

@@ -348,3 +348,26 @@ def test_other_workers_are_lease_owners_and_fresh_worker_metrics(aws: Any) -> No
     for wid, updated in (("me", now), ("idle", now - 30), ("gone", now - 600), ("millis", (now - 5) * 1000)):
         dynamodb.put_item(TableName=TABLES.worker_metrics, Item={"wid": {"S": wid}, "lut": {"N": str(int(updated))}})
     assert other_workers(dynamodb, TABLES, "me", now) == {"owner", "idle", "millis"}
+
+
+def test_the_metrics_entry_goes_before_any_lease(aws: Any) -> None:
+    """While the leader sees the worker's metrics it counts it alive and may assign the released lease right back."""
+    dynamodb, kinesis = aws
+    new_stream(kinesis, 1)
+    prepare_leases(dynamodb, kinesis, TABLES, "s", "TRIM_HORIZON")
+    (key,) = leases(dynamodb)
+    set_owner(dynamodb, key, "me")
+    dynamodb.put_item(TableName=TABLES.worker_metrics, Item={"wid": {"S": "me"}, "lut": {"N": "1"}})
+    calls: list[str] = []
+
+    class Recording:
+        def __init__(self, client: Any) -> None:
+            self.client = client
+
+        def __getattr__(self, name: str) -> Any:
+            if name in ("delete_item", "update_item"):
+                calls.append(name)
+            return getattr(self.client, name)
+
+    assert release_leases(Recording(dynamodb), TABLES, "me") == 1
+    assert calls == ["delete_item", "update_item"]

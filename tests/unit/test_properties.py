@@ -21,6 +21,7 @@ from kcl_relay.kcl.properties import (
     read_properties_file,
     render,
     spec_from_properties,
+    worker_metrics_report_millis,
     write_properties,
 )
 from kcl_relay.source.url import Credentials, SourceError, SourceSpec, parse_source
@@ -54,6 +55,8 @@ def test_default_properties() -> None:
     assert props["millisBehindLatestThresholdForReducedTps"] == "500"
     assert props["leaseAssignmentIntervalMillis"] == "1000"
     assert props["inMemoryWorkerMetricsCaptureFrequencyMillis"] == "200"
+    # a crashed worker counts as dead (two missed reports) by the time its leases expire (failover-time 10 s)
+    assert props["workerMetricsReporterFreqInMillis"] == "5000"
     assert props["varianceBalancingFrequency"] == "60"  # rebalancing once a minute, as with the KCL's defaults
     assert props["callProcessRecordsEvenForEmptyRecordList"] == "true"
     assert props["retrievalMode"] == "POLLING"
@@ -523,3 +526,9 @@ def test_every_kcl_key_and_nested_client_settings_pass() -> None:
     spec_from_properties(props)
     for key in KCL_KEYS:
         check_keys(PropertiesFile(Path("p"), {key: "1"}))
+
+
+def test_worker_metrics_report_every_half_failover_time_at_least_a_second() -> None:
+    assert worker_metrics_report_millis(10.0) == 5000
+    assert worker_metrics_report_millis(6.0) == 3000
+    assert worker_metrics_report_millis(1.0) == 1000

@@ -17,7 +17,7 @@ import pytest
 from moto import mock_aws
 
 from kcl_relay.kcl.leases import LeaseTables, prepare_leases
-from kcl_relay.relay import hand_back_leases, refuse_emptied_target, reset_application
+from kcl_relay.relay import LeaseHandBack, refuse_emptied_target, reset_application
 from kcl_relay.sink.target import parse_target
 from kcl_relay.source.url import SourceError, parse_source
 
@@ -118,9 +118,11 @@ def owners(dynamodb: Any, tables: LeaseTables) -> set[str | None]:
 def test_a_lone_worker_with_a_lasting_id_keeps_its_leases(relayed: Any, capsys: pytest.CaptureFixture[str]) -> None:
     spec, _target, tables, _path = relayed
     dynamodb = own_all(spec, tables, "host-0")
-    hand_back_leases(spec, {"applicationName": tables.leases, "workerId": "host-0"}, lasting_id=True)
+    hand_back = LeaseHandBack(spec, {"applicationName": tables.leases, "workerId": "host-0"}, lasting_id=True)
+    hand_back()
+    hand_back()  # called again while the JVM shuts down: still kept, said once
     assert owners(dynamodb, tables) == {"host-0"}
-    assert "kept the leases of worker host-0: no other worker is alive" in capsys.readouterr().err
+    assert capsys.readouterr().err.count("kept the leases of worker host-0: no other worker is alive") == 1
 
 
 def test_with_another_worker_alive_the_leases_go_back(relayed: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -128,7 +130,7 @@ def test_with_another_worker_alive_the_leases_go_back(relayed: Any, capsys: pyte
     dynamodb = own_all(spec, tables, "host-0")
     now = str(int(time.time()))
     dynamodb.put_item(TableName=tables.worker_metrics, Item={"wid": {"S": "host-1"}, "lut": {"N": now}})
-    hand_back_leases(spec, {"applicationName": tables.leases, "workerId": "host-0"}, lasting_id=True)
+    LeaseHandBack(spec, {"applicationName": tables.leases, "workerId": "host-0"}, lasting_id=True)()
     assert owners(dynamodb, tables) == {None}
     assert "handed back 1 leases of worker host-0 to the other workers (host-1)" in capsys.readouterr().err
 
@@ -136,7 +138,7 @@ def test_with_another_worker_alive_the_leases_go_back(relayed: Any, capsys: pyte
 def test_a_random_id_always_hands_back(relayed: Any, capsys: pytest.CaptureFixture[str]) -> None:
     spec, _target, tables, _path = relayed
     dynamodb = own_all(spec, tables, "host-0123456789ab")
-    hand_back_leases(spec, {"applicationName": tables.leases, "workerId": "host-0123456789ab"}, lasting_id=False)
+    LeaseHandBack(spec, {"applicationName": tables.leases, "workerId": "host-0123456789ab"}, lasting_id=False)()
     assert owners(dynamodb, tables) == {None}
     assert "handed back 1 leases of worker host-0123456789ab" in capsys.readouterr().err
 

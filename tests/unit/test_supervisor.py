@@ -20,6 +20,7 @@ from kcl_relay.kcl.supervisor import (
     Progress,
     caught_up,
     make_state_dir,
+    processors_done,
 )
 
 A, B, C = "shardId-000000000000", "shardId-000000000001", "shardId-000000000002"
@@ -50,6 +51,24 @@ def test_no_open_shards_is_never_caught_up() -> None:
 
 def test_statuses_of_other_shards_do_not_matter() -> None:
     assert caught_up({A: status(A, caught_up=True), B: status(B)}, {A})
+
+
+# ---- processors_done (a graceful stop hands the leases back once it holds) ---------------------------------------
+
+
+def test_processors_done_when_every_shard_stopped_after_the_stop() -> None:
+    statuses = {A: status(A, stopped=True, updated_at=11.0), B: status(B, ended=True, updated_at=5.0)}
+    assert processors_done(statuses, since=10.0)
+    assert not processors_done(statuses | {C: status(C, updated_at=11.0)}, since=10.0), "C still processing"
+
+
+def test_processors_done_counts_lost_leases_not_stops_before_the_request() -> None:
+    assert processors_done({A: status(A, lease_lost=True, updated_at=1.0)}, since=10.0)
+    assert not processors_done({A: status(A, stopped=True, updated_at=9.0)}, since=10.0)
+
+
+def test_processors_done_needs_a_processor() -> None:
+    assert not processors_done({}, since=0.0)
 
 
 def test_caught_up_from_status_files(tmp_path: Path) -> None:
