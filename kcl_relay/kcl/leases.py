@@ -31,6 +31,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from kcl_relay.source.kinesis import list_shards
+
 LEASE_OWNER_INDEX = "LeaseOwnerToLeaseKeyIndex"
 MAX_HASH_KEY = 2**128 - 1
 SHARD_FILTER_TYPES = {"TRIM_HORIZON": "AT_TRIM_HORIZON", "LATEST": "AT_LATEST", "AT_TIMESTAMP": "AT_TIMESTAMP"}
@@ -117,14 +119,7 @@ def list_shards_at(kinesis: Any, stream: str, position: str, timestamp: datetime
         if timestamp is None:
             raise ValueError("AT_TIMESTAMP needs a timestamp")
         shard_filter["Timestamp"] = timestamp
-    shards: list[dict] = []
-    kwargs: dict[str, Any] = {"StreamName": stream, "ShardFilter": shard_filter}
-    while True:
-        page = kinesis.list_shards(**kwargs)
-        shards.extend(page["Shards"])
-        if not page.get("NextToken"):
-            return shards
-        kwargs = {"NextToken": page["NextToken"]}
+    return list_shards(kinesis, stream, shard_filter)
 
 
 def covers_hash_key_space(shards: list[dict]) -> bool:

@@ -77,9 +77,10 @@ def wait_active(kinesis: Any, stream: str, timeout: float = 120.0) -> None:
         time.sleep(0.5)
 
 
-def list_shards(kinesis: Any, stream: str) -> list[dict]:
+def list_shards(kinesis: Any, stream: str, shard_filter: dict[str, Any] | None = None) -> list[dict]:
+    """Every page of ListShards (a ShardFilter, when given, goes with the first request only, as AWS requires)."""
     shards: list[dict] = []
-    kwargs: dict[str, Any] = {"StreamName": stream}
+    kwargs: dict[str, Any] = {"StreamName": stream, **({"ShardFilter": shard_filter} if shard_filter else {})}
     while True:
         page = kinesis.list_shards(**kwargs)
         shards.extend(page["Shards"])
