@@ -58,8 +58,9 @@ def worker_metrics_report_millis(failover_time: float) -> int:
     return max(MIN_WORKER_METRICS_REPORT_MILLIS, round(failover_time * 1000 / 2))
 
 
-# The leader rebalances load every this many assignment runs (default 3, i.e. every 60 s): once a minute still, so
-# that worker metrics (reported every 30 s) are fresh between two rebalancing passes.
+# The leader rebalances load every this many assignment runs (the KCL's default 3 runs of 20 s, i.e. every 60 s):
+# once a minute still, as with the KCL's defaults. A worker that joins while every lease is held gets one only at
+# such a pass (docs/faults.md, scenario a).
 VARIANCE_BALANCING_FREQUENCY = 60
 
 
