@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 import sys
@@ -12,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
-from kcl_relay.source.url import CONTROL, OPTIONS, SCHEME, SourceError, SourceSpec, parse_source
+from kcl_relay.source.url import CONTROL, OPTIONS, SCHEME, SourceError, SourceSpec, closest, parse_source
 
 INITIAL_POSITION = {
     "earliest": "TRIM_HORIZON",
@@ -271,12 +270,8 @@ def is_kcl_key(key: str) -> bool:
 
 def _nearest(key: str, candidates: list[str]) -> str:
     """`; did you mean X?` for a likely typo, else nothing."""
-    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.75)
-    if not close:
-        lowered = {candidate.lower(): candidate for candidate in candidates}
-        close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.75)
-        close = [lowered[close[0]]] if close else []
-    return f"; did you mean {close[0]}?" if close else ""
+    meant = closest(key, candidates)
+    return f"; did you mean {meant}?" if meant else ""
 
 
 def check_keys(source: PropertiesFile) -> None:

@@ -26,6 +26,7 @@ from kcl_relay.source.url import (
     _bool,
     _name,
     _positive_int,
+    closest,
     parse_source,
 )
 
@@ -166,7 +167,9 @@ def parse_table(url: str) -> TableSpec:
             continue
         if name not in TABLE_OPTIONS:
             valid = [*TABLE_OPTIONS, *STREAM_PASSTHROUGH]
-            raise SourceError(f"unknown table option {name!r}; valid options: {', '.join(valid)}")
+            meant = closest(name, valid)
+            hint = f" (did you mean {meant}?)" if meant else ""
+            raise SourceError(f"unknown table option {name!r}{hint}; valid options: {', '.join(valid)}")
         attr, parser, _help = TABLE_OPTIONS[name]
         try:
             values[attr] = parser(raw)

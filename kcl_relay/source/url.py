@@ -7,6 +7,7 @@ KCL's DynamoDB lease table (LocalStack style). An empty host with an absolute pa
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from collections.abc import Callable
@@ -262,6 +263,16 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 FILE_OPTIONS = frozenset({"batch-size", "ttl", "route-tables", "source-table", "tombstone-retention", "retry-timeout"})
 
 
+def closest(name: str, candidates: list[str]) -> str | None:
+    """The known name a typo most likely meant (case aside), or None."""
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
+    if close:
+        return close[0]
+    lowered = {candidate.lower(): candidate for candidate in candidates}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
+    return lowered[close[0]] if close else None
+
+
 def parse_source(url: str) -> SourceSpec:
     """Parse and validate a source URL; raise SourceError with a one-line message."""
     parts = urlsplit(url)
@@ -281,7 +292,9 @@ def parse_source(url: str) -> SourceSpec:
         if CONTROL.search(raw):
             raise SourceError(f"source option {name!r} holds a control character")
         if name not in OPTIONS:
-            raise SourceError(f"unknown source option {name!r}; valid options: {', '.join(OPTIONS)}")
+            meant = closest(name, list(OPTIONS))
+            hint = f" (did you mean {meant}?)" if meant else ""
+            raise SourceError(f"unknown source option {name!r}{hint}; valid options: {', '.join(OPTIONS)}")
         attr, parser, _help = OPTIONS[name]
         try:
             values[attr] = parser(raw)

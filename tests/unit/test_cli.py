@@ -132,7 +132,7 @@ def test_version() -> None:
         ("https://aws/stream", "must start with kinesis+dynamodb+cdc://"),
         ("kinesis+dynamodb+cdc://aws", "names no stream"),
         ("kinesis+dynamodb+cdc://localhost:port/s", "bad port"),
-        ("kinesis+dynamodb+cdc://aws/s?batchsize=5", "unknown source option 'batchsize'; valid options: batch-size"),
+        ("kinesis+dynamodb+cdc://aws/s?batchsize=5", "unknown source option 'batchsize' (did you mean batch-size?)"),
         ("kinesis+dynamodb+cdc://aws/s?batch-size=0", "bad value '0' for source option 'batch-size'"),
         ("kinesis+dynamodb+cdc://aws/s?ttl=keep", "source option 'ttl'"),
         ("kinesis+dynamodb+cdc://aws/s?start=seqno-at", "needs seqno="),

@@ -299,7 +299,7 @@ def test_defaults() -> None:
 
 def test_unknown_option_lists_the_valid_ones() -> None:
     message = error_of(f"{BASE}?batchsize=5")
-    assert message.startswith("unknown source option 'batchsize'; valid options: ")
+    assert message.startswith("unknown source option 'batchsize' (did you mean batch-size?); valid options: ")
     listed = message.split("valid options: ", 1)[1].split(", ")
     assert listed == list(OPTIONS)
 
@@ -475,3 +475,15 @@ def test_application_name_follows_the_normalized_target_identity() -> None:
     other_stream = parse_source("kinesis+dynamodb+cdc://aws/other-cdc")
     assert other_stream.application_name(one.table, one.identity()).startswith("kcl-relay-other-cdc-orders-")
     assert spec.relay_identity(one.identity()) == "stream dynamodb-cdc -> cratedb://db.example:4200 table doc.orders"
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [("Batch-Size", "batch-size"), ("idle_sleep", "idle-sleep"), ("workerid", "worker-id"), ("region2", "region")],
+)
+def test_an_unknown_option_names_the_one_it_likely_meant(given: str, meant: str) -> None:
+    assert f"unknown source option '{given}' (did you mean {meant}?); valid options: " in error_of(f"{BASE}?{given}=1")
+
+
+def test_an_unknown_option_unlike_any_gets_no_guess() -> None:
+    assert error_of(f"{BASE}?zzz=1").startswith("unknown source option 'zzz'; valid options: ")
