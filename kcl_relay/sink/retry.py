@@ -55,6 +55,9 @@ _CRATE_TRANSIENT = re.compile(
     r"|timed? ?out|Max retries exceeded|RemoteDisconnected|UnavailableShards|NoShardAvailable|NodeNotConnected"
     r"|NodeDisconnected|NodeClosed|EsRejectedExecution|CircuitBreaking|VersionConflictEngine|JobKilled"
     r"|ShardNotFound|PrimaryMissing|RetryOnPrimary"
+    # A table another worker has just created: its shards are still recovering (seen from CrateDB 6.4.3 as
+    # "IllegalIndexShardStateException[CurrentState[RECOVERING] operations only allowed when shard state is ...]").
+    r"|IllegalIndexShardState"
     # A node that is starting: its cluster state is not recovered yet, and plain HTTP errors without a CrateDB
     # exception in the body (seen as "400 Client Error: Bad Request" while CrateDB 6.4 boots).
     r"|ClusterBlockException|state not recovered|^400 Client Error: Bad Request$",
