@@ -58,6 +58,9 @@ _CRATE_TRANSIENT = re.compile(
     # A table another worker has just created: its shards are still recovering (seen from CrateDB 6.4.3 as
     # "IllegalIndexShardStateException[CurrentState[RECOVERING] operations only allowed when shard state is ...]").
     r"|IllegalIndexShardState"
+    # Another worker deleted the row between this upsert's conflict check and its update: the batch, every statement
+    # of it guarded, is applied again from fresh reads.
+    r"|DocumentMissing"
     # A node that is starting: its cluster state is not recovered yet, and plain HTTP errors without a CrateDB
     # exception in the body (seen as "400 Client Error: Bad Request" while CrateDB 6.4 boots).
     r"|ClusterBlockException|state not recovered|^400 Client Error: Bad Request$",

@@ -28,6 +28,7 @@ from kcl_relay.sink.retry import RetryPolicy, TransientError, call_with_retry, d
         crate_errors.ProgrammingError("503 Server Error: Service Unavailable"),
         crate_errors.ProgrammingError("UnavailableShardsException[[doc.t][2] primary shard is not active]"),
         crate_errors.ProgrammingError("400 Client Error: Bad Request"),  # a CrateDB node still starting
+        crate_errors.ProgrammingError("DocumentMissingException[[AgMyLjUGZ2xvYmV4]: document missing]"),  # a race
         crate_errors.ProgrammingError(  # a table just created by another worker: its shards still recovering
             "IllegalIndexShardStateException[CurrentState[RECOVERING] operations only allowed when shard state is one "
             "of [POST_RECOVERY, STARTED]]"
