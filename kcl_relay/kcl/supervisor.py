@@ -18,6 +18,7 @@ from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import Daemon, SetupError
 from kcl_relay.kcl.properties import SHUTDOWN_GRACE_MILLIS, write_properties
 from kcl_relay.kcl.status import ShardStatus, latest_by_shard, read_statuses
+from kcl_relay.masking import mask_env, masked_eq, masked_repr
 
 if TYPE_CHECKING:
     from kcl_relay.kcl.metrics import MetricsServer
@@ -48,7 +49,8 @@ class Companion(Protocol):
         """Stop early (when not done yet) and wait for it."""
 
 
-@dataclass
+@masked_eq  # an assertion diff of two plans never shows the AWS secret (kcl_relay.masking)
+@dataclass(eq=False)
 class WorkerPlan:
     """Everything one worker run needs, decided and validated before anything starts."""
 
@@ -68,6 +70,9 @@ class WorkerPlan:
     # processor has flushed and checkpointed, as KCL 3.1.3's own shutdown keeps the JVM (and its leases) for up to
     # failoverTimeMillis after that.
     hand_back: Callable[[], None] | None = None
+
+    def __repr__(self) -> str:
+        return masked_repr(self, aws_env=repr(mask_env(self.aws_env)))
 
 
 KEEP_STATE_DIRS = 10  # per application: the logs of the last runs
