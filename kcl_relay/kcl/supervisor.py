@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import Daemon, SetupError
+from kcl_relay.kcl.processor_log import PROCESSOR_LOG, failure_cause
 from kcl_relay.kcl.properties import SHUTDOWN_GRACE_MILLIS, write_properties
 from kcl_relay.kcl.status import ShardStatus, latest_by_shard, read_statuses
 from kcl_relay.masking import mask_env, masked_eq, masked_repr
@@ -311,10 +312,12 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
                 if caught_up(statuses, open_shards, since):
                     say("every shard is caught up (once=true): stopping")
                     stop.ask("once")
-            if stop.reason is None and any(status.failed for status in statuses.values()):
-                # A processor gave up on the database (past retry-timeout) and exited without checkpoint; the KCL
-                # would wait minutes for it before shutting down. Stop now: a restart delivers those records again.
-                say("a processor stopped: the database kept failing past retry-timeout; stopping the worker")
+            failed_now = sorted({status.shard_id for status in statuses.values() if status.failed})
+            if stop.reason is None and failed_now:
+                # A processor gave up on the database (an error, or an outage past retry-timeout) and exited without
+                # checkpoint; the KCL would wait minutes for it before shutting down. Stop now: a restart delivers
+                # those records again.
+                say(f"a processor stopped: {failures(state_dir, failed_now)}; stopping the worker")
                 stop.ask("failure", hand_back=False)
             if plan.hand_back is not None and stop.at is not None:
                 # Again every few seconds while the JVM shuts down: the leader may have handed a lease back to us
@@ -350,8 +353,8 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
     failed = sorted({status.shard_id for status in statuses.values() if status.failed})
     if failed:
         say(
-            f"writing to the database failed on {', '.join(failed)}: stopped without checkpoint there; "
-            "a restart delivers those records again"
+            f"{failures(state_dir, failed)}; stopped without checkpoint there: a restart delivers those records "
+            f"again (details in {state_dir / PROCESSOR_LOG})"
         )
         return 1
     if stop.reason is not None and not killed:
@@ -364,6 +367,15 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
     say(f"the KCL MultiLangDaemon exited on its own with code {code}; last lines of {daemon.log_path}:")
     print(daemon.tail(), file=sys.stderr)
     return 1
+
+
+def failures(state_dir: Path, shards: list[str]) -> str:
+    """`writing to the database failed on SHARD: CAUSE` for each failed shard (its cause from the processor log)."""
+    parts = []
+    for shard in shards:
+        cause = failure_cause(state_dir, shard)
+        parts.append(f"{shard}: {cause}" if cause else f"{shard} (the cause is in {PROCESSOR_LOG})")
+    return f"writing to the database failed on {'; '.join(parts)}"
 
 
 def _stop_within(daemon: Daemon, timeout: float) -> None:
