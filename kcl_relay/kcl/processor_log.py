@@ -16,24 +16,32 @@ PROCESSOR_LOG = "processor.log"
 TAIL_BYTES = 256 * 1024  # the failure is among the last records written: a traceback is a few KB
 MAX_CAUSE = 300
 # A record's first line (kcl_relay.logs.configure_file_logging): "2026-01-02 03:04:05,678 PID LEVEL name: message".
-_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \d+ [A-Z]+ \S+: ")
+_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \d+ (?P<level>[A-Z]+) \S+: ")
 _CHAIN = ("During handling of the above exception", "The above exception was the direct cause")
 
 
 def failure_cause(state_dir: Path, shard_id: str) -> str | None:
-    """The exception that stopped `shard_id`'s processor last, `module.Class: first line`, secrets masked."""
-    marker = f"shard {shard_id}: writing to the database failed"
+    """The exception that stopped `shard_id`'s processor, `module.Class: first line`, secrets masked: that of the
+    last error about the shard logged with a traceback ("shard S: writing to the database failed; ...")."""
+    marker = f"shard {shard_id}: "
     lines = _tail(state_dir / PROCESSOR_LOG)
-    starts = [n for n, line in enumerate(lines) if marker in line and _RECORD.match(line)]
-    if not starts:
-        return None
+    for n in reversed(range(len(lines))):
+        record = _RECORD.match(lines[n])
+        if record and record["level"] in ("ERROR", "CRITICAL") and marker in lines[n]:
+            cause = _exception_line(_following(lines, n + 1))
+            if cause:
+                return mask_secrets(cause)[:MAX_CAUSE]
+    return None
+
+
+def _following(lines: list[str], start: int) -> list[str]:
+    """The lines of one record after its first: up to the next record."""
     block = []
-    for line in lines[starts[-1] + 1 :]:
+    for line in lines[start:]:
         if _RECORD.match(line):
             break
         block.append(line)
-    cause = _exception_line(block)
-    return mask_secrets(cause)[:MAX_CAUSE] if cause else None
+    return block
 
 
 def _exception_line(traceback: list[str]) -> str | None:

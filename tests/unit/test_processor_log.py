@@ -102,3 +102,15 @@ def test_without_a_cause_the_last_line_points_at_the_log(
     assert run_failing_worker(tmp_path, monkeypatch) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"kcl-relay: writing to the database failed on {A} (the cause is in {PROCESSOR_LOG}); ")
+
+
+def test_warnings_and_errors_without_a_traceback_are_no_cause(tmp_path: Path, processor_log: logging.Logger) -> None:
+    fail(processor_log, A, DuplicateObject("the real one"))
+    processor_log.warning("shard %s: transient failure (OperationalError: locked), retry 1 in 0.5 s", A)
+    processor_log.error("shard %s: an error without a traceback", A)
+    try:
+        raise ValueError("not about A")
+    except ValueError:
+        processor_log.exception("shard %s: something else failed", B)
+    assert failure_cause(tmp_path, A) == f"{__name__}.DuplicateObject: the real one"
+    assert failure_cause(tmp_path, B) == "ValueError: not about A"
