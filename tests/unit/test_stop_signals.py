@@ -136,3 +136,23 @@ def test_the_handler_signals_the_real_daemon_without_a_wait_or_poll(
             os.killpg(real.pid, signal.SIGKILL)
     assert real.wait(timeout=30) == -signal.SIGKILL
     assert marker.read_text() == "SIGTERM"
+
+
+class EarlySignal(ScriptedDaemon):
+    """A signal while the JVM is being started: its SIGTERM, sent before there was a process, went nowhere."""
+
+    def start(self) -> None:
+        signal.raise_signal(signal.SIGTERM)
+        self._note("start")
+
+    def request_stop(self) -> None:
+        if "start" in self.calls:
+            super().request_stop()
+        else:
+            self._note("request_stop before start")
+
+
+def test_a_signal_while_the_jvm_starts_still_reaches_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    jvm = EarlySignal([])
+    assert run(jvm, tmp_path, monkeypatch) == 0
+    assert jvm.calls == ["request_stop before start", "start", "request_stop"]
