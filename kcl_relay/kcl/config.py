@@ -9,12 +9,15 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from kcl_relay.masking import mask_secrets, masked_eq, masked_repr
+
 ENV_NAME = "KCL_RELAY_PROCESSOR"
 
 
-@dataclass(frozen=True)
+@masked_eq  # an assertion diff of two configs never shows the URL's password (kcl_relay.masking)
+@dataclass(frozen=True, eq=False, repr=False)
 class ProcessorConfig:
-    target_url: str
+    target_url: str  # may carry the database password: masked in repr and str
     table: str | None
     state_dir: str
     batch_size: int = 100
@@ -29,6 +32,9 @@ class ProcessorConfig:
     seqno: str | None = None
     seqno_shard: str | None = None  # the shard that holds `seqno`
     log_level: str = "warn"  # warn, info, debug (kcl_relay.logs)
+
+    def __repr__(self) -> str:
+        return masked_repr(self, target_url=repr(mask_secrets(self.target_url)))
 
     def to_env(self) -> dict[str, str]:
         return {ENV_NAME: json.dumps(asdict(self))}

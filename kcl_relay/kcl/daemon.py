@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import functools
 import hashlib
 import os
@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from kcl_relay.logs import logback_xml
@@ -147,20 +148,48 @@ def jvm_command(
     return [java, *JVM_OPTIONS, *sharing, *logging, *extra, "-cp", f"{jars}/*", *daemon]
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# The JVM stops when kcl-relay dies, even by SIGKILL: its own session keeps terminal signals away from it, so without
+# this a `kill -9` of kcl-relay left a headless worker holding its leases; with it the JVM gets SIGTERM and stops
+# gracefully (processors flush and checkpoint), and its leases expire.
+#
+# How: PR_SET_PDEATHSIG, set in the child before it becomes the JVM, by a launcher: a fresh interpreter exec'd by
+# the child, which sets it, checks that kcl-relay is still its parent (it may have died before), then execs java.
+# Not preexec_fn: Python code between fork and exec can deadlock once threads run (the metrics server, the full
+# load's scan), on any lock a thread held at the fork. Not `setpriv --pdeathsig`: not on every Linux (busybox has
+# none), and it cannot see a parent that died before the call. A fresh interpreter has no threads, and costs
+# milliseconds beside the JVM's second. The death signal comes when the thread that forked exits: the main thread,
+# in the supervisor.
+_LAUNCHER = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (linux/prctl.h)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(128 + signal.SIGTERM)  # kcl-relay died before the call: no JVM without it
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
 
-def _stop_with_parent() -> None:
-    """In the JVM's process, before exec (Linux): SIGTERM when kcl-relay dies, even by SIGKILL. Its own session keeps
-    terminal signals away from it, so without this a `kill -9` of kcl-relay left a headless worker holding its
-    leases; with it the JVM stops gracefully (processors flush and checkpoint) and its leases expire."""
-    parent = os.getppid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return  # not Linux: as before
-    if os.getppid() != parent:  # the parent died before the call
-        os.kill(os.getpid(), signal.SIGTERM)
+def launched(command: list[str], parent: int | None = None) -> list[str]:
+    """`command` started through the launcher that ties its life to `parent`, this process (Linux; elsewhere as it
+    is); started by another process, the launcher exits instead."""
+    if not sys.platform.startswith("linux") or not sys.executable:
+        return command
+    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(parent or os.getpid()), *command]
+
+
+def spawn(command: list[str], env: dict[str, str], output: Path) -> subprocess.Popen[bytes]:
+    """Start `command` in its own session, stdout and stderr appended to `output`, stopped when we die (launched)."""
+    with open(output, "ab") as log_file:  # the child keeps its own copy
+        return subprocess.Popen(
+            launched(command),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
 
 
 class Daemon:
@@ -181,17 +210,7 @@ class Daemon:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log_file = open(self.output_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        self.process = subprocess.Popen(
-            self.command,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            start_new_session=True,
-            preexec_fn=_stop_with_parent,  # before any thread of ours starts
-        )
-        log_file.close()
+        self.process = spawn(self.command, self.env, self.output_path)
 
     @property
     def pid(self) -> int | None:
@@ -203,16 +222,31 @@ class Daemon:
             self.archive.finish()
         return code
 
+    # request_stop and force_stop only send a signal: they never wait, nor reap (Popen.poll), so a signal handler
+    # may call them, even one that runs while the main loop is inside Popen.poll() or wait() with their lock held.
+    # Until the main loop reaps the JVM its pid stays its own (a zombie at worst), never another process's (but for
+    # the instant inside poll() between the reaping and returncode: far too short for the kernel to reuse the pid).
+
     def request_stop(self) -> None:
         """SIGTERM: the JVM's shutdown hook asks every processor to flush and checkpoint (shutdownGraceMillis)."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        self._send(signal.SIGTERM, group=False)
+
+    def force_stop(self) -> None:
+        """SIGKILL to the JVM's whole session (the processors too); poll() or kill() reaps it."""
+        self._send(signal.SIGKILL, group=True)
 
     def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+        """force_stop, then wait for the JVM: for the main loop, never for a signal handler."""
+        if self.process and self.process.returncode is None:
+            self.force_stop()
             self.process.wait()
             self.archive.finish()
+
+    def _send(self, signum: signal.Signals, group: bool) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):  # a group without members left
+            (os.killpg if group else os.kill)(self.process.pid, signum)
 
     def tail(self, lines: int = 20) -> str:
         """The last lines of the KCL's log, and of the JVM's own output when it wrote any."""

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import Daemon, SetupError
+from kcl_relay.kcl.processor_log import PROCESSOR_LOG, failure_cause
 from kcl_relay.kcl.properties import SHUTDOWN_GRACE_MILLIS, write_properties
 from kcl_relay.kcl.status import ShardStatus, latest_by_shard, read_statuses
+from kcl_relay.masking import mask_env, masked_eq, masked_repr
 
 if TYPE_CHECKING:
     from kcl_relay.kcl.metrics import MetricsServer
@@ -48,7 +50,8 @@ class Companion(Protocol):
         """Stop early (when not done yet) and wait for it."""
 
 
-@dataclass
+@masked_eq  # an assertion diff of two plans never shows the AWS secret (kcl_relay.masking)
+@dataclass(eq=False)
 class WorkerPlan:
     """Everything one worker run needs, decided and validated before anything starts."""
 
@@ -68,6 +71,9 @@ class WorkerPlan:
     # processor has flushed and checkpointed, as KCL 3.1.3's own shutdown keeps the JVM (and its leases) for up to
     # failoverTimeMillis after that.
     hand_back: Callable[[], None] | None = None
+
+    def __repr__(self) -> str:
+        return masked_repr(self, aws_env=repr(mask_env(self.aws_env)))
 
 
 KEEP_STATE_DIRS = 10  # per application: the logs of the last runs
@@ -234,20 +240,39 @@ def _host_in_url(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
-    stop_requested: list[str] = []
-    stop_requested_at: list[float] = []  # wall clock, for processors_done
-    next_hand_back: float | None = None  # monotonic; None: not yet (processors still at work)
+class StopRequest:
+    """Why and since when the worker is to stop, and the SIGINT/SIGTERM handler that asks for it.
 
-    def on_signal(signum: int, _frame: object) -> None:
-        if stop_requested:  # a second Ctrl-C: stop now
-            daemon.kill()
+    A Python signal handler runs in the main thread between two bytecodes: possibly while the main loop is inside
+    Popen.poll() or wait(), holding their lock, where a Popen.wait() of the handler's never returned. So the handler
+    only records and sends signals (Daemon.request_stop, force_stop: os.kill, never a wait); the main loop reaps the
+    JVM and says what happened. The first signal stops gracefully, a second one (a second Ctrl-C) kills.
+    """
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.reason: str | None = None
+        self.at: float | None = None  # wall clock, for processors_done; None: no hand-back during the stop
+        self.forced = False
+
+    def ask(self, reason: str, hand_back: bool = True) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.at = time.time() if hand_back else None
+        self.daemon.request_stop()
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        if self.reason is not None:  # a second Ctrl-C, or a signal during a stop: stop now
+            self.forced = True
+            self.daemon.force_stop()
             return
-        stop_requested.append(signal.Signals(signum).name)
-        stop_requested_at.append(time.time())
-        daemon.request_stop()
+        self.ask(signal.Signals(signum).name)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
+    stop = StopRequest(daemon)
+    next_hand_back: float | None = None  # monotonic; None: not yet (processors still at work)
+    previous = {sig: signal.signal(sig, stop.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     say(
         f"worker {plan.properties.get('workerId') or plan.properties.get('workerIdentifier')} of application "
         f"{plan.properties['applicationName']} on stream {plan.properties['streamName']}; "
@@ -257,6 +282,8 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
     companion = plan.companion
     companion_failed: str | None = None
     daemon.start()
+    if stop.reason is not None:  # a signal before the JVM was there to get it
+        daemon.request_stop()
     try:
         if companion is not None:
             companion.start()
@@ -271,12 +298,11 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
             since: float | None = 0.0  # caught-up shards count from then on; None: not yet (the companion runs)
             if companion is not None:
                 companion_failed = companion_failed or companion.poll()
-                if companion_failed and not stop_requested:
+                if companion_failed and stop.reason is None:
                     say(f"error: {companion_failed}: stopping")
-                    stop_requested.append("failure")
-                    daemon.request_stop()
+                    stop.ask("failure", hand_back=False)
                 since = companion.finished_at()
-            if plan.once and not stop_requested and plan.open_shards and since is not None:
+            if plan.once and stop.reason is None and plan.open_shards and since is not None:
                 if time.monotonic() >= next_shard_check:
                     next_shard_check = time.monotonic() + 5
                     try:
@@ -285,24 +311,23 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
                         say(f"listing shards failed ({type(error).__name__}); trying again")
                 if caught_up(statuses, open_shards, since):
                     say("every shard is caught up (once=true): stopping")
-                    stop_requested.append("once")
-                    stop_requested_at.append(time.time())
-                    daemon.request_stop()
-            if not stop_requested and any(status.failed for status in statuses.values()):
-                # A processor gave up on the database (past retry-timeout) and exited without checkpoint; the KCL
-                # would wait minutes for it before shutting down. Stop now: a restart delivers those records again.
-                say("a processor stopped: the database kept failing past retry-timeout; stopping the worker")
-                stop_requested.append("failure")
-                daemon.request_stop()
-            if plan.hand_back is not None and stop_requested_at:
+                    stop.ask("once")
+            failed_now = sorted({status.shard_id for status in statuses.values() if status.failed})
+            if stop.reason is None and failed_now:
+                # A processor gave up on the database (an error, or an outage past retry-timeout) and exited without
+                # checkpoint; the KCL would wait minutes for it before shutting down. Stop now: a restart delivers
+                # those records again.
+                say(f"a processor stopped: {failures(state_dir, failed_now)}; stopping the worker")
+                stop.ask("failure", hand_back=False)
+            if plan.hand_back is not None and stop.at is not None:
                 # Again every few seconds while the JVM shuts down: the leader may have handed a lease back to us
                 # in the moment between its reading of our metrics entry and our release.
-                if next_hand_back is None and processors_done(statuses, stop_requested_at[0]):
+                if next_hand_back is None and processors_done(statuses, stop.at):
                     next_hand_back = time.monotonic()
                 if next_hand_back is not None and time.monotonic() >= next_hand_back:
                     next_hand_back = time.monotonic() + HAND_BACK_INTERVAL
                     plan.hand_back()
-            if stop_requested and stop_deadline is None:
+            if stop.reason is not None and stop_deadline is None:
                 stop_deadline = time.monotonic() + STOP_TIMEOUT
                 if companion is not None:
                     companion.stop()  # at once: the KCL's graceful stop may take a while
@@ -311,6 +336,9 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
                 daemon.kill()
                 killed = True
         code = daemon.poll()
+        if stop.forced:  # the handler sent SIGKILL to the JVM's session; poll() reaped the JVM
+            say("another signal during the stop: killed the KCL")
+            killed = True
     finally:
         if companion is not None:
             companion.stop()
@@ -325,13 +353,13 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
     failed = sorted({status.shard_id for status in statuses.values() if status.failed})
     if failed:
         say(
-            f"writing to the database failed on {', '.join(failed)}: stopped without checkpoint there; "
-            "a restart delivers those records again"
+            f"{failures(state_dir, failed)}; stopped without checkpoint there: a restart delivers those records "
+            f"again (details in {state_dir / PROCESSOR_LOG})"
         )
         return 1
-    if stop_requested and not killed:
+    if stop.reason is not None and not killed:
         confirmed = sum(status.stopped for status in statuses.values())
-        say(f"stopped ({stop_requested[0]}): processors flushed and checkpointed ({confirmed} at shutdown)")
+        say(f"stopped ({stop.reason}): processors flushed and checkpointed ({confirmed} at shutdown)")
         return 0
     if killed:
         say("stopped by force: records since the last checkpoint will be delivered again (writes are idempotent)")
@@ -339,6 +367,15 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
     say(f"the KCL MultiLangDaemon exited on its own with code {code}; last lines of {daemon.log_path}:")
     print(daemon.tail(), file=sys.stderr)
     return 1
+
+
+def failures(state_dir: Path, shards: list[str]) -> str:
+    """`writing to the database failed on SHARD: CAUSE` for each failed shard (its cause from the processor log)."""
+    parts = []
+    for shard in shards:
+        cause = failure_cause(state_dir, shard)
+        parts.append(f"{shard}: {cause}" if cause else f"{shard} (the cause is in {PROCESSOR_LOG})")
+    return f"writing to the database failed on {'; '.join(parts)}"
 
 
 def _stop_within(daemon: Daemon, timeout: float) -> None:

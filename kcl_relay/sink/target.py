@@ -20,6 +20,8 @@ from typing import Any, Literal
 from sqlalchemy.engine import URL, Engine, create_engine, make_url
 from sqlalchemy.exc import ArgumentError
 
+from kcl_relay.masking import mask_secrets, masked_eq
+
 __all__ = ["DialectName", "TargetError", "TargetSpec", "parse_target"]
 
 DialectName = Literal["cratedb", "postgresql", "sqlite"]
@@ -48,7 +50,8 @@ class TargetError(ValueError):
     """A target that cannot be used; the message is one line and never contains a secret."""
 
 
-@dataclass(frozen=True)
+@masked_eq  # an assertion diff of two targets stays at the masking repr (kcl_relay.masking)
+@dataclass(frozen=True, eq=False)
 class TargetSpec:
     url: URL  # SQLAlchemy URL without the table path; its str()/repr() mask the password
     dialect: DialectName
@@ -87,9 +90,10 @@ class TargetSpec:
         return create_engine(self.url, connect_args=dict(self.connect_args), **options)
 
     def __repr__(self) -> str:
-        return f"TargetSpec({self.describe()})"
+        return f"TargetSpec({self})"
 
-    __str__ = describe
+    def __str__(self) -> str:  # describe(), with secret query options (password=, sslpassword=) masked too
+        return mask_secrets(self.describe())
 
 
 def _scheme(url: str) -> str:

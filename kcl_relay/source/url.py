@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from kcl_relay.masking import masked_eq
+
 SCHEME = "kinesis+dynamodb+cdc"
 START_POSITIONS = ("earliest", "latest", "seqno-at", "seqno-after", "at-timestamp")
 TTL_MODES = ("delete", "ignore")
@@ -31,9 +33,10 @@ class SourceError(ValueError):
     """A bad source URL or option: reported as one line, exit code 2."""
 
 
-@dataclass(frozen=True)
+@masked_eq  # an assertion diff of two credentials (or of specs holding them) never shows the secret
+@dataclass(frozen=True, eq=False)
 class Credentials:
-    access_key_id: str
+    access_key_id: str  # not a secret (AWS shows it in CloudTrail): it tells which key is used
     secret_access_key: str = field(repr=False)
 
     def __repr__(self) -> str:  # never show the secret, not even in a traceback

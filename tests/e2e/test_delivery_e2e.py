@@ -47,7 +47,9 @@ def test_a_failing_database_stops_the_worker_without_checkpoint_and_loses_nothin
 
     failed = run_relay(source_url(aws.endpoint_url, stream, once="true", app=app), target, "t")
     assert failed.returncode == 1, failed.stderr[-2000:]
-    assert "writing to the database failed on shardId-000000000000: stopped without checkpoint" in failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("kcl-relay: writing to the database failed on shardId-000000000000: "), last
+    assert "OperationalError" in last and "stopped without checkpoint there" in last, "the cause, on the last line"
     assert "exiting without checkpoint" in (state_dir(failed.stderr) / "processor.log").read_text()
     assert checkpoints(aws, app) == {"shardId-000000000000": "TRIM_HORIZON"}
 
