@@ -223,3 +223,23 @@ def test_a_host_name_that_does_not_resolve(scheme: str) -> None:
     url = f"{scheme}://someone@no-such-host.invalid/" + ("doc" if scheme == "crate" else "db")
     line = error_line(url)
     assert line.endswith(f"at {url}: the host name no-such-host.invalid does not resolve"), line
+
+
+def test_shell_and_show_say_the_same(tls_node: TlsNode) -> None:
+    """The companion commands, on a target they cannot use: the same line (exit code 1: a query failed)."""
+    url = tls_node.url(query="ssl=true")
+    for args in (["shell", "--command", "SELECT 1"], ["show", "table", "doc.t"]):
+        result = CliRunner().invoke(cli, [*args, "--target", url])
+        assert result.exit_code == 1, result.output
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("kcl-relay: error: cannot use the target cratedb table doc.") and "not trusted" in line
+        assert "Max retries" not in line, line
+    refused = CliRunner().invoke(cli, ["shell", "--command", "SELECT 1", "--target", "crate://crate@127.0.0.1:1/doc"])
+    assert refused.exit_code == 1 and "Max retries" not in refused.stderr, refused.stderr
+    assert refused.stderr.strip().endswith("connection refused at 127.0.0.1:1 (no server listening there?)")
+
+
+def test_a_query_error_stays_the_databases_own(cratedb_url: str) -> None:
+    result = CliRunner().invoke(cli, ["shell", "--command", "SELECT * FROM no_such_table_x", "--target", cratedb_url])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("kcl-relay: error: RelationUnknown"), result.stderr
