@@ -20,6 +20,7 @@ from kcl_relay.sink.target import TargetError, parse_target
 from tests.support.cratedb import CrateServer, CrateUnavailable, Keystore, find_tarball, running_cratedb
 from tests.support.postgres import PostgresServer, PostgresUnavailable, running_postgres
 
+REQUIRE_CRATEDB_ENV = "KCL_RELAY_REQUIRE_CRATEDB"  # tests/conftest.py's: CI fails rather than skips
 SECRET = "s3cret-pw"
 OTHER_NAME = "127.0.0.2"  # the node listens there too; its certificate names localhost and 127.0.0.1 only
 
@@ -40,6 +41,8 @@ def tls_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsNode]:
         with running_cratedb(find_tarball(), tls=keystore, hosts=f"127.0.0.1,{OTHER_NAME}") as server:
             yield TlsNode(server, keystore)
     except CrateUnavailable as missing:
+        if os.environ.get(REQUIRE_CRATEDB_ENV):  # CI: a CrateDB case must run, never skip
+            pytest.fail(f"{REQUIRE_CRATEDB_ENV} is set: {missing}")
         pytest.skip(f"no CrateDB tarball to start a TLS node from: {missing}")
 
 
