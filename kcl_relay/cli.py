@@ -321,7 +321,7 @@ def redrive_command(target: str | None, table: str | None, batch_size: int, limi
         )
         return 0 if report.failed_again == 0 else 1
 
-    run_guarded(lambda: _query(run))
+    run_guarded(lambda: _query(run, spec))
 
 
 @cli.command("shell")
@@ -340,7 +340,7 @@ def shell(sql: str, target: str | None) -> None:
         click.echo(f"({len(rows)} rows)", err=True)
         return 0
 
-    run_guarded(lambda: _query(query))
+    run_guarded(lambda: _query(query, spec))
 
 
 @cli.group()
@@ -381,7 +381,7 @@ def show_table(name: str, target: str | None, limit: int, raw: bool) -> None:
             click.echo(f"({page.total} rows, {order})", err=True)
         return 0
 
-    run_guarded(lambda: _query(query))
+    run_guarded(lambda: _query(query, spec))
 
 
 def _item_fields(values: list[Any]) -> list[tuple[str, Any]]:
@@ -416,13 +416,24 @@ def _admin_target(target: str | None, table: str = "-") -> TargetSpec:
         fail(str(error))
 
 
-def _query(run: Callable[[], int]) -> int:
-    """Run a query for a person: the database's complaint is one line on stderr and exit code 1."""
+def _query(run: Callable[[], int], spec: TargetSpec) -> int:
+    """Run a query for a person: the database's complaint is one line on stderr and exit code 1; when the target
+    itself cannot be used (unreachable, TLS, authentication), that line says so, as at the relay's start."""
     from sqlalchemy.exc import SQLAlchemyError
+
+    from kcl_relay.sink.admin import check_reachable
+    from kcl_relay.sink.target import TargetError
 
     try:
         return run()
-    except SQLAlchemyError as error:
+    except (SQLAlchemyError, OSError) as error:
+        try:
+            check_reachable(spec)
+        except TargetError as unusable:
+            click.echo(f"kcl-relay: error: {unusable}", err=True)
+            return 1
+        if isinstance(error, OSError):
+            raise
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         click.echo(f"kcl-relay: error: {reason}", err=True)
         return 1

@@ -11,7 +11,7 @@ from sqlalchemy.pool import NullPool
 from kcl_relay.sink.dialect import quote_ident
 from kcl_relay.sink.target import TargetSpec
 
-__all__ = ["TablePage", "check_reachable", "primary_key", "run_sql", "show_table", "table_state"]
+__all__ = ["TablePage", "check_reachable", "connect_failure", "primary_key", "run_sql", "show_table", "table_state"]
 
 Rows = list[tuple[Any, ...]]
 
@@ -35,18 +35,96 @@ def run_sql(spec: TargetSpec, sql: str, commit: bool = False) -> tuple[list[str]
 
 
 def check_reachable(spec: TargetSpec) -> None:
-    """Connect once before anything starts: a wrong host, port or password is a one-line TargetError."""
+    """Connect once before anything starts: a wrong host, port, user, option or TLS setting is a one-line
+    TargetError that says which, with the URL as typed (password masked)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from kcl_relay.sink.target import TargetError
 
     try:
         run_sql(spec, "SELECT 1")
-    except SQLAlchemyError as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        if "WRONG_VERSION_NUMBER" in reason or "SSLError" in reason:
-            reason = "the TLS handshake failed: the server does not seem to speak TLS (drop ?ssl=true for plain HTTP)"
-        raise TargetError(f"cannot reach the target {spec.describe()}: {reason}") from None
+    except (SQLAlchemyError, OSError) as error:  # OSError: the crate client's check of ca_cert=
+        raise TargetError(connect_failure(spec, error)) from None
+
+
+# How to trust a private CA. The crate client reads ca_cert=, else REQUESTS_CA_BUNDLE, else OpenSSL's defaults
+# (SSL_CERT_FILE); libpq reads sslrootcert= (else ~/.postgresql/root.crt).
+CA_HINTS = {
+    "cratedb": "trust its CA with ca_cert=PATH in the URL (or REQUESTS_CA_BUNDLE=PATH)",
+    "postgresql": "trust its CA with sslrootcert=PATH in the URL",
+}
+NO_TLS_HINTS = {"cratedb": "drop ssl=true for plain HTTP", "postgresql": "drop sslmode=require"}
+_CERTIFICATE = re.compile(r"certificate verify failed: ([^(\n]+?)\s*(?:\(_ssl\.c|$|\))", re.IGNORECASE)
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "record layer failure", "packet length too long", "http request")
+_PG_AUTH = ("role ", "password authentication failed", "no pg_hba.conf entry")
+_PG_OPTION = ("invalid connection option", "invalid value for parameter", "unrecognized configuration parameter")
+
+
+def _address(spec: TargetSpec) -> str:
+    from kcl_relay.sink.target import DEFAULT_PORTS
+
+    host = spec.url.host or "localhost"
+    return f"{host}:{spec.url.port or DEFAULT_PORTS.get(spec.dialect, '')}"
+
+
+def connect_failure(spec: TargetSpec, error: BaseException) -> str:
+    """The one line for a first connection that failed: what failed and what to do, never the driver's chain."""
+    text = str(getattr(error, "orig", None) or error)
+    where = f"the target {spec.dialect} table {spec.qualified_table} at {spec.shown_url}"
+    address, tls = _address(spec), spec.url.query.get("sslmode") not in (None, "disable", "allow")
+    cause = _cause(spec, text, address, tls)
+    if cause is not None:
+        return f"cannot use {where}: {cause}"
+    if "Connection refused" in text:
+        return f"cannot reach {where}: connection refused at {address} (no server listening there?)"
+    if "Failed to resolve" in text or "failed to resolve host" in text or "Name or service not known" in text:
+        return f"cannot reach {where}: the host name {spec.url.host} does not resolve"
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return f"cannot reach {where}: no answer from {address} (timed out)"
+    return f"cannot reach {where}: {_first_line(error)}"
+
+
+def _cause(spec: TargetSpec, text: str, address: str, tls: bool) -> str | None:
+    """TLS, authentication, option and CA file failures (the server, or its port, answered)."""
+    if 'CA bundle file "' in text:
+        return f"the ca_cert file {text.split(chr(34))[1]} does not exist"
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text.lower():
+        found = _CERTIFICATE.search(text)
+        detail = found.group(1).strip().rstrip(".") if found else "certificate verify failed"
+        if "mismatch" in detail.lower():
+            return (
+                f"TLS: the server's certificate is not valid for the host name {spec.url.host} ({detail}); "
+                "connect by a name the certificate carries"
+            )
+        return f"TLS: the server's certificate is not trusted ({detail}); {CA_HINTS.get(spec.dialect, '')}"
+    if "does not match host name" in text:  # libpq
+        return f"TLS: the server's certificate is not valid for the host name {spec.url.host}"
+    if any(marker in text for marker in _NOT_TLS) or "server does not support SSL" in text:
+        hint = NO_TLS_HINTS.get(spec.dialect, "")
+        return f"TLS: the server at {address} does not speak TLS on that port ({hint})"
+    if not tls and spec.dialect == "cratedb" and ("RemoteDisconnected" in text or "Connection aborted" in text):
+        return f"the server at {address} expects TLS on that port: add ?ssl=true (plain HTTP was sent)"
+    if "401 Client Error" in text or "trust authentication failed" in text:
+        return f"authentication failed for user {spec.url.username or 'crate'!r} (HTTP 401): check user and password"
+    if spec.dialect == "postgresql":
+        return _postgres_cause(text)
+    return None
+
+
+def _postgres_cause(text: str) -> str | None:
+    """libpq's refusals: the server's (FATAL: ...) and libpq's own checks of the options."""
+    fatal = text.split("FATAL:", 1)[1].strip().splitlines()[0] if "FATAL:" in text else None
+    reason = fatal or re.sub(r"^connection (?:is bad|failed): ", "", _first_line(text))
+    if fatal and any(marker in fatal for marker in _PG_AUTH):
+        return f"authentication failed: {fatal}"
+    if any(marker in text for marker in _PG_OPTION) or re.search(r"invalid \w+ value", text):
+        return f"an option of the URL was refused: {reason}"
+    return fatal  # the server refused the connection for another reason (a database that does not exist)
+
+
+def _first_line(error: BaseException | str) -> str:
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return lines[0].strip() if lines else type(error).__name__
 
 
 def _relation(spec: TargetSpec, name: str) -> str:

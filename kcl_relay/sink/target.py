@@ -13,7 +13,9 @@ URL is kept as a SQLAlchemy URL object, whose str() and repr() mask the password
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -58,6 +60,12 @@ class TargetSpec:
     schema: str | None  # None for SQLite
     table: str
     connect_args: tuple[tuple[str, Any], ...] = field(default=())
+    typed: str = field(default="", compare=False)  # the URL as typed, password masked (errors); "" if built in code
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as typed (password masked), else the driver's: what an error names."""
+        return self.typed or self.url.render_as_string(hide_password=True)
 
     @property
     def qualified_table(self) -> str:
@@ -122,13 +130,26 @@ def parse_target(url: str | None, table: str | None) -> TargetSpec:
     except (ArgumentError, ValueError):
         # SQLAlchemy's message repeats the URL, password included: never pass it on.
         raise TargetError(f"cannot parse the {scheme}:// target URL") from None
+    typed = _masked(url.strip())
     parsed = parsed.set(drivername=drivername)
     override = _split_table(table) if table else None
     if dialect == "cratedb":
-        return _crate(parsed, override)
-    if dialect == "postgresql":
-        return _postgres(parsed, override)
-    return _sqlite(parsed, override)
+        spec = _crate(parsed, override)
+    elif dialect == "postgresql":
+        spec = _postgres(parsed, override)
+    else:
+        spec = _sqlite(parsed, override)
+    return dataclasses.replace(spec, typed=typed)
+
+
+# SQLAlchemy's own reading of the user part (the password runs to the first "@"), and libpq's password options.
+_USER_PASSWORD = re.compile(r"^([\w+]+://[^:/]*:)([^@]*)(?=@)")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|sslpassword)=)[^&#]*", re.IGNORECASE)
+
+
+def _masked(url: str) -> str:
+    """The URL as typed, its password (in the user part or the query) shown as ***."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USER_PASSWORD.sub(lambda m: m.group(1) + ("***" if m.group(2) else ""), url))
 
 
 def _crate(url: URL, override: tuple[str | None, str] | None) -> TargetSpec:

@@ -42,6 +42,7 @@ from tests.support.faults import (
     LONG,
     Worker,
     Writers,
+    account_restarts,
     leader,
     leases,
     owners,
@@ -179,7 +180,7 @@ def test_a_fleet_shares_hands_over_and_takes_over(fleet_target: str, tmp_path: P
                 takeover_seconds = max(moved.values()) - t_kill
                 takeover_apply_seconds = first_apply_after([last], orphaned, t_kill_wall, timeout=240)
                 time.sleep(SETTLE)
-            expected = wait_in_sync(aws, TABLE, spec, timeout=300)
+            sync = wait_in_sync(aws, TABLE, spec, timeout=300)
             final_leases = owners(aws, app)
         finally:
             codes = {worker.name: worker.terminate() for worker in workers if worker.process.poll() is None}
@@ -207,11 +208,13 @@ def test_a_fleet_shares_hands_over_and_takes_over(fleet_target: str, tmp_path: P
                 "records_put": writers.put,
                 "records_applied": applied,
                 "redelivered": applied - writers.put,
-                "items_at_end": len(expected),
-                "lost": 0,  # wait_in_sync: the target equals the scan
+                "items_at_end": len(sync.expected),
+                "lost": sync.lost,
+                "extra": len(sync.extra),
                 "elapsed_s": round(time.monotonic() - started, 1),
             },
         )
+        assert sync.exact, f"the target is not the DynamoDB table: {sync.summary()}"
         assert term_code == 0, logs
         assert codes == {last.name: 0}, logs
         assert final_leases == {last.worker_id: {f"shardId-{i:012d}" for i in range(4)}}
@@ -248,13 +251,19 @@ def stream_positions(aws: LocalAws) -> dict[str, list[int]]:
     return positions
 
 
-def up_to(positions: dict[str, list[int]], checkpoints: dict[str, str]) -> int:
-    """Records at or before the checkpoints (a sentinel such as TRIM_HORIZON: none)."""
-    return sum(
-        sum(1 for number in positions[shard] if number <= int(checkpoint))
-        for shard, checkpoint in checkpoints.items()
-        if checkpoint.isdigit()
-    )
+def covered(positions: dict[str, list[int]], checkpoints: dict[str, str]) -> dict[str, int]:
+    """Per shard, the records at or before its checkpoint (a sentinel such as TRIM_HORIZON: none)."""
+    return {
+        shard: sum(
+            1 for number in numbers if checkpoints.get(shard, "").isdigit() and number <= int(checkpoints[shard])
+        )
+        for shard, numbers in positions.items()
+    }
+
+
+def at_the_end(positions: dict[str, list[int]], checkpoints: dict[str, str]) -> bool:
+    """Every shard's checkpoint is at its last record."""
+    return covered(positions, checkpoints) == {shard: len(numbers) for shard, numbers in positions.items()}
 
 
 def checkpoints(aws: LocalAws, app: str) -> dict[str, str]:
@@ -324,21 +333,25 @@ def test_every_worker_restarted_resumes_from_checkpoints(restart_target: str, tm
                 applying_after(third, t_restart)
                 crash_resume_seconds = time.time() - t_restart
                 time.sleep(SETTLE)
-            expected = wait_in_sync(aws, TABLE, spec, timeout=300)
+            sync = wait_in_sync(aws, TABLE, spec, timeout=300)
+            positions = stream_positions(aws)  # the writers stopped: the whole stream
+            if sync.exact:  # run 3 checkpoints each shard at its last record before it is stopped
+                wait_for(
+                    lambda: at_the_end(positions, checkpoints(aws, app)), 120, "every shard checkpointed at its end"
+                )
         finally:
             final_codes = [worker.terminate() for worker in runs[-1]] if runs else []
             for worker in (w for run in runs for w in run):
                 worker.cleanup()
         logs = "\n".join(worker.tail() for run in runs for worker in run)
-        positions = stream_positions(aws)
 
-    applied = [sum(sum(w.applied_per_shard().values()) for w in run) for run in runs]
-    checkpointed_at_stop, checkpointed_at_crash = up_to(positions, at_stop), up_to(positions, at_crash)
-    # Run 1 stopped gracefully: it applied exactly what its checkpoints cover. Run 2 started there and was
-    # killed: what it applied past its last checkpoints, run 3 delivers again.
-    graceful_redelivered = applied[0] - checkpointed_at_stop
-    crash_redelivered = applied[1] - (checkpointed_at_crash - checkpointed_at_stop)
-    total_records = sum(len(numbers) for numbers in positions.values())
+    records = {shard: len(numbers) for shard, numbers in positions.items()}
+    account = account_restarts(
+        records,
+        covered(positions, at_stop),
+        covered(positions, at_crash),
+        [[worker.flushes() for worker in run] for run in runs],
+    )
     report(
         f"restart[{spec.dialect}]",
         {
@@ -346,22 +359,28 @@ def test_every_worker_restarted_resumes_from_checkpoints(restart_target: str, tm
             "shards": 4,
             "item_writes": writers.writes,
             "records_put": writers.put,
-            "records_applied_per_run": applied,
-            "graceful_restart_redelivered": graceful_redelivered,
+            "records_applied_per_run": [sum(sum(w.applied_per_shard().values()) for w in run) for run in runs],
+            "graceful_restart_redelivered": account.graceful_redelivered,
             "graceful_restart_resume_s": round(graceful_resume_seconds, 1),
-            "crash_restart_redelivered": crash_redelivered,
+            "crash_restart_redelivered": account.crash_redelivered,
+            "crash_restart_unacknowledged_at_most": account.crash_bound,
             "crash_restart_resume_s": round(crash_resume_seconds, 1),
-            "redelivered_total": sum(applied) - total_records,
-            "items_at_end": len(expected),
-            "lost": 0,  # wait_in_sync: the target equals the scan
+            "redelivered_total": account.applied - account.records,
+            "undelivered": account.undelivered,
+            "items_at_end": len(sync.expected),
+            "lost": sync.lost,
+            "extra": len(sync.extra),
             "elapsed_s": round(time.monotonic() - started, 1),
         },
     )
+    assert sync.exact, f"the target is not the DynamoDB table: {sync.summary()}"
     assert graceful_codes == [0, 0] and final_codes == [0, 0], logs
-    assert total_records == writers.put
-    assert graceful_redelivered == 0, "a graceful stop checkpoints everything it applied"
-    assert crash_redelivered >= 0
-    assert sum(applied) - total_records == graceful_redelivered + crash_redelivered, "no other record twice"
+    assert account.records == writers.put
+    assert account.undelivered == 0, "every record is applied at least once"
+    assert account.graceful_redelivered == 0, "a graceful stop checkpoints everything it applied"
+    # Each flush is checkpointed right after its commit: a crash leaves at most each worker's last flush behind.
+    assert 0 <= account.crash_redelivered <= account.crash_bound, account
+    assert account.applied - account.records == account.crash_redelivered, "no other record twice"
 
 
 # e. poison records mixed into a live stream ----------------------------------------------------------------------
@@ -451,7 +470,7 @@ def test_poison_records_are_dead_lettered_with_their_reason(poison_target: str, 
             with Writers(aws, TABLE, STREAM, n_keys=N_KEYS, pause=WRITE_PAUSE, between=poison) as writers:
                 wait_for(lambda: len(put) == rounds * len(POISONS), 300, "every poison record put", interval=1)
                 time.sleep(SETTLE)
-            expected = wait_in_sync(aws, TABLE, spec, timeout=300)
+            sync = wait_in_sync(aws, TABLE, spec, timeout=300)
 
             def letters() -> list[tuple[str, str]] | None:
                 found = dead_letters(spec)
@@ -478,11 +497,13 @@ def test_poison_records_are_dead_lettered_with_their_reason(poison_target: str, 
             "records_put": writers.put + len(put),
             "poison_records": len(put),
             "dead_letters": len(found),
-            "items_at_end": len(expected),
-            "lost": 0,  # wait_in_sync: the target equals the scan
+            "items_at_end": len(sync.expected),
+            "lost": sync.lost,
+            "extra": len(sync.extra),
             "elapsed_s": round(time.monotonic() - started, 1),
         },
     )
+    assert sync.exact, f"the target is not the DynamoDB table: {sync.summary()}"
 
 
 def dead_letters(spec: TargetSpec) -> list[tuple[str, str]]:

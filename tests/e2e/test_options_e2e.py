@@ -7,6 +7,7 @@ import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,14 +99,24 @@ def test_unknown_sequence_number_stops_before_anything_starts(aws: LocalAws, sql
     assert "logs in" not in done.stderr  # no worker was started
 
 
+def arrivals(kinesis: Any, stream: str) -> list[float]:
+    """Every record's ApproximateArrivalTimestamp (epoch seconds), in stream order (the stream has one shard)."""
+    (shard,) = kinesis.list_shards(StreamName=stream)["Shards"]
+    iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")
+    records = kinesis.get_records(ShardIterator=iterator["ShardIterator"], Limit=10000)["Records"]
+    return [record["ApproximateArrivalTimestamp"].timestamp() for record in records]
+
+
 def test_at_timestamp_batch_size_and_idle_sleep(aws: LocalAws, sqlite_url: str) -> None:
     stream = new_stream(aws)
     kinesis = aws.client("kinesis")
     put_records(kinesis, stream, [cdc_record("INSERT", f"early{i}", T0 + i) for i in range(5)])
-    time.sleep(1.5)
+    # The KCL takes the timestamp in whole seconds: start in the second after the early records' last arrival.
+    early = max(arrivals(kinesis, stream))
+    wait_for(lambda: time.time() >= int(early) + 1, 10, "the second after the early records", interval=0.05)
     start = datetime.now(timezone.utc)
-    time.sleep(1.5)
     put_records(kinesis, stream, [cdc_record("INSERT", f"late{i}", T0 + 100 + i) for i in range(10)])
+    assert min(arrivals(kinesis, stream)[5:]) >= int(start.timestamp()), "the late records arrived after the start"
 
     url = source_url(
         aws.endpoint_url,

@@ -224,7 +224,5 @@ def test_ssl_true_against_a_plain_http_server_is_one_line(cratedb_url: str, tmp_
     )
     assert result.exit_code == 2
     (line,) = result.stderr.splitlines()
-    assert line.startswith("kcl-relay: error: cannot reach the target cratedb table doc.t at crate://")
-    assert line.endswith(
-        "the TLS handshake failed: the server does not seem to speak TLS (drop ?ssl=true for plain HTTP)"
-    )
+    assert line.startswith(f"kcl-relay: error: cannot use the target cratedb table doc.t at {url}: ")
+    assert line.endswith("does not speak TLS on that port (drop ssl=true for plain HTTP)")

@@ -9,6 +9,9 @@ it (KCL_RELAY_CRATEDB_JAVA_HOME, else the newest under /usr/lib/jvm).
     with running_cratedb(find_tarball()) as server:
         url = server.url()          # crate://crate@127.0.0.1:PORT/doc
         server.stop(); server.start()   # an outage, for the delivery tests
+
+    with running_cratedb(find_tarball(), tls=Keystore.create(folder)) as server:  # HTTPS only, on its own ports
+        server.url()                # crate://crate@127.0.0.1:PORT/doc (add ?ssl=true&ca_cert=keystore.ca_pem)
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tarfile
 import tempfile
@@ -34,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CrateServer", "CrateUnavailable", "find_tarball", "running_cratedb"]
+__all__ = ["CrateServer", "CrateUnavailable", "Keystore", "find_tarball", "running_cratedb"]
 
 TARBALL_ENV = "KCL_RELAY_CRATEDB_TARBALL"
 JAVA_HOME_ENV = "KCL_RELAY_CRATEDB_JAVA_HOME"
@@ -80,6 +84,49 @@ def find_java_home() -> Path:
     if not ranked or ranked[0][0] == 0:
         raise RuntimeError(f"no JDK found under /usr/lib/jvm for CrateDB: set {JAVA_HOME_ENV}")
     return Path(ranked[0][1])
+
+
+@dataclass(frozen=True)
+class Keystore:
+    """A node's TLS key and certificate, signed by a private CA made for it (keytool, from the JDK)."""
+
+    path: Path  # PKCS12: the node's key, its certificate and the CA's
+    password: str
+    ca_pem: Path  # the CA's certificate: what a client must trust (ca_cert=, REQUESTS_CA_BUNDLE)
+    names: tuple[str, ...]  # the certificate's subject alternative names
+
+    @classmethod
+    def create(cls, folder: Path, names: tuple[str, ...] = ("dns:localhost", "ip:127.0.0.1")) -> Keystore:
+        folder.mkdir(parents=True, exist_ok=True)
+        keytool = str(find_java_home() / "bin" / "keytool")
+        password = "kcl-relay-" + hashlib.sha256(str(folder).encode()).hexdigest()[:12]
+        ca, node = folder / "ca.p12", folder / "node.p12"
+        ca_pem, csr, node_pem = folder / "ca.pem", folder / "node.csr", folder / "node.pem"
+        common = ["-storepass", password, "-storetype", "PKCS12"]
+        key = ["-keyalg", "RSA", "-keysize", "2048", "-validity", "30"]
+        san = "SAN=" + ",".join(names)
+        for step in (
+            ["-genkeypair", "-alias", "ca", "-dname", "CN=kcl-relay test CA", "-ext", "bc:c", *key, "-keystore", ca],
+            ["-exportcert", "-rfc", "-alias", "ca", "-keystore", ca, "-file", ca_pem],
+            ["-genkeypair", "-alias", "node", "-dname", "CN=localhost", *key, "-keystore", node],
+            ["-certreq", "-alias", "node", "-keystore", node, "-file", csr],
+            ["-gencert", "-rfc", "-alias", "ca", "-keystore", ca, "-infile", csr, "-outfile", node_pem, "-ext", san,
+             "-ext", "eku=serverAuth", "-validity", "30"],
+            ["-importcert", "-noprompt", "-alias", "ca", "-keystore", node, "-file", ca_pem],
+            ["-importcert", "-alias", "node", "-keystore", node, "-file", node_pem],
+        ):  # fmt: skip
+            subprocess.run([keytool, *map(str, step), *common], check=True, capture_output=True, timeout=120)
+        return cls(path=node, password=password, ca_pem=ca_pem, names=names)
+
+    def settings(self, path: Path) -> list[str]:
+        """The node's settings, its keystore copied to `path` (where the node's user can read it)."""
+        shutil.copyfile(self.path, path)
+        return [
+            "-Cssl.http.enabled=true",
+            f"-Cssl.keystore_filepath={path}",
+            f"-Cssl.keystore_password={self.password}",
+            f"-Cssl.keystore_key_password={self.password}",
+        ]
 
 
 def _free_port() -> int:
@@ -138,11 +185,13 @@ class CrateServer:
     psql_port: int = field(default_factory=_free_port)
     transport_port: int = field(default_factory=_free_port)
     heap: str = field(default_factory=lambda: os.environ.get(HEAP_ENV, "1g"))
+    tls: Keystore | None = None  # HTTPS (only) on the HTTP port
+    hosts: str = "127.0.0.1"  # network.host: the addresses it listens on
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}"
 
     def url(self, schema: str = "doc") -> str:
         return f"crate://crate@127.0.0.1:{self.http_port}/{schema}"
@@ -151,12 +200,13 @@ class CrateServer:
         """Start the node (again, after stop(): same data, same ports); return the seconds until it answered."""
         for name in ("data", "logs", "gc"):
             (self.base / name).mkdir(exist_ok=True)
+        tls = self.tls.settings(self.base / "keystore.p12") if self.tls else []
         if self.account is not None:
             for path in [self.base, *self.base.rglob("*")]:
                 os.chown(path, self.account.pw_uid, self.account.pw_gid)
         command = [
             str(self.home / "bin" / "crate"),
-            "-Cnetwork.host=127.0.0.1",
+            f"-Cnetwork.host={self.hosts}",
             "-Cdiscovery.type=single-node",
             f"-Chttp.port={self.http_port}",
             f"-Cpsql.port={self.psql_port}",
@@ -164,6 +214,7 @@ class CrateServer:
             f"-Cpath.data={self.base / 'data'}",
             f"-Cpath.logs={self.base / 'logs'}",
             "-Ccluster.name=kcl-relay-tests",
+            *tls,
         ]
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -189,9 +240,14 @@ class CrateServer:
         self.stop()
         raise RuntimeError(f"CrateDB did not answer within {timeout:.0f} s:\n{self.log_tail()}")
 
+    def _open(self, request: str | urllib.request.Request, timeout: float) -> Any:
+        """urlopen, trusting the node's own CA when it speaks TLS."""
+        context = ssl.create_default_context(cafile=str(self.tls.ca_pem)) if self.tls else None
+        return urllib.request.urlopen(request, timeout=timeout, context=context)
+
     def _answers(self) -> bool:
         try:
-            with urllib.request.urlopen(self.http_url + "/", timeout=2) as response:
+            with self._open(self.http_url + "/", timeout=2) as response:
                 return bool(json.loads(response.read()).get("ok"))
         except (OSError, ValueError):
             return False
@@ -213,13 +269,13 @@ class CrateServer:
         body = json.dumps({"stmt": statement, "args": args or []}).encode()
         request = urllib.request.Request(self.http_url + "/_sql", body, {"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with self._open(request, timeout=60) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:
             raise RuntimeError(json.loads(error.read()).get("error", {}).get("message", str(error))) from None
 
     def version(self) -> str:
-        with urllib.request.urlopen(self.http_url + "/", timeout=5) as response:
+        with self._open(self.http_url + "/", timeout=5) as response:
             return str(json.loads(response.read())["version"]["number"])
 
     def log_tail(self, chars: int = 3000) -> str:
@@ -228,8 +284,12 @@ class CrateServer:
 
 
 @contextlib.contextmanager
-def running_cratedb(tarball: Path | None) -> Iterator[CrateServer]:
-    """A started node, stopped and deleted on exit. CrateUnavailable without a tarball; RuntimeError if it fails."""
+def running_cratedb(
+    tarball: Path | None, tls: Keystore | None = None, hosts: str = "127.0.0.1"
+) -> Iterator[CrateServer]:
+    """A started node, stopped and deleted on exit. CrateUnavailable without a tarball; RuntimeError if it fails.
+
+    With `tls`, its HTTP port speaks HTTPS only, with that keystore; `hosts`: the addresses it listens on."""
     if tarball is None:
         raise CrateUnavailable(
             f"no CrateDB tarball: set {TARBALL_ENV} (or CRATEDB_SQLALCHEMY_URL for a running server); "
@@ -242,7 +302,7 @@ def running_cratedb(tarball: Path | None) -> Iterator[CrateServer]:
             jdk.symlink_to(find_java_home())
     account = _service_account()
     base = Path(tempfile.mkdtemp(prefix="kcl-relay-crate-"))
-    server = CrateServer(home=home, base=base, account=account)
+    server = CrateServer(home=home, base=base, account=account, tls=tls, hosts=hosts)
     try:
         server.start()
         yield server

@@ -148,14 +148,16 @@ class Worker:
     def statuses(self) -> dict[str, ShardStatus]:
         return read_statuses(self.state_dir) if self.state_dir else {}
 
-    def applied_per_shard(self) -> dict[str, int]:
-        """Records each shard's processors applied (committed) here, from the processor log: one line per flush,
-        written after the commit and before the checkpoint, so a crash cannot leave it behind the database."""
-        totals: dict[str, int] = {}
+    def flushes(self) -> dict[str, list[int]]:
+        """shard -> the records of each flush committed here, from the processor log: one line per flush, written
+        after the commit and before the checkpoint, so a crash cannot leave it behind the checkpoint."""
         if self.state_dir and (self.state_dir / "processor.log").exists():
-            for shard, count in APPLIED_LINE.findall((self.state_dir / "processor.log").read_text(errors="replace")):
-                totals[shard] = totals.get(shard, 0) + int(count)
-        return totals
+            return applied_flushes((self.state_dir / "processor.log").read_text(errors="replace"))
+        return {}
+
+    def applied_per_shard(self) -> dict[str, int]:
+        """Records each shard's processors applied (committed) here."""
+        return {shard: sum(counts) for shard, counts in self.flushes().items()}
 
     def jvm_pid(self) -> int | None:
         """The MultiLangDaemon: the supervisor's child (it leads a session of its own, with the processors)."""
@@ -259,18 +261,87 @@ def differences(expected: dict[str, Item], got: dict[str, Item]) -> dict[str, li
     }
 
 
-def wait_in_sync(aws: LocalAws, table: str, spec: TargetSpec, timeout: float) -> dict[str, Item]:
-    """Wait until the target equals the scan; return the scan. On timeout, fail with what differs."""
+@dataclass(frozen=True)
+class Sync:
+    """The target against the DynamoDB scan at the end of a scenario: what is lost, extra or stale, counted."""
+
+    expected: dict[str, Item]  # the scan, by canonical key
+    missing: list[str]  # keys of the scan not in the target
+    extra: list[str]  # keys in the target not in the scan
+    differing: list[str]  # keys in both whose values differ
+
+    @property
+    def lost(self) -> int:
+        """Items of the scan the target does not hold as they are: missing, or there with other values."""
+        return len(self.missing) + len(self.differing)
+
+    @property
+    def exact(self) -> bool:
+        return not (self.missing or self.extra or self.differing)
+
+    def summary(self) -> str:
+        parts = {"missing": self.missing, "extra": self.extra, "differing": self.differing}
+        return ", ".join(f"{len(keys)} {name} {keys[:3]}" for name, keys in parts.items() if keys) or "exact"
+
+
+def compare(expected: dict[str, Item], got: dict[str, Item]) -> Sync:
+    return Sync(expected, **differences(expected, got))
+
+
+def wait_in_sync(aws: LocalAws, table: str, spec: TargetSpec, timeout: float) -> Sync:
+    """Wait until the target equals the scan, at most `timeout` seconds; the last comparison (the caller reports
+    its counts, then asserts it is exact)."""
     expected = oracle(aws, table)
     deadline = time.monotonic() + timeout
     while True:
-        diff = differences(expected, target_items(spec))
-        if not any(diff.values()):
-            return expected
-        if time.monotonic() > deadline:
-            summary = {name: (len(keys), keys[:3]) for name, keys in diff.items()}
-            raise AssertionError(f"the target is not the DynamoDB table after {timeout:.0f} s: {summary}")
+        sync = compare(expected, target_items(spec))
+        if sync.exact or time.monotonic() > deadline:
+            return sync
         time.sleep(1)
+
+
+def applied_flushes(processor_log: str) -> dict[str, list[int]]:
+    """shard -> the records of each flush the processors committed, in order (one log line per flush)."""
+    flushes: dict[str, list[int]] = {}
+    for shard, count in APPLIED_LINE.findall(processor_log):
+        flushes.setdefault(shard, []).append(int(count))
+    return flushes
+
+
+@dataclass(frozen=True)
+class RestartAccount:
+    """Deliveries of one shard's records over three runs: run 1 stopped gracefully, run 2 crashed, run 3 stopped
+    gracefully at the end. Each run applies a contiguous range: from the checkpoint it started at, as many records
+    as its flushes committed (runs: 1 from the stream's start, 2 from the checkpoints at the stop, 3 from those at
+    the crash)."""
+
+    graceful_redelivered: int  # records of run 1 that run 2 applied again
+    crash_redelivered: int  # records of run 2 that run 3 applied again
+    crash_bound: int  # what the crash could have left unacknowledged: the last flush of each run-2 worker
+    undelivered: int  # records no run applied
+    applied: int  # all applications, duplicates included
+    records: int
+
+
+def account_restarts(
+    records: dict[str, int],
+    at_stop: dict[str, int],
+    at_crash: dict[str, int],
+    runs: list[list[dict[str, list[int]]]],
+) -> RestartAccount:
+    """`records`: per shard, the stream's records; `at_stop`/`at_crash`: per shard, the records covered by the
+    checkpoints after run 1 and after run 2's crash; `runs`: the three runs' workers' flushes (Worker.flushes)."""
+    graceful = crash = bound = undelivered = applied = 0
+    for shard, total in records.items():
+        ran = [sum(sum(worker.get(shard, [])) for worker in run) for run in runs]
+        applied += sum(ran)
+        stop, crashed = at_stop.get(shard, 0), at_crash.get(shard, 0)
+        graceful += ran[0] - stop
+        crash += stop + ran[1] - crashed
+        bound += sum(worker[shard][-1] for worker in runs[1] if worker.get(shard))
+        # gaps: between run 1's end and run 2's start, run 2's end and run 3's start, run 3's end and the last record
+        undelivered += max(0, stop - ran[0]) + max(0, crashed - stop - ran[1]) + max(0, total - crashed - ran[2])
+    return RestartAccount(graceful, crash, bound, undelivered, applied, sum(records.values()))
 
 
 def report(scenario: str, figures: dict[str, Any]) -> None:

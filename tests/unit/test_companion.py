@@ -55,6 +55,7 @@ class FakeCompanion:
         self.events: list[str] = []
         self.finished: float | None = None
         self.error: str | None = None
+        self.polls = 0  # calls of finished_at: one per turn of the worker's loop
 
     def start(self) -> None:
         self.events.append("start")
@@ -63,7 +64,15 @@ class FakeCompanion:
         return self.error
 
     def finished_at(self) -> float | None:
+        self.polls += 1
         return self.finished
+
+    def wait_turns(self, turns: int, timeout: float = 30) -> None:
+        """Until the worker's loop has gone round `turns` more times (it has seen what was written before)."""
+        until, deadline = self.polls + turns, time.monotonic() + timeout
+        while self.polls < until:
+            assert time.monotonic() < deadline, f"the worker's loop did not turn {turns} times in {timeout:.0f} s"
+            time.sleep(0.005)
 
     def stop(self) -> None:
         self.events.append("stop")
@@ -97,19 +106,29 @@ def test_once_waits_for_the_companion_and_a_read_after_it(plan: WorkerPlan, tmp_
     assert isinstance(companion, FakeCompanion)
     write_status(tmp_path, ShardStatus(A, caught_up=True))  # caught up, but the scan still runs
     last_read: list[float] = []
+    stopped_early: list[bool] = []
+    failures: list[BaseException] = []
 
     def scenario() -> None:
-        time.sleep(0.3)
-        companion.finished = time.time() + 0.5  # done, plus its settle time
-        write_status(tmp_path, ShardStatus(A, caught_up=True))  # a read before that moment does not count
-        time.sleep(0.7)
-        last_read.append(time.monotonic())
-        write_status(tmp_path, ShardStatus(A, caught_up=True))  # the tip read after the scan's end
+        try:
+            companion.wait_turns(2)  # running: the scan goes on, caught-up shards do not count yet
+            write_status(tmp_path, ShardStatus(A, caught_up=True))  # a read before the scan's end does not count
+            companion.finished = time.time()  # done (settle time included): after that read
+            companion.wait_turns(3)
+            stopped_early.append("stop" in companion.events)
+        except BaseException as error:  # told by the main thread; the last status below still stops the worker
+            failures.append(error)
+        finally:
+            companion.finished = companion.finished or time.time()
+            last_read.append(time.monotonic())
+            write_status(tmp_path, ShardStatus(A, caught_up=True))  # the tip read after the scan's end
 
     steps = in_background(scenario)
     assert run_worker(plan) == 0
     returned = time.monotonic()
     steps.join()
+    assert not failures, failures
+    assert stopped_early == [False], "once=true stopped on a read from before the scan's end"
     assert last_read and returned > last_read[0], "once=true stopped before a read after the scan's end"
     assert companion.events[0] == "start" and "stop" in companion.events
 

@@ -183,3 +183,26 @@ def test_identity_tells_databases_tables_hosts_and_ports_apart() -> None:
         parse_target("postgresql://h:5433/shop", "orders").identity(),
     }
     assert len(identities) == 6
+
+
+@pytest.mark.parametrize(
+    ("typed", "shown"),
+    [
+        (f"postgres://admin:{SECRET}@db:5432/app", "postgres://admin:***@db:5432/app"),  # not postgresql+psycopg://
+        (
+            f"crate://admin:{SECRET}@db:4200/s/t?ssl=true&ca_cert=/etc/ca.pem",
+            "crate://admin:***@db:4200/s/t?ssl=true&ca_cert=/etc/ca.pem",
+        ),
+        (
+            f"postgresql://admin@db/app?sslmode=require&password={SECRET}",
+            "postgresql://admin@db/app?sslmode=require&password=***",
+        ),
+        ("crate://db:4200/doc", "crate://db:4200/doc"),
+        ("sqlite:///relay.db", "sqlite:///relay.db"),
+    ],
+)
+def test_errors_show_the_url_as_typed_with_the_password_masked(typed: str, shown: str) -> None:
+    spec = parse_target(typed, "t")
+    assert spec.shown_url == shown
+    assert_no_secret(spec.shown_url)
+    assert spec == parse_target(typed.replace("postgres://", "postgresql://"), "t")  # not part of the identity
