@@ -72,8 +72,9 @@ class TargetSpec:
         return f"{self.schema}.{self.table}" if self.schema else self.table
 
     def describe(self) -> str:
-        """One line for humans and logs, without the password."""
-        return f"{self.dialect} table {self.qualified_table} at {self.url.render_as_string(hide_password=True)}"
+        """One line for humans and logs, without the password or secret query options (password=, sslpassword=)."""
+        url = self.url.render_as_string(hide_password=True)
+        return mask_secrets(f"{self.dialect} table {self.qualified_table} at {url}")
 
     def identity(self) -> str:
         """What names this target for checkpoints: the same database and table always give the same text.
@@ -100,8 +101,8 @@ class TargetSpec:
     def __repr__(self) -> str:
         return f"TargetSpec({self})"
 
-    def __str__(self) -> str:  # describe(), with secret query options (password=, sslpassword=) masked too
-        return mask_secrets(self.describe())
+    def __str__(self) -> str:
+        return self.describe()
 
 
 def _scheme(url: str) -> str:

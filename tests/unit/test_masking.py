@@ -111,3 +111,10 @@ def test_mask_env_keeps_only_what_is_known_public() -> None:
         "AWS_SESSION_TOKEN": "***",
         "X": "***",
     }
+
+
+def test_a_targets_log_line_hides_a_password_given_as_an_option() -> None:
+    # describe() names the target in the processor's log lines (e.g. "cannot connect to ...").
+    spec = MAKERS["TargetSpec, password option"](ONE)
+    assert ONE not in spec.describe()
+    assert "password=***" in spec.describe()
