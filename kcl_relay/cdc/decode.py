@@ -104,8 +104,15 @@ def decode(record: RawRecord) -> ChangeEvent:
     if native is not None:
         try:
             return native.decode_record(record.data, record, ChangeEvent)  # type: ignore[no-any-return]
-        except Exception:  # the C parser declined (or a hook raised): the ways below decide
+        except speedups.Fallback:  # the C parser declined: the ways below decide
             pass
+        except Exception as error:  # a hook refused bad input, or a fault of the C path
+            return speedups.recover("decode_record", error, _decode_python, record)
+    return _decode_python(record)
+
+
+def _decode_python(record: RawRecord) -> ChangeEvent:
+    """decode() without the C parser: orjson when it reads the record the same way, else the stdlib."""
     document = _fast_parse(record.data)
     if document is not None:
         try:

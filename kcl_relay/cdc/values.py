@@ -169,8 +169,10 @@ def from_item(image: Any) -> Item:
     if native is not None:
         try:
             return native.from_item(image)  # type: ignore[no-any-return]
-        except Exception:  # the C path declined (or a hook raised): the reference decides, with its own errors
+        except speedups.Fallback:  # the C path declined: the reference decides, with its own errors
             pass
+        except Exception as error:  # a hook refused bad input, or a fault of the C path
+            return speedups.recover("from_item", error, reference_from_item, image)
     return reference_from_item(image)
 
 

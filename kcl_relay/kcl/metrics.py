@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from kcl_relay.cdc import speedups
 from kcl_relay.kcl.status import APPLY_SECONDS_BUCKETS, ShardStatus, latest_by_shard, read_statuses
 
 PREFIX = "kcl_relay"
@@ -99,6 +100,15 @@ class StatusCollector(Collector):
             for shard, sums in sorted(per_shard.items()):
                 counter.add_metric([*self.labels.values(), shard], sums[attribute])
             yield counter
+        fallbacks = CounterMetricFamily(
+            f"{PREFIX}_fastpath_fallbacks",
+            "Calls of a C fast path that raised, so that the pure-Python reference decided (some 8x slower; the "
+            "processor log says why, once per kind), per path",
+            labels=[*self.labels, "path"],
+        )
+        for path, count in sorted(_sum_fallbacks(statuses).items()):
+            fallbacks.add_metric([*self.labels.values(), path], count)
+        yield fallbacks
 
     def _histogram(self, statuses: dict[str, ShardStatus]) -> HistogramMetricFamily:
         counts = [0] * (len(APPLY_SECONDS_BUCKETS) + 1)
@@ -128,6 +138,14 @@ def _sum_per_shard(statuses: dict[str, ShardStatus], attributes: list[str]) -> d
         shard = sums.setdefault(status.shard_id, dict.fromkeys(attributes, 0))
         for attribute in attributes:
             shard[attribute] += getattr(status, attribute)
+    return sums
+
+
+def _sum_fallbacks(statuses: dict[str, ShardStatus]) -> dict[str, int]:
+    sums = dict.fromkeys(speedups.PATHS, 0)  # every path, from the start: a series to alert on before it grows
+    for status in statuses.values():
+        for path, count in status.fastpath_fallbacks.items():
+            sums[path] = sums.get(path, 0) + count
     return sums
 
 

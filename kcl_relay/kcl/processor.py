@@ -15,6 +15,7 @@ from pathlib import Path
 from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor
 
+from kcl_relay.cdc import speedups
 from kcl_relay.cdc.event import Position, RawRecord
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.properties import MIN_MILLIS_BETWEEN_READS
@@ -195,6 +196,7 @@ class RelayProcessor(processor.RecordProcessorBase):
         now = time.monotonic()
         if force or now - self._status_written >= STATUS_INTERVAL or self.status.caught_up:
             self.status.retries = self.pipeline.retries
+            self.status.fastpath_fallbacks = {path: count for path, count in speedups.fallbacks.items() if count}
             write_status(self.state_dir, self.status)
             self._status_written = now
 

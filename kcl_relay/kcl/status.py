@@ -37,6 +37,9 @@ class ShardStatus:
     apply_count: int = 0
     apply_seconds: float = 0.0
     apply_buckets: list[int] = field(default_factory=lambda: [0] * (len(APPLY_SECONDS_BUCKETS) + 1))
+    # Faults of the C fast paths in this process, per path (kcl_relay.cdc.speedups.fallbacks): each one ran the
+    # pure-Python reference instead, some 8x slower.
+    fastpath_fallbacks: dict[str, int] = field(default_factory=dict)
 
     def observe_apply(self, seconds: float) -> None:
         self.apply_count += 1
