@@ -139,9 +139,13 @@ class RelayProcessor(processor.RecordProcessorBase):
         try:
             stats = self.pipeline.flush()
         except Exception:
-            # The sink retried and gave up. Exiting without a checkpoint makes the KCL redeliver from the last one;
-            # returning would let amazon-kclpy swallow the error and the next checkpoint skip these records.
-            log.exception("shard %s: writing to the database failed; exiting without checkpoint", self.status.shard_id)
+            # The sink retried and gave up, or a bug of ours (never a dead letter). Exiting without a checkpoint makes
+            # the KCL redeliver from the last one; returning would let amazon-kclpy swallow the error and the next
+            # checkpoint skip these records.
+            log.exception(
+                "shard %s: writing to the database failed (or a bug, see the traceback); exiting without checkpoint",
+                self.status.shard_id,
+            )
             self.status.caught_up = False
             self.status.failed = True
             self._write_status(force=True)

@@ -293,6 +293,29 @@ def test_a_failing_database_exits_without_checkpoint(
     assert not status.caught_up and status.applied == 0
 
 
+def test_a_decoder_bug_exits_without_checkpoint_and_dead_letters_nothing(
+    make: Callable[..., RelayProcessor], target: TargetSpec, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug of ours is a crash: amazon-kclpy would swallow an exception, so the processor exits; the KCL redelivers."""
+
+    def buggy(record: RawRecord) -> Any:
+        raise KeyError("dynamodb")
+
+    monkeypatch.setattr("kcl_relay.pipeline.decode", buggy)
+    proc = started(make(buffer_time=0.0))
+    checkpointer = Checkpointer()
+    with pytest.raises(SystemExit) as exited:
+        process_records(inserts(1, 2)).dispatch(checkpointer, proc)
+    assert exited.value.code == 1
+    assert checkpointer.calls == []
+    assert table_rows(target) == {}
+    _, letters = run_sql(target, "SELECT name FROM sqlite_master WHERE name = 't__deadletters'")
+    if letters:
+        assert run_sql(target, 'SELECT count(*) FROM "t__deadletters"')[1] == [(0,)]
+    status = status_of(state_dir)
+    assert status.failed and status.dead_letters == 0 and status.records == 0
+
+
 def test_a_real_sqlite_failure_exits_without_checkpoint(tmp_path: Path, state_dir: Path) -> None:
     config = ProcessorConfig(
         target_url=f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}",
