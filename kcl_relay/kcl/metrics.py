@@ -1,9 +1,11 @@
 """The opt-in Prometheus endpoint of a worker (`metrics-port`), served by the supervisor.
 
 The processors are children of the JVM, one process per shard, and come and go with their leases: they keep no
-metrics registry. Each one writes its status file (kcl/status.py); at every scrape the collector reads those files and
-sums them. Counters are per processor process and only grow, so their sums per shard only grow too, for as long as this
-worker runs (a restart starts from zero, which Prometheus' rate() and increase() handle as a counter reset).
+metrics registry. Each one writes its status file (kcl/status.py); at every scrape the collector reads the files that
+changed and sums them, with the per-shard totals the supervisor folds the files of exited processors into. Counters
+are per processor process and only grow, so their sums per shard only grow too, for as long as this worker runs (a
+restart starts from zero, which Prometheus' rate() and increase() handle as a counter reset). Beyond 1000 ended shards,
+the oldest ones' series move into shard="ended-shards": sums over shards never drop.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from kcl_relay.cdc import speedups
-from kcl_relay.kcl.status import APPLY_SECONDS_BUCKETS, ShardStatus, latest_by_shard, read_statuses
+from kcl_relay.kcl.status import APPLY_SECONDS_BUCKETS, ShardStatus, StatusReader, latest_by_shard
 
 PREFIX = "kcl_relay"
 
@@ -34,9 +36,10 @@ class StatusCollector(Collector):
     def __init__(self, state_dir: Path, application: str = "", stream: str = "") -> None:
         self.state_dir = state_dir
         self.labels = {"application": application, "stream": stream}
+        self.reader = StatusReader(state_dir)  # reads only what changed since the last scrape
 
     def collect(self) -> Iterator[Metric]:
-        statuses = read_statuses(self.state_dir)
+        statuses = self.reader.read()
         yield from self._counters(statuses)
         yield self._histogram(statuses)
         current = latest_by_shard(statuses)
