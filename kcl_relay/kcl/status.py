@@ -17,7 +17,6 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 # Upper bounds (seconds) of the batch apply latency histogram; a last bucket, +Inf, follows.
 APPLY_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -47,6 +46,8 @@ class ShardStatus:
     # Faults of the C fast paths in this process, per path (kcl_relay.cdc.speedups.fallbacks): each one ran the
     # pure-Python reference instead, some 8x slower.
     fastpath_fallbacks: dict[str, int] = field(default_factory=dict)
+    # Only in a retired entry (StatusReader): the files it holds, by name, as [their updated_at, when folded in].
+    absorbed: dict[str, list[float]] = field(default_factory=dict)
 
     def observe_apply(self, seconds: float) -> None:
         self.apply_count += 1
@@ -70,19 +71,19 @@ def write_status(state_dir: Path, status: ShardStatus) -> None:
 
 
 def read_statuses(state_dir: Path) -> dict[str, ShardStatus]:
-    """Every processor's status, by file (shard and process), and one entry per shard for the processors retired
-    into the totals (see StatusReader): sum them for totals, see latest_by_shard for state."""
+    """Every processor's status, by file (shard and process), and the retired entries that hold the files of exited
+    processors (see StatusReader): sum them for totals, see latest_by_shard for state."""
     return StatusReader(state_dir).read()
 
 
-RETIRED_FILE = "retired.state"  # not *.json: never taken for a processor's file
-RETIRED_SUFFIX = ".retired"  # the names of retired entries in read()
+RETIRED = ".retired"  # a retired entry: shards/<shard>.retired.json, a status like any other
 ENDED_SHARDS = "ended-shards"  # the entry that takes over the oldest ended shards beyond MAX_ENDED_SHARDS
 MAX_ENDED_SHARDS = 1000
-ABSORBED_KEEP = 60.0  # seconds the names of removed files stay listed, for readers that saw them before removal
+ABSORBED_KEEP = 60.0  # seconds a removed file stays listed in its entry, for readers that saw it before removal
 RACY_SECONDS = 1.0  # a file changed this recently may change again within the same mtime tick: read it again
 
 _COUNTERS = ("applied", "records", "dead_letters", "retries", "apply_count", "apply_seconds")
+_Cached = tuple[tuple[int, int, int], bool, ShardStatus]  # stat key, trusted (not racy), the status
 
 
 def pid_alive(pid: int) -> bool:
@@ -100,16 +101,22 @@ def _writer_pid(name: str) -> int | None:
     return int(pid) if pid.isdigit() else None
 
 
-def absorb(total: ShardStatus | None, status: ShardStatus) -> ShardStatus:
-    """A shard's retired entry with `status` added: counters summed, state (flags, lag) from the newest of them."""
+def _read_order(path: Path) -> tuple[int, str]:
+    """Processors' files first, then retired entries, ENDED_SHARDS last: an entry is always read after what it may
+    have absorbed, so a file removed meanwhile is found in the entry (which is written before the removal)."""
+    name = path.stem
+    return (2 if name == f"{ENDED_SHARDS}{RETIRED}" else 1 if name.endswith(RETIRED) else 0, name)
+
+
+def absorb(total: ShardStatus | None, status: ShardStatus, name: str, now: float) -> ShardStatus:
+    """A retired entry with `status` (file `name`) added: counters summed, state (flags, lag) from the newest."""
     if total is None:
         total = ShardStatus(shard_id=status.shard_id, updated_at=-1.0)
     newest = status if status.updated_at >= total.updated_at else total
     merged = ShardStatus(**{**asdict(newest), "shard_id": total.shard_id})
-    for name in _COUNTERS:
-        setattr(merged, name, getattr(total, name) + getattr(status, name))
-    buckets = len(APPLY_SECONDS_BUCKETS) + 1
-    if len(status.apply_buckets) != buckets:  # another version's buckets: left out, as the metrics leave them out
+    for counter in _COUNTERS:
+        setattr(merged, counter, getattr(total, counter) + getattr(status, counter))
+    if len(status.apply_buckets) != len(APPLY_SECONDS_BUCKETS) + 1:  # another version's: left out, as metrics do
         merged.apply_seconds -= status.apply_seconds
         merged.apply_buckets = list(total.apply_buckets)
     else:
@@ -121,6 +128,7 @@ def absorb(total: ShardStatus | None, status: ShardStatus) -> ShardStatus:
     lasts = [t for t in (total.last_applied_at, status.last_applied_at) if t is not None]
     merged.first_applied_at = min(firsts) if firsts else None
     merged.last_applied_at = max(lasts) if lasts else None
+    merged.absorbed = {**total.absorbed, name: [status.updated_at, now]}
     return merged
 
 
@@ -128,115 +136,108 @@ class StatusReader:
     """read_statuses() for a reader that polls: unchanged files are not read again (stat cache).
 
     With compact=True (the supervisor: one compactor per state dir), the files of processors that have exited
-    (shard end, lease lost or handed off, crashed) are folded into one retired entry per shard (shards/retired.state)
+    (shard end, lease lost or handed off, crashed) are folded into one retired entry per shard, <shard>.retired.json,
     and removed, so that files, memory and work follow the processors alive, not every one the run has seen; sums,
     and so every counter, stay the same. A failed processor's file stays: the worker stops at the first one. Ended
     shards keep an entry each up to MAX_ENDED_SHARDS; the oldest beyond fold into one, ENDED_SHARDS.
-    Readers in other processes see the same sums, during compaction too: the retired file is written before a
-    processor's file is removed and lists it (by name and time) for ABSORBED_KEEP, so that it is counted once.
+    Readers in other processes see the same sums, during compaction too: an entry is written before the files it
+    holds are removed and lists them (name and updated_at) for ABSORBED_KEEP, and read() counts such a file once.
     """
 
     def __init__(self, state_dir: Path, compact: bool = False, alive: Callable[[int], bool] = pid_alive) -> None:
         self.folder = shard_dir(state_dir)
         self.compact = compact
         self.alive = alive
-        self._cache: dict[str, tuple[tuple[int, int, int], bool, ShardStatus]] = {}  # name: stat key, trusted, status
-        self._retired: tuple[tuple[int, int, int], bool, dict[str, Any]] | None = None
-        self._lock = threading.Lock()
+        self._cache: dict[str, _Cached] = {}
+        self._lock = threading.Lock()  # the metrics server may scrape from several threads
 
     def read(self) -> dict[str, ShardStatus]:
         with self._lock:
             statuses = self._read_files()
-            retired = self._read_retired()
             if self.compact:
-                retired = self._compact(statuses, retired)
-            absorbed = retired.get("absorbed", {})
-            result = {
-                name: status
-                for name, status in statuses.items()
-                if not (name in absorbed and absorbed[name][0] == status.updated_at)
-            }
-            for shard, fields in retired.get("shards", {}).items():
-                result[f"{shard}{RETIRED_SUFFIX}"] = ShardStatus(**fields)
-            return result
-
-    def _cached(self, path: Path, now: float, cached: Any) -> tuple[tuple[int, int, int], bool, Any] | None:
-        """(stat key, trusted, cached value) when the file is unchanged since; None when it must be read."""
-        try:
-            stat = path.stat()
-        except OSError:
-            return None
-        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        trusted = now - stat.st_mtime_ns / 1e9 > RACY_SECONDS
-        if cached is not None and cached[0] == key and cached[1]:
-            return cached  # type: ignore[no-any-return]
-        return key, trusted, None
+                self._compact(statuses)
+            absorbed = {name: when[0] for status in statuses.values() for name, when in status.absorbed.items()}
+            return {name: status for name, status in statuses.items() if absorbed.get(name) != status.updated_at}
 
     def _read_files(self) -> dict[str, ShardStatus]:
         now = time.time()
-        cache: dict[str, tuple[tuple[int, int, int], bool, ShardStatus]] = {}
-        for path in self.folder.glob("*.json"):
+        cache: dict[str, _Cached] = {}
+        for path in sorted(self.folder.glob("*.json"), key=_read_order):
             name = path.stem
-            entry = self._cached(path, now, self._cache.get(name))
-            if entry is None:
+            try:
+                stat = path.stat()
+            except OSError:
                 continue  # removed meanwhile
-            if entry[2] is None:
+            key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            cached = self._cache.get(name)
+            if cached is None or cached[0] != key or not cached[1]:
                 try:
-                    entry = (entry[0], entry[1], ShardStatus(**json.loads(path.read_text())))
+                    status = ShardStatus(**json.loads(path.read_text()))
                 except (OSError, ValueError, TypeError):
                     continue  # replaced or removed while reading: the next poll sees it
-            cache[name] = entry
+                cached = (key, now - stat.st_mtime_ns / 1e9 > RACY_SECONDS, status)
+            cache[name] = cached
         self._cache = cache  # files gone are forgotten
         return {name: entry[2] for name, entry in cache.items()}
 
-    def _read_retired(self) -> dict[str, Any]:
-        path = self.folder / RETIRED_FILE
-        entry = self._cached(path, time.time(), self._retired)
-        if entry is None:
-            self._retired = None
-            return {}
-        if entry[2] is None:
-            try:
-                entry = (entry[0], entry[1], json.loads(path.read_text()))
-            except (OSError, ValueError):
-                return self._retired[2] if self._retired else {}  # replaced while reading: the last one read
-        self._retired = entry
-        return entry[2]
-
-    def _compact(self, statuses: dict[str, ShardStatus], retired: dict[str, Any]) -> dict[str, Any]:
+    def _compact(self, statuses: dict[str, ShardStatus]) -> None:
+        """Fold exited processors' files into their shards' entries (in `statuses` too), then remove the files."""
         now = time.time()
-        shards = {shard: ShardStatus(**fields) for shard, fields in retired.get("shards", {}).items()}
-        absorbed = {name: when for name, when in retired.get("absorbed", {}).items() if now - when[1] < ABSORBED_KEEP}
-        done = []
-        for name, status in statuses.items():
+        entries: dict[str, ShardStatus] = {}  # by shard: the entries to write
+        gone: list[str] = []  # files to remove once the entries are written
+        for name, status in list(statuses.items()):
             pid = _writer_pid(name)
-            if name in absorbed and absorbed[name][0] == status.updated_at:
-                done.append(name)  # absorbed before, not removed yet
-            elif pid is not None and not status.failed and not self.alive(pid):
-                shards[status.shard_id] = absorb(shards.get(status.shard_id), status)
-                absorbed[name] = [status.updated_at, now]
-                done.append(name)
-        if not done and len(absorbed) == len(retired.get("absorbed", {})):
-            return retired
-        ended = sorted((s for s in shards.values() if s.ended and s.shard_id != ENDED_SHARDS), key=_age)
-        for status in ended[: max(0, len(ended) - MAX_ENDED_SHARDS)]:
-            del shards[status.shard_id]
-            shards[ENDED_SHARDS] = absorb(shards.get(ENDED_SHARDS), dataclasses.replace(status, shard_id=ENDED_SHARDS))
-        retired = {"shards": {shard: asdict(status) for shard, status in shards.items()}, "absorbed": absorbed}
+            if pid is None or status.failed or self.alive(pid):
+                continue
+            shard = status.shard_id
+            entry = entries.get(shard) or statuses.get(f"{shard}{RETIRED}")
+            if entry is not None and entry.absorbed.get(name, [None])[0] == status.updated_at:
+                gone.append(name)  # held already, not removed yet
+                continue
+            entries[shard] = absorb(entry, status, name, now)
+            gone.append(name)
+        if not entries and not gone:
+            return
+        present = set(statuses)
+        for shard, entry in entries.items():  # forget removed files after a while, so entries stay small
+            entry.absorbed = {n: w for n, w in entry.absorbed.items() if n in present or now - w[1] < ABSORBED_KEEP}
+            self._write(f"{shard}{RETIRED}", entry, statuses)
+        self._remove(gone, statuses)
+        self._fold_ended(statuses, now)
+
+    def _fold_ended(self, statuses: dict[str, ShardStatus], now: float) -> None:
+        ended = sorted(
+            (s for n, s in statuses.items() if n.endswith(RETIRED) and s.ended and s.shard_id != ENDED_SHARDS),
+            key=lambda status: status.updated_at,
+        )
+        oldest = ended[: max(0, len(ended) - MAX_ENDED_SHARDS)]
+        if not oldest:
+            return
+        name = f"{ENDED_SHARDS}{RETIRED}"
+        entry = statuses.get(name)
+        for status in oldest:
+            folded = dataclasses.replace(status, shard_id=ENDED_SHARDS)
+            entry = absorb(entry, folded, f"{status.shard_id}{RETIRED}", now)
+        assert entry is not None
+        present = set(statuses)
+        entry.absorbed = {n: w for n, w in entry.absorbed.items() if n in present or now - w[1] < ABSORBED_KEEP}
+        self._write(name, entry, statuses)
+        self._remove([f"{status.shard_id}{RETIRED}" for status in oldest], statuses)
+
+    def _write(self, name: str, entry: ShardStatus, statuses: dict[str, ShardStatus]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{RETIRED_FILE}.tmp"
-        tmp.write_text(json.dumps(retired))
-        os.replace(tmp, self.folder / RETIRED_FILE)  # first the totals, then the files they hold go
-        for name in done:
+        tmp = self.folder / f".{name}.tmp"
+        tmp.write_text(json.dumps(asdict(entry)))
+        os.replace(tmp, self.folder / f"{name}.json")  # atomic, and before the files it holds are removed
+        statuses[name] = entry
+        self._cache.pop(name, None)
+
+    def _remove(self, names: list[str], statuses: dict[str, ShardStatus]) -> None:
+        for name in names:
             with contextlib.suppress(FileNotFoundError):
                 (self.folder / f"{name}.json").unlink()
+            statuses.pop(name, None)
             self._cache.pop(name, None)
-        self._retired = None
-        return retired
-
-
-def _age(status: ShardStatus) -> float:
-    return status.updated_at
 
 
 def latest_by_shard(statuses: dict[str, ShardStatus]) -> dict[str, ShardStatus]:

@@ -20,7 +20,6 @@ import kcl_relay.kcl.status as status_module
 from kcl_relay.kcl.metrics import registry_for
 from kcl_relay.kcl.status import (
     ENDED_SHARDS,
-    RETIRED_FILE,
     ShardStatus,
     StatusReader,
     latest_by_shard,
@@ -78,6 +77,10 @@ def files(state_dir: Path) -> set[str]:
     return {path.name for path in shard_dir(state_dir).glob("*.json")}
 
 
+def processor_files(state_dir: Path) -> set[str]:
+    return {name for name in files(state_dir) if not name.endswith(".retired.json")}
+
+
 def test_exited_processors_fold_into_totals_without_changing_what_readers_see(tmp_path: Path) -> None:
     put(tmp_path, busy("A", 40, lease_lost=True, millis_behind=900), pid=100, updated_at=1000.0)  # exited
     put(tmp_path, busy("A", 5, millis_behind=15), pid=200, updated_at=2000.0)  # holds A now
@@ -89,18 +92,22 @@ def test_exited_processors_fold_into_totals_without_changing_what_readers_see(tm
 
     compacted = StatusReader(tmp_path, compact=True, alive={200, 400}.__contains__).read()
 
-    assert files(tmp_path) == {"A.200.json", "C.400.json", "D.500.json"}
-    assert (shard_dir(tmp_path) / RETIRED_FILE).exists()
+    retired = {"A.retired.json", "B.retired.json", "E.retired.json"}
+    assert files(tmp_path) == {"A.200.json", "C.400.json", "D.500.json", *retired}
     assert sums(compacted) == sums(before) and state(compacted) == state(before)
     elsewhere = read_statuses(tmp_path)  # another process, the files alone
     assert sums(elsewhere) == sums(before) and state(elsewhere) == state(before)
     assert scrape(tmp_path) == metrics_before
+    raw = [json.loads(path.read_text()) for path in shard_dir(tmp_path).glob("*.json")]  # as scripts read them
+    assert sum(fields["applied"] for fields in raw) == sums(before)["applied"]
+    assert {fields["shard_id"] for fields in raw} == {"A", "B", "C", "D", "E"}
     assert len(compacted) == 6, "one entry per live file and one per shard with exited processors"
 
 
 def test_counters_never_drop_while_processors_come_and_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Leases move, shards end and split: files stay as many as the live processors, entries as the shards."""
     monkeypatch.setattr(status_module, "MAX_ENDED_SHARDS", 3)
+    folded: dict[str, str] = {}  # the content of every retired entry, as last seen
     alive: set[int] = set()
     reader = StatusReader(tmp_path, compact=True, alive=alive.__contains__)
     expected = {name: 0 for name in COUNTERS}
@@ -123,12 +130,21 @@ def test_counters_never_drop_while_processors_come_and_go(tmp_path: Path, monkey
             total = sum(value for (name, _), value in now.items() if name == key)
             assert total >= sum(value for (name, _), value in last_scrape.items() if name == key)
         last_scrape = now
-        assert len(files(tmp_path)) <= 1
+        assert len(processor_files(tmp_path)) <= 1
+        for path in shard_dir(tmp_path).glob("*.retired.json"):
+            folded[path.name] = path.read_text()
+        assert len(files(tmp_path)) <= 3 + 1 + 1 + 1, "a processor, the ended shards kept, the fold, the open one"
     final = reader.read()
     assert {name: sums(final)[name] for name in COUNTERS} == expected
-    assert files(tmp_path) == set()
+    assert processor_files(tmp_path) == set()
     shards = {status.shard_id for status in final.values()}
     assert ENDED_SHARDS in shards and len(shards) == 3 + 1, "the oldest ended shards fold into one entry"
+    assert sums(read_statuses(tmp_path)) == sums(final)
+    # An entry folded into ENDED_SHARDS but not removed yet (a reader between the write and the removal): once.
+    removed = {name: content for name, content in folded.items() if not (shard_dir(tmp_path) / name).exists()}
+    assert len(removed) == 10 - 3
+    for name, content in removed.items():
+        (shard_dir(tmp_path) / name).write_text(content)
     assert sums(read_statuses(tmp_path)) == sums(final)
 
 
@@ -180,7 +196,7 @@ def test_a_real_processor_that_exited_is_folded_and_a_live_one_is_not(tmp_path: 
     child = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)
     assert child.returncode == 0
     statuses = StatusReader(tmp_path, compact=True).read()
-    assert files(tmp_path) == {f"A.{os.getpid()}.json"}
+    assert files(tmp_path) == {f"A.{os.getpid()}.json", "B.retired.json"}
     assert sums(statuses)["applied"] == 5
     assert latest_by_shard(statuses)["B"].lease_lost
 
@@ -212,9 +228,9 @@ def test_the_supervisor_folds_the_files_of_exited_processors_as_it_runs(
         code += "write_status(Path(sys.argv[1]), ShardStatus('B', applied=7, records=9, lease_lost=True))"
         subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)
         deadline = time.monotonic() + 30
-        while any(name.startswith("B.") for name in files(tmp_path)) and time.monotonic() < deadline:
+        while files(tmp_path) != {"B.retired.json"} and time.monotonic() < deadline:
             time.sleep(0.02)
-        folded.append(not any(name.startswith("B.") for name in files(tmp_path)))
+        folded.append(files(tmp_path) == {"B.retired.json"})
         write_status(tmp_path, ShardStatus("A", applied=1, records=1, caught_up=True))  # once=true: stop
 
     steps = threading.Thread(target=scenario, daemon=True)
