@@ -74,7 +74,8 @@ class StatusCollector(Collector):
         yield self._gauge("leases_held", "Shards this worker holds a lease on", sum(map(holds_lease, current.values())))
         yield self._gauge(
             "processors_failed",
-            "Processors that gave up on the database past retry-timeout (the worker stops)",
+            "Processors that exited without checkpoint: the database failed past retry-timeout, or a bug (the "
+            "processor log has the traceback); the worker stops",
             sum(status.failed for status in current.values()),
         )
         applied_at = [status.last_applied_at for status in statuses.values() if status.last_applied_at]
