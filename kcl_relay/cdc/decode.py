@@ -104,9 +104,11 @@ def decode(record: RawRecord) -> ChangeEvent:
     if native is not None:
         try:
             return native.decode_record(record.data, record, ChangeEvent)  # type: ignore[no-any-return]
-        except speedups.Fallback:  # the C parser declined: the ways below decide
+        except (speedups.Fallback, ValueError):
+            # Declined, or a hook (values.parse_number, ...) refused a value, maybe one that decode() ignores (the
+            # C parser converts NewImage before it knows the record is a REMOVE): the ways below decide.
             pass
-        except Exception as error:  # a hook refused bad input, or a fault of the C path
+        except Exception as error:  # a fault of the C path
             return speedups.recover("decode_record", error, _decode_python, record)
     return _decode_python(record)
 

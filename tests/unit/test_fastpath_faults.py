@@ -101,6 +101,14 @@ def test_a_hook_refusing_bad_input_is_no_fault(caplog: pytest.LogCaptureFixture)
     assert set(speedups.fallbacks.values()) == {0} and not warnings_of(caplog)
 
 
+def test_a_hook_refusing_a_value_decode_ignores_is_no_fault(caplog: pytest.LogCaptureFixture) -> None:
+    """The C parser converts NewImage before it knows the record is a REMOVE, whose NewImage decode() ignores."""
+    document = cdc_record("REMOVE", "a", 1_735_689_600_000_000)
+    document["dynamodb"]["NewImage"] = {"n": {"N": "not a number"}}
+    assert decode(RawRecord(json.dumps(document).encode(), POSITION)).image is None
+    assert set(speedups.fallbacks.values()) == {0} and not warnings_of(caplog)
+
+
 def test_a_value_error_on_input_the_reference_accepts_is_a_fault(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
