@@ -71,6 +71,8 @@ def _parse(data: bytes) -> dict[str, Any]:
     try:
         # parse_float=Decimal keeps fractional seconds exact; typed attribute values are strings anyway.
         document = json.loads(data, parse_float=Decimal)
+    except ArithmeticError:  # InvalidOperation: an exponent beyond what Decimal holds, as in 1.5e99999999999999999999
+        raise DecodeError("a JSON number with an exponent out of any range") from None
     except (ValueError, RecursionError) as error:  # ValueError covers bad JSON and bad UTF-8
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DecodeError(f"not JSON: {reason:.200}") from None

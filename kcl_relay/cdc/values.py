@@ -58,7 +58,10 @@ def parse_number(text: Any) -> int | Decimal:
             return int(text)
     if not isinstance(text, str) or not _NUMBER.fullmatch(text):
         raise AttributeValueError(f"not a DynamoDB number: {text!r:.60}")
-    number = Decimal(text)
+    try:
+        number = Decimal(text)
+    except ArithmeticError:  # InvalidOperation: an exponent beyond what Decimal holds (|exponent| >= 10**18)
+        raise AttributeValueError(f"number out of DynamoDB's range or precision: {text!r:.60}") from None
     if number:  # zero has no magnitude to check
         digits = number.as_tuple().digits  # the coefficient: no leading zeros, maybe trailing ones
         significant = len(digits)

@@ -165,7 +165,12 @@ def test_attribute_values_of_any_type_tag_and_content(document: Any, image: str,
         b'{"dynamodb":' * 5000,
         '{"eventSource":"aws:dynamodb","x":"\ud800"}'.encode("utf-8", "surrogatepass"),
         b'{"eventSource":"aws:dynamodb","eventName":"INSERT","dynamodb":{"Keys":{"k":{"N":"1e999999999"}}}}',
-        # found by this test: a REMOVE's NewImage (which decode() ignores) with a bad number, seen by the C parser
+        # found by this test: exponents beyond what Decimal holds (InvalidOperation, an ArithmeticError), as a
+        # number attribute and as a time; and a REMOVE's NewImage (which decode() ignores) with a bad number
+        b'{"eventSource":"aws:dynamodb","eventName":"REMOVE","dynamodb":{"Keys":{"k":{"N":"1e345678901234567890123"}},'
+        b'"ApproximateCreationDateTime":1735689600}}',
+        b'{"eventSource":"aws:dynamodb","eventName":"REMOVE","dynamodb":{"Keys":{"k":{"S":"a"}},'
+        b'"ApproximateCreationDateTime":1.5e99999999999999999999}}',
         b'{"eventSource":"aws:dynamodb","eventName":"REMOVE","dynamodb":{"Keys":{"k":{"S":"a"}},'
         b'"ApproximateCreationDateTime":1735689600,"NewImage":{"n":{"N":""}}}}',
     ],
