@@ -71,6 +71,8 @@ def _parse(data: bytes) -> dict[str, Any]:
     try:
         # parse_float=Decimal keeps fractional seconds exact; typed attribute values are strings anyway.
         document = json.loads(data, parse_float=Decimal)
+    except ArithmeticError:  # InvalidOperation: an exponent beyond what Decimal holds, as in 1.5e99999999999999999999
+        raise DecodeError("a JSON number with an exponent out of any range") from None
     except (ValueError, RecursionError) as error:  # ValueError covers bad JSON and bad UTF-8
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DecodeError(f"not JSON: {reason:.200}") from None
@@ -104,8 +106,17 @@ def decode(record: RawRecord) -> ChangeEvent:
     if native is not None:
         try:
             return native.decode_record(record.data, record, ChangeEvent)  # type: ignore[no-any-return]
-        except Exception:  # the C parser declined (or a hook raised): the ways below decide
+        except (speedups.Fallback, ValueError):
+            # Declined, or a hook (values.parse_number, ...) refused a value, maybe one that decode() ignores (the
+            # C parser converts NewImage before it knows the record is a REMOVE): the ways below decide.
             pass
+        except Exception as error:  # a fault of the C path
+            return speedups.recover("decode_record", error, _decode_python, record)
+    return _decode_python(record)
+
+
+def _decode_python(record: RawRecord) -> ChangeEvent:
+    """decode() without the C parser: orjson when it reads the record the same way, else the stdlib."""
     document = _fast_parse(record.data)
     if document is not None:
         try:

@@ -57,8 +57,14 @@ class Position:
         if native is not None:
             try:
                 return native.order_token(self)  # type: ignore[no-any-return]
-            except Exception:  # the C path declined: the formula below decides
+            except speedups.Fallback:  # the C path declined: the formula below decides
                 pass
+            except Exception as error:  # a fault of the C path
+                return speedups.recover("order_token", error, Position.reference_order_token, self)
+        return self.reference_order_token()
+
+    def reference_order_token(self) -> str:
+        """order_token in pure Python: the reference the C path is tested against."""
         sequence = self.sequence_number
         if len(sequence) <= SEQNO_WIDTH and sequence.isascii() and sequence.isdigit():
             padded = sequence.rjust(SEQNO_WIDTH, "0")  # what formatting int(sequence) gives, without the int

@@ -99,8 +99,10 @@ def dumps(value: Any) -> str:
     if native is not None:
         try:
             return native.dumps(value)
-        except Exception:  # the C path declined (or a hook raised): the reference decides, with its own errors
+        except speedups.Fallback:  # the C path declined: the reference decides, with its own errors
             pass
+        except Exception as error:  # a hook refused the value, or a fault of the C path
+            return speedups.recover("dumps", error, reference_dumps, value)
     return reference_dumps(value)
 
 

@@ -167,8 +167,10 @@ def split(key: Item, image: Item) -> Row:
     if native is not None:
         try:
             return native.split(key, image)  # type: ignore[no-any-return]
-        except Exception:  # the C path declined (or a hook raised): the reference decides
+        except speedups.Fallback:  # the C path declined: the reference decides
             pass
+        except Exception as error:  # a fault of the C path (or of a hook)
+            return speedups.recover("split", error, reference_split, key, image)
     return reference_split(key, image)
 
 

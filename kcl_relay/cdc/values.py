@@ -58,7 +58,10 @@ def parse_number(text: Any) -> int | Decimal:
             return int(text)
     if not isinstance(text, str) or not _NUMBER.fullmatch(text):
         raise AttributeValueError(f"not a DynamoDB number: {text!r:.60}")
-    number = Decimal(text)
+    try:
+        number = Decimal(text)
+    except ArithmeticError:  # InvalidOperation: an exponent beyond what Decimal holds (|exponent| >= 10**18)
+        raise AttributeValueError(f"number out of DynamoDB's range or precision: {text!r:.60}") from None
     if number:  # zero has no magnitude to check
         digits = number.as_tuple().digits  # the coefficient: no leading zeros, maybe trailing ones
         significant = len(digits)
@@ -169,8 +172,10 @@ def from_item(image: Any) -> Item:
     if native is not None:
         try:
             return native.from_item(image)  # type: ignore[no-any-return]
-        except Exception:  # the C path declined (or a hook raised): the reference decides, with its own errors
+        except speedups.Fallback:  # the C path declined: the reference decides, with its own errors
             pass
+        except Exception as error:  # a hook refused bad input, or a fault of the C path
+            return speedups.recover("from_item", error, reference_from_item, image)
     return reference_from_item(image)
 
 

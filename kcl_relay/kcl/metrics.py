@@ -1,9 +1,11 @@
 """The opt-in Prometheus endpoint of a worker (`metrics-port`), served by the supervisor.
 
 The processors are children of the JVM, one process per shard, and come and go with their leases: they keep no
-metrics registry. Each one writes its status file (kcl/status.py); at every scrape the collector reads those files and
-sums them. Counters are per processor process and only grow, so their sums per shard only grow too, for as long as this
-worker runs (a restart starts from zero, which Prometheus' rate() and increase() handle as a counter reset).
+metrics registry. Each one writes its status file (kcl/status.py); at every scrape the collector reads the files that
+changed and sums them, with the per-shard totals the supervisor folds the files of exited processors into. Counters
+are per processor process and only grow, so their sums per shard only grow too, for as long as this worker runs (a
+restart starts from zero, which Prometheus' rate() and increase() handle as a counter reset). Beyond 1000 ended shards,
+the oldest ones' series move into shard="ended-shards": sums over shards never drop.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from kcl_relay.kcl.status import APPLY_SECONDS_BUCKETS, ShardStatus, latest_by_shard, read_statuses
+from kcl_relay.cdc import speedups
+from kcl_relay.kcl.status import APPLY_SECONDS_BUCKETS, ShardStatus, StatusReader, latest_by_shard
 
 PREFIX = "kcl_relay"
 
@@ -33,9 +36,10 @@ class StatusCollector(Collector):
     def __init__(self, state_dir: Path, application: str = "", stream: str = "") -> None:
         self.state_dir = state_dir
         self.labels = {"application": application, "stream": stream}
+        self.reader = StatusReader(state_dir)  # reads only what changed since the last scrape
 
     def collect(self) -> Iterator[Metric]:
-        statuses = read_statuses(self.state_dir)
+        statuses = self.reader.read()
         yield from self._counters(statuses)
         yield self._histogram(statuses)
         current = latest_by_shard(statuses)
@@ -70,7 +74,8 @@ class StatusCollector(Collector):
         yield self._gauge("leases_held", "Shards this worker holds a lease on", sum(map(holds_lease, current.values())))
         yield self._gauge(
             "processors_failed",
-            "Processors that gave up on the database past retry-timeout (the worker stops)",
+            "Processors that exited without checkpoint: the database failed past retry-timeout, or a bug (the "
+            "processor log has the traceback); the worker stops",
             sum(status.failed for status in current.values()),
         )
         applied_at = [status.last_applied_at for status in statuses.values() if status.last_applied_at]
@@ -99,6 +104,15 @@ class StatusCollector(Collector):
             for shard, sums in sorted(per_shard.items()):
                 counter.add_metric([*self.labels.values(), shard], sums[attribute])
             yield counter
+        fallbacks = CounterMetricFamily(
+            f"{PREFIX}_fastpath_fallbacks",
+            "Calls of a C fast path that raised, so that the pure-Python reference decided (some 8x slower; the "
+            "processor log says why, once per kind), per path",
+            labels=[*self.labels, "path"],
+        )
+        for path, count in sorted(_sum_fallbacks(statuses).items()):
+            fallbacks.add_metric([*self.labels.values(), path], count)
+        yield fallbacks
 
     def _histogram(self, statuses: dict[str, ShardStatus]) -> HistogramMetricFamily:
         counts = [0] * (len(APPLY_SECONDS_BUCKETS) + 1)
@@ -128,6 +142,14 @@ def _sum_per_shard(statuses: dict[str, ShardStatus], attributes: list[str]) -> d
         shard = sums.setdefault(status.shard_id, dict.fromkeys(attributes, 0))
         for attribute in attributes:
             shard[attribute] += getattr(status, attribute)
+    return sums
+
+
+def _sum_fallbacks(statuses: dict[str, ShardStatus]) -> dict[str, int]:
+    sums = dict.fromkeys(speedups.PATHS, 0)  # every path, from the start: a series to alert on before it grows
+    for status in statuses.values():
+        for path, count in status.fastpath_fallbacks.items():
+            sums[path] = sums.get(path, 0) + count
     return sums
 
 

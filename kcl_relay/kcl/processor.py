@@ -15,6 +15,7 @@ from pathlib import Path
 from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor
 
+from kcl_relay.cdc import speedups
 from kcl_relay.cdc.event import Position, RawRecord
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.properties import MIN_MILLIS_BETWEEN_READS
@@ -138,9 +139,13 @@ class RelayProcessor(processor.RecordProcessorBase):
         try:
             stats = self.pipeline.flush()
         except Exception:
-            # The sink retried and gave up. Exiting without a checkpoint makes the KCL redeliver from the last one;
-            # returning would let amazon-kclpy swallow the error and the next checkpoint skip these records.
-            log.exception("shard %s: writing to the database failed; exiting without checkpoint", self.status.shard_id)
+            # The sink retried and gave up, or a bug of ours (never a dead letter). Exiting without a checkpoint makes
+            # the KCL redeliver from the last one; returning would let amazon-kclpy swallow the error and the next
+            # checkpoint skip these records.
+            log.exception(
+                "shard %s: writing to the database failed (or a bug, see the traceback); exiting without checkpoint",
+                self.status.shard_id,
+            )
             self.status.caught_up = False
             self.status.failed = True
             self._write_status(force=True)
@@ -195,6 +200,7 @@ class RelayProcessor(processor.RecordProcessorBase):
         now = time.monotonic()
         if force or now - self._status_written >= STATUS_INTERVAL or self.status.caught_up:
             self.status.retries = self.pipeline.retries
+            self.status.fastpath_fallbacks = {path: count for path, count in speedups.fallbacks.items() if count}
             write_status(self.state_dir, self.status)
             self._status_written = now
 

@@ -18,7 +18,7 @@ from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import Daemon, SetupError
 from kcl_relay.kcl.processor_log import PROCESSOR_LOG, failure_cause
 from kcl_relay.kcl.properties import SHUTDOWN_GRACE_MILLIS, write_properties
-from kcl_relay.kcl.status import ShardStatus, latest_by_shard, read_statuses
+from kcl_relay.kcl.status import ShardStatus, StatusReader, latest_by_shard
 from kcl_relay.masking import mask_env, masked_eq, masked_repr
 
 if TYPE_CHECKING:
@@ -279,6 +279,7 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
         f"logs in {state_dir}"
     )
     progress = Progress()
+    statuses_of = StatusReader(state_dir, compact=True).read  # folds exited processors' files into totals
     companion = plan.companion
     companion_failed: str | None = None
     daemon.start()
@@ -293,7 +294,7 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
         killed = False
         while daemon.poll() is None:
             time.sleep(POLL_INTERVAL)
-            statuses = read_statuses(state_dir)
+            statuses = statuses_of()
             progress.report(statuses)
             since: float | None = 0.0  # caught-up shards count from then on; None: not yet (the companion runs)
             if companion is not None:
@@ -346,7 +347,7 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
             _stop_within(daemon, STOP_TIMEOUT)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    statuses = read_statuses(state_dir)
+    statuses = statuses_of()
     progress.report(statuses, final=True)
     if companion_failed:
         return 1

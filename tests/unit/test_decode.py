@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from kcl_relay.cdc import speedups
 from kcl_relay.cdc.decode import DecodeError, decode, version_micros
 from kcl_relay.cdc.event import Position, RawRecord
 
@@ -207,3 +208,24 @@ def test_deeply_nested_attribute_is_a_decode_error(depth: int) -> None:
 
 def test_decode_error_is_a_value_error() -> None:
     assert issubclass(DecodeError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"dynamodb": {"ApproximateCreationDateTime": 1.5e99999999999999999999}}', "a JSON number with an exponent"),
+        (
+            json.dumps(record(Keys={"id": {"N": "1e3456789012345678901"}})).encode(),
+            r"attribute id: number out of DynamoDB's range or precision: '1e3456789012345678901'",
+        ),
+    ],
+)
+@pytest.mark.parametrize("c", [True, False])
+def test_exponents_beyond_what_decimal_holds_are_decode_errors(data: bytes, reason: str, c: bool) -> None:
+    """Decimal raises InvalidOperation (an ArithmeticError, not a ValueError) for them: it must not escape decode()."""
+    speedups.use(c)
+    try:
+        with pytest.raises(DecodeError, match=f"^{reason}"):
+            decode(raw(data))
+    finally:
+        speedups.use(True)

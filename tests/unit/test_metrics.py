@@ -106,6 +106,22 @@ def test_a_failed_processor_holds_no_lease(tmp_path: Path) -> None:
     assert found[("kcl_relay_database_retries_total", (("shard", "shardId-0"),))] == 12
 
 
+def test_fast_path_fallbacks_are_summed_per_path(tmp_path: Path) -> None:
+    assert samples(tmp_path)[("kcl_relay_fastpath_fallbacks_total", (("path", "decode_record"),))] == 0
+    put(tmp_path, ShardStatus("shardId-0", fastpath_fallbacks={"decode_record": 3}), pid=1, updated_at=1.0)
+    put(tmp_path, ShardStatus("shardId-1", fastpath_fallbacks={"decode_record": 2, "dumps": 1}), pid=2, updated_at=1.0)
+    found = samples(tmp_path)
+    name = "kcl_relay_fastpath_fallbacks_total"
+    fallbacks = {labels: value for (sample, labels), value in found.items() if sample == name}
+    assert fallbacks == {
+        (("path", "decode_record"),): 5,
+        (("path", "dumps"),): 1,
+        (("path", "from_item"),): 0,
+        (("path", "order_token"),): 0,
+        (("path", "split"),): 0,
+    }
+
+
 def test_status_files_of_other_buckets_are_left_out_of_the_histogram(tmp_path: Path) -> None:
     status = ShardStatus("shardId-0", applied=3)
     status.apply_buckets = [1, 2]  # another version's buckets

@@ -252,6 +252,27 @@ def test_undecodable_records_are_dead_lettered(target: TargetSpec) -> None:
     pipeline.close()
 
 
+@pytest.mark.parametrize("bug", [KeyError("NewImage"), AttributeError("'NoneType' object has no attribute 'get'")])
+def test_a_decoder_bug_raises_from_flush_and_is_never_a_dead_letter(
+    monkeypatch: pytest.MonkeyPatch, bug: Exception
+) -> None:
+    """A bug of ours must crash (the caller exits without a checkpoint), not dead-letter a well-formed record."""
+
+    def buggy(record: RawRecord) -> ChangeEvent:
+        if record.position.sequence_number == "2":
+            raise bug
+        return decode(record)
+
+    monkeypatch.setattr("kcl_relay.pipeline.decode", buggy)
+    sinks = FakeSinks()
+    pipeline = Pipeline(sinks)
+    pipeline.add(numbered(cdc("INSERT", "a", 1), cdc("INSERT", "b", 2), b"not json"))
+    with pytest.raises(type(bug)):
+        pipeline.flush()
+    assert all(not sink.batches and not sink.letters for sink in sinks.made)
+    assert pipeline.pending == 3, "everything stays staged: nothing may be checkpointed past"
+
+
 def test_only_dead_letters_still_reach_the_target(target: TargetSpec) -> None:
     pipeline = sqlite_pipeline(target)
     pipeline.add(numbered(b"garbage"))

@@ -19,6 +19,7 @@ from amazon_kclpy.dispatch import message_decode
 from amazon_kclpy.kcl import CheckpointError
 
 import kcl_relay.kcl.processor as processor_module
+from kcl_relay.cdc import speedups
 from kcl_relay.cdc.event import Position, RawRecord
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.processor import CHECKPOINT_RETRIES, RelayProcessor, StartFilter
@@ -292,6 +293,29 @@ def test_a_failing_database_exits_without_checkpoint(
     assert not status.caught_up and status.applied == 0
 
 
+def test_a_decoder_bug_exits_without_checkpoint_and_dead_letters_nothing(
+    make: Callable[..., RelayProcessor], target: TargetSpec, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug of ours is a crash: amazon-kclpy would swallow an exception, so the processor exits; the KCL redelivers."""
+
+    def buggy(record: RawRecord) -> Any:
+        raise KeyError("dynamodb")
+
+    monkeypatch.setattr("kcl_relay.pipeline.decode", buggy)
+    proc = started(make(buffer_time=0.0))
+    checkpointer = Checkpointer()
+    with pytest.raises(SystemExit) as exited:
+        process_records(inserts(1, 2)).dispatch(checkpointer, proc)
+    assert exited.value.code == 1
+    assert checkpointer.calls == []
+    assert table_rows(target) == {}
+    _, letters = run_sql(target, "SELECT name FROM sqlite_master WHERE name = 't__deadletters'")
+    if letters:
+        assert run_sql(target, 'SELECT count(*) FROM "t__deadletters"')[1] == [(0,)]
+    status = status_of(state_dir)
+    assert status.failed and status.dead_letters == 0 and status.records == 0
+
+
 def test_a_real_sqlite_failure_exits_without_checkpoint(tmp_path: Path, state_dir: Path) -> None:
     config = ProcessorConfig(
         target_url=f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}",
@@ -395,6 +419,24 @@ def test_status_counts(make: Callable[..., RelayProcessor], state_dir: Path) -> 
     assert status.apply_count == sum(status.apply_buckets) == 2
     assert 0 < status.apply_seconds < 60
     assert status.retries == 0
+
+
+@pytest.mark.usefixtures("every_status")
+@pytest.mark.skipif(speedups.available is None, reason="the C extension is not built")
+def test_fast_path_faults_reach_the_status_file(
+    make: Callable[..., RelayProcessor], target: TargetSpec, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails(*_args: Any) -> Any:
+        raise SystemError("a bug in C")
+
+    module = speedups.available
+    assert module is not None
+    monkeypatch.setattr(speedups, "fallbacks", dict.fromkeys(speedups.PATHS, 0))
+    monkeypatch.setattr(speedups, "native", SimpleNamespace(**{**vars(module), "decode_record": fails}))
+    proc = started(make(buffer_time=0.0))
+    process_records(inserts(1, 2, 3)).dispatch(Checkpointer(), proc)
+    assert len(table_rows(target)) == 3, "the reference decoded them"
+    assert status_of(state_dir).fastpath_fallbacks == {"decode_record": 3}
 
 
 @pytest.mark.usefixtures("every_status")

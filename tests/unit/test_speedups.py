@@ -32,9 +32,12 @@ POSITION = Position("shardId-000000000007", "49650000000000000000000000000000000
 
 
 @pytest.fixture(autouse=True)
-def _restore() -> Iterator[None]:
+def _restore(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(speedups, "fallbacks", dict.fromkeys(speedups.PATHS, 0))
     yield
     speedups.use(True)
+    # Broken input is declined (Fallback) or refused by a reference hook, never a fault of the C path.
+    assert set(speedups.fallbacks.values()) == {0}, speedups.fallbacks
 
 
 def outcome(function: Callable[[Any], Any], argument: Any, *, c: bool) -> tuple[Any, ...]:
