@@ -17,6 +17,8 @@ pytestmark = pytest.mark.postgres
 
 
 class TestPostgreSQLSink(SinkSemantics):
+    ddl_race_rounds = 15
+
     @pytest.fixture
     def target_url(self, postgres_url: str) -> str:
         return postgres_url
