@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from crate.client import exceptions as crate_errors
 
 from kcl_relay.cdc.event import ChangeEvent, KeyType, Position
 from kcl_relay.cli import cli
 from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.cratedb import CrateDBDialect
 from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX
+from kcl_relay.sink.retry import RetryPolicy
 from kcl_relay.sink.target import TargetSpec, parse_target
 from kcl_relay.sink.writer import TableWriter
 from tests.support.sink_suite import T0
@@ -96,6 +98,38 @@ def test_bulk_upsert_after_a_mapping_update_loses_object_values(cratedb_url: str
         ({"id": "b"}, {"s": "new"}, {}),
         ({"id": "c"}, {"other": True}, {}),
     ]
+
+
+class FailsFirstUpsert(OneShard):
+    """The first upsert statement fails as a connection would (after the batch's types were fitted), once."""
+
+    failed = False
+
+    def run_many(self, cursor: Any, sql: str, rows: Any) -> Any:
+        if sql.startswith(f"INSERT INTO {self.relation()} ") and not self.failed:
+            self.failed = True
+            raise crate_errors.ConnectionError("No more Servers available, exception from last server: timed out")
+        return super().run_many(cursor, sql, rows)
+
+
+def test_a_retried_batch_still_writes_the_rows_that_add_columns_alone(cratedb_url: str) -> None:
+    """Types a failed attempt assumed are not kept: on its retry the row that adds a sub-column is still written
+    alone, so CrateDB 6.4.3 does not lose the object value of the update after it in the same bulk (issue 15 a)."""
+    spec = parse_target(cratedb_url, "b_retried_mapping")
+    dialect = FailsFirstUpsert(spec.schema, spec.table)
+    run_sql(spec, f"DROP TABLE IF EXISTS {dialect.relation()}")
+    sink = TableWriter(spec, dialect=dialect, retry=RetryPolicy(attempts=3, base_delay=0.01))
+    try:
+        dialect.failed = True  # the first batch goes through
+        sink.apply([event({"id": "b"}, {"id": "S"}, 1, s="old")])
+        dialect.failed = False
+        sink.apply([event({"id": "a"}, {"id": "S"}, 2, other=True), event({"id": "b"}, {"id": "S"}, 2, s="new")])
+        assert sink.retries == 1
+        assert stored(spec) == [({"id": "a"}, {"other": True}, {}), ({"id": "b"}, {"s": "new"}, {})]
+    finally:
+        sink.close()
+        for suffix in ("", "__tombstones", "__deadletters"):
+            run_sql(spec, f'DROP TABLE IF EXISTS "{spec.schema}"."{spec.table}{suffix}"')
 
 
 def test_first_type_wins_and_a_later_clash_goes_to_aux_intact(writer: TableWriter) -> None:
