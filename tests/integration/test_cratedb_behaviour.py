@@ -132,6 +132,31 @@ def test_a_retried_batch_still_writes_the_rows_that_add_columns_alone(cratedb_ur
             run_sql(spec, f'DROP TABLE IF EXISTS "{spec.schema}"."{spec.table}{suffix}"')
 
 
+def test_a_wide_table_fills_to_its_column_limit_and_the_rest_goes_to_aux(writer: TableWriter) -> None:
+    """The writer counts columns as CrateDB does: two items of 1,200 attributes (objects among them) in one batch
+    fill the table to exactly its 1,000 columns, with no statement rejected, and every attribute lands once."""
+    key: dict[str, KeyType] = {"id": "S"}
+    wide = {f"a{j}": ({"n": j, "s": [str(j)]} if j % 4 == 2 else j) for j in range(1200)}
+    writer.apply([event({"id": "k"}, key, 1)])  # the table, and the writer's first read of its columns
+    rejected: list[int] = []
+    bulk = writer.executor.bulk
+    writer.executor.bulk = lambda *args, **kwargs: record(rejected, bulk(*args, **kwargs))  # type: ignore[method-assign]
+    result = writer.apply([event({"id": "w1"}, key, 2, **wide), event({"id": "w2"}, key, 3, **wide, extra=1)])
+    assert (result.upserted, result.dead_letters, rejected) == (2, [], [])
+    relation = f"table_schema = '{writer.spec.schema}' AND table_name = '{writer.spec.table}'"
+    assert run_sql(writer.spec, f"SELECT count(*) FROM information_schema.columns WHERE {relation}")[1] == [(1000,)]
+    assert writer._types is not None and writer._types.columns == 1000
+    for _, data, aux in stored(writer.spec, "WHERE pk['id'] <> 'k'"):
+        assert not set(data) & set(aux)
+        extra = {"extra": 1} if "extra" in aux else {}
+        assert {**data, **aux} == {**wide, **extra}
+
+
+def record(rejected: list[int], bulk: Any) -> Any:
+    rejected.extend(bulk.rejected)
+    return bulk
+
+
 def test_first_type_wins_and_a_later_clash_goes_to_aux_intact(writer: TableWriter) -> None:
     """CrateDB casts silently where it can (5 into TEXT becomes '5', true becomes 't', 1.5 into BIGINT becomes 1):
     the writer sends every attribute that would change to aux instead, as it is."""
