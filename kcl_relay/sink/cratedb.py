@@ -98,8 +98,9 @@ _DDL_RACE = re.compile(r"RelationAlreadyExists|already exists", re.IGNORECASE)
 #   SQLParseException[Cannot detect the type of the value: 1180591620717411303424]
 #   SQLParseException[A primary key value must not be NULL]
 #   InvalidColumnNameException["a.b" contains a dot]
+#   SQLParseException[Cannot add column `b` to strict object `data`] (a table changed to strict: aux holds them)
 _ROW_ERRORS = re.compile(
-    r"ColumnValidation|Validation failed|Conversion|Cannot cast|Cannot detect the type|MapperParsing"
+    r"ColumnValidation|Validation failed|Conversion|Cannot cast|Cannot detect the type|Cannot add column|MapperParsing"
     r"|DocumentParsing|IllegalArgument|InvalidColumnName|Mixed ?data ?types|nested arrays?|immense term"
     r"|out of range|too large|exceed|must not be NULL",
     re.IGNORECASE,

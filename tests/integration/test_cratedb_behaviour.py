@@ -211,10 +211,13 @@ def test_dead_letters_carry_crates_own_message(writer: TableWriter) -> None:
     assert [row[0] for row in stored(writer.spec)] == [{"id": "fine"}]
 
 
-def real_message(spec: TargetSpec, sql: str, args: tuple[Any, ...] = ()) -> str:
+def real_message(spec: TargetSpec, sql: str, args: tuple[Any, ...] = (), username: str = "crate") -> str:
     from crate import client
 
-    connection = client.connect(f"http://{spec.url.host}:{spec.url.port}", username="crate")
+    try:
+        connection = client.connect(f"http://{spec.url.host}:{spec.url.port}", username=username)
+    except Exception as error:
+        return str(error)
     try:
         connection.cursor().execute(sql, args)
     except Exception as error:
@@ -225,8 +228,8 @@ def real_message(spec: TargetSpec, sql: str, args: tuple[Any, ...] = ()) -> str:
 
 
 def test_the_row_error_classifier_on_crates_real_messages(cratedb_url: str) -> None:
-    """Which failures dead-letter a row and which stop the batch (to be retried), decided on messages this
-    server really sends."""
+    """Which failures are about a row (to aux, else a dead letter), which about the table's state (retried like an
+    outage) and which neither (a crash), decided on messages this server really sends."""
     from crate.client.exceptions import ProgrammingError
 
     spec = parse_target(cratedb_url, "b_messages")
@@ -237,6 +240,9 @@ def test_the_row_error_classifier_on_crates_real_messages(cratedb_url: str) -> N
         f'CREATE TABLE {relation} (id TEXT PRIMARY KEY, data OBJECT(DYNAMIC)) WITH ("mapping.total_fields.limit" = 8)',
     )
     run_sql(spec, f"INSERT INTO {relation} (id, data) VALUES ('a', {{n = 1}})")
+    strict = f'"{spec.schema}"."b_messages_strict"'  # a table someone changed: data no longer dynamic
+    run_sql(spec, f"DROP TABLE IF EXISTS {strict}")
+    run_sql(spec, f"CREATE TABLE {strict} (id TEXT PRIMARY KEY, data OBJECT(STRICT) AS (a INT))")
     insert = f"INSERT INTO {relation} (id, data) VALUES (?, ?)"
     row_errors = {
         "cast": real_message(spec, insert, ("b", {"n": "not a number"})),
@@ -244,20 +250,28 @@ def test_the_row_error_classifier_on_crates_real_messages(cratedb_url: str) -> N
         "column limit": real_message(spec, insert, ("c", {f"c{i}": i for i in range(20)})),
         "null key": real_message(spec, insert, (None, {})),
         "dot in name": real_message(spec, insert, ("d", {"a.b": 1})),
+        "strict object": real_message(spec, f"INSERT INTO {strict} (id, data) VALUES (?, ?)", ("e", {"b": 1})),
     }
-    statement_errors = {
+    outages = {  # the table's state, not a row: retried like an outage
         "unknown table": real_message(spec, 'INSERT INTO "doc"."no_such_table" (id) VALUES (?)', ("x",)),
-        "syntax": real_message(spec, f"INSERT INTO {relation} (id) VALUES (?) ON CONFLICT", ("x",)),
         "unknown column": real_message(spec, f"INSERT INTO {relation} (id, nope) VALUES (?, ?)", ("x", 1)),
+        "unknown schema": real_message(spec, 'INSERT INTO "no_such_schema"."t" (id) VALUES (?)', ("x",)),
+        "unauthorized": real_message(spec, "SELECT 1", username=f"no_such_user_{spec.table}"),
+    }
+    bugs = {  # our SQL: neither (a crash, never a dead letter)
+        "syntax": real_message(spec, f"INSERT INTO {relation} (id) VALUES (?) ON CONFLICT", ("x",)),
     }
     dialect = CrateDBDialect(spec.schema, "b_messages")
-    wrong = {
-        name: message for name, message in row_errors.items() if not dialect.is_row_error(ProgrammingError(message))
+    verdicts = {
+        name: (dialect.is_row_error(ProgrammingError(message)), dialect.is_outage(ProgrammingError(message)), message)
+        for name, message in (row_errors | outages | bugs).items()
     }
-    wrong |= {
-        name: message for name, message in statement_errors.items() if dialect.is_row_error(ProgrammingError(message))
-    }
+    expected = {name: (True, False) for name in row_errors} | {name: (False, True) for name in outages}
+    expected |= {name: (False, False) for name in bugs}
+    wrong = {name: verdict for name, verdict in verdicts.items() if verdict[:2] != expected[name]}
     assert not wrong, json.dumps(wrong, indent=1)
+    run_sql(spec, f"DROP TABLE IF EXISTS {relation}")
+    run_sql(spec, f"DROP TABLE IF EXISTS {strict}")
 
 
 def test_shell_and_show_table_on_cratedb(writer: TableWriter) -> None:
