@@ -11,9 +11,15 @@ of the batch must agree. Another worker may create the same path with another ty
 batch that assumed new paths the writer reads the real types back (information_schema) and rewrites the rows whose
 attributes no longer fit (tests/integration/test_cratedb_behaviour.py).
 
+A row that creates sub-columns (any new path, even one holding only null, [] or {}) must be written in a statement of
+its own: CrateDB 6.4.3 loses the object values of the ON CONFLICT updates that follow a dynamic mapping update within
+one shard's part of a bulk request (they become NULL, or keep their old value while the other columns change). Rows
+that only use known paths are safe in bulk, even while other requests add columns. Seen and pinned by
+test_cratedb_behaviour.py::test_bulk_upsert_after_a_mapping_update_loses_object_values.
+
 What a transaction attempt assumes stays in an overlay (begin() starts one) and joins `known` only when the write
 succeeded (commit()). An attempt that fails leaves nothing behind: its retry sees the new paths as new again, so the
-rows that create them are still written alone (see below), whatever the first attempt got done.
+rows that create them are still written alone (see above), whatever the first attempt got done.
 
 A table holds at most `mapping.total_fields.limit` columns (1000 by default), every path of every object counted
 (information_schema.columns lists exactly those). The writer knows the count and the limit from the same read, and
