@@ -17,6 +17,16 @@ one shard's part of a bulk request (they become NULL, or keep their old value wh
 that only use known paths are safe in bulk, even while other requests add columns. Seen and pinned by
 test_cratedb_behaviour.py::test_bulk_upsert_after_a_mapping_update_loses_object_values.
 
+What a transaction attempt assumes stays in an overlay (begin() starts one) and joins `known` only when the write
+succeeded (commit()). An attempt that fails leaves nothing behind: its retry sees the new paths as new again, so the
+rows that create them are still written alone (see above), whatever the first attempt got done.
+
+A table holds at most `mapping.total_fields.limit` columns (1000 by default), every path of every object counted
+(information_schema.columns lists exactly those). The writer knows the count and the limit from the same read, and
+an attribute whose new sub-columns would pass the limit goes to `aux` before the row is sent: a wide table then
+costs no failed statement per row. The count may fall short of the truth when other workers add columns at the same
+time; CrateDB then rejects the row, and the writer stores all of its attributes in aux (writer.py, step 3).
+
 A type is a string ("text", "bigint", "double", "boolean", "undefined" for a path only null was stored at, "other"
 for anything else, e.g. a column a user declared), a dict of child types (an object), or an ArrayOf.
 """
@@ -31,10 +41,11 @@ from typing import Any, Union
 
 from kcl_relay.cdc.layout import Row
 
-__all__ = ["ArrayOf", "DataTypes", "parse_column_types"]
+__all__ = ["LIMIT_ROW", "ArrayOf", "DataTypes", "parse_column_types"]
 
 ColumnType = Union[str, dict[str, "ColumnType"], "ArrayOf"]
 EXACT_DOUBLE = 2**53  # integers a DOUBLE column holds exactly
+LIMIT_ROW = "#limit"  # the pseudo column name under which the column types read carries the table's column limit
 _SCALARS = {"text": "text", "bigint": "bigint", "double precision": "double", "boolean": "boolean"}
 _SEGMENT = re.compile(r"\['((?:[^']|'')*)'\]")
 
@@ -129,33 +140,76 @@ def _fit(value: Any, known: ColumnType | None) -> ColumnType | None:
     raise _Clash
 
 
+def _columns(kind: ColumnType | None) -> int:
+    """How many columns a path of this type is: itself and, for objects, every path below it."""
+    if kind is None:
+        return 0
+    if isinstance(kind, ArrayOf):  # an array is one column; of objects, its elements' sub-columns besides
+        return _columns(kind.element)
+    if isinstance(kind, dict):
+        return 1 + sum(_columns(child) for child in kind.values())
+    return 1
+
+
 class DataTypes:
-    """What this writer knows (or has assumed) about the types below `data`."""
+    """What this writer knows (or has assumed, within one attempt) about the types below `data`, and how many
+    columns the table has of how many it may have."""
 
     def __init__(self) -> None:
         self.known: dict[str, ColumnType] = {}
         self.loaded = False
-        self.assumed = False  # paths were assumed since the types were last read from the table
+        self.assumed = False  # the current attempt assumed paths not read from the table
+        self.columns = 0  # the table's columns, every sub-column counted, as last read
+        self.limit: int | None = None  # mapping.total_fields.limit; None: not known
+        self._overlay: dict[str, ColumnType] = {}  # top-level attributes' types as the current attempt grew them
+        self._added = 0  # columns the current attempt's assumed paths add
 
     def learn(self, records: Iterable[Sequence[Any]]) -> None:
-        self.known = parse_column_types(records)
+        """Rows (column_name, data_type) of every column of the table, and optionally ("#limit", limit)."""
+        rows = [(str(name), str(kind)) for name, kind in records]
+        self.known = parse_column_types(rows)
+        self.columns = sum(1 for name, _ in rows if not name.startswith("#"))
+        limits = [int(kind) for name, kind in rows if name == LIMIT_ROW and kind.isdigit()]
+        self.limit = limits[0] if limits else None
         self.loaded = True
+        self.begin()
+
+    def begin(self) -> None:
+        """A new attempt: forget what a failed one assumed."""
+        self._overlay = {}
+        self._added = 0
         self.assumed = False
+
+    def commit(self) -> None:
+        """The attempt's writes succeeded: what it assumed is known from now on."""
+        self.known.update(self._overlay)
+        self.columns += self._added
+        self._overlay = {}
+        self._added = 0
+
+    def type_of(self, name: str) -> ColumnType | None:
+        return self._overlay.get(name, self.known.get(name))
 
     def fit(self, row: Row) -> tuple[Row, bool]:
         """The row with every `data` attribute that would not keep its type moved to `aux`, and whether it creates
-        sub-columns (then it must be written alone, see above); the paths it adds are assumed from here on."""
+        sub-columns (then it must be written alone, see above); the paths it adds are assumed for the rest of the
+        attempt. So is an attribute whose new sub-columns would pass the table's column limit."""
         moved: dict[str, Any] = {}
         grows = False
         for name, value in row.data.items():
-            current = self.known.get(name)
+            current = self.type_of(name)
             try:
                 fitted = _fit(value, current)
             except _Clash:
                 moved[name] = value
                 continue
             if fitted is not current:
-                self.known[name] = fitted  # type: ignore[assignment]  # never None: value or known is set
+                added = _columns(fitted) - _columns(current)
+                if self.limit is not None and self.columns + self._added + added > self.limit:
+                    moved[name] = value
+                    continue
+                self._overlay[name] = fitted  # type: ignore[assignment]  # never None: value or known is set
+                self._added += added
                 self.assumed = grows = True
         if not moved:
             return row, grows

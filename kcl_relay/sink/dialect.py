@@ -248,7 +248,18 @@ class Dialect(ABC):
 
     @abstractmethod
     def is_row_error(self, exc: BaseException) -> bool:
-        """Whether `exc` is the database rejecting the values of one row (-> dead letter), not the statement."""
+        """Whether `exc` is the database rejecting the values of one row (-> aux, else dead letter), not the
+        statement."""
+
+    def is_outage(self, exc: BaseException) -> bool:
+        """Whether `exc` is about the database's state, not a row nor our SQL: a missing or changed table or schema,
+        authentication, privileges, a read-only database. Retried like an outage (someone can fix it meanwhile)."""
+        return False
+
+    def is_ddl_race(self, exc: BaseException) -> bool:
+        """Whether `exc`, raised by CREATE ... IF NOT EXISTS, says another worker created the same object at the
+        same moment: retried, the next attempt finds it there."""
+        return False
 
 
 class JsonDocumentDialect(Dialect):

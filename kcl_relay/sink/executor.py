@@ -83,10 +83,12 @@ class StatementExecutor:
                 log.debug("closing a broken connection failed: %s", describe_error(exc))
 
     def transaction(self, work: Callable[[Any], T], ddl: bool = False) -> T:
-        """Run work(cursor) and commit before returning; retried as a whole on transient failures.
+        """Run work(cursor) and commit before returning; retried as a whole on transient failures and on failures
+        about the database's state rather than a row (a missing table, a revoked privilege: Dialect.is_outage), which
+        someone can fix while the relay waits.
 
-        For DDL also on errors a concurrent CREATE ... IF NOT EXISTS of another worker can cause (PostgreSQL: a
-        unique violation in its catalog); the retry finds the table there."""
+        For DDL also on errors a concurrent CREATE ... IF NOT EXISTS of another worker or processor can cause
+        (PostgreSQL: the table's row type or a catalog row that already exists); the retry finds the table there."""
 
         def attempt() -> T:
             try:
@@ -111,14 +113,20 @@ class StatementExecutor:
                 with contextlib.suppress(Exception):  # the connection may be gone already
                     cursor.close()
 
-        transient = self._ddl_race_or_transient if ddl else is_transient
+        transient = self._ddl_race_or_retryable if ddl else self.retryable
         return call_with_retry(attempt, self.retry, transient=transient, on_retry=self._count_retry)
 
     def _count_retry(self, _exc: BaseException) -> None:
         self.retries += 1
 
-    def _ddl_race_or_transient(self, exc: BaseException) -> bool:
-        return is_transient(exc) or self.dialect.is_row_error(exc)
+    def retryable(self, exc: BaseException) -> bool:
+        """Transient, or an outage of the table's state: worth trying again later."""
+        orig = getattr(exc, "orig", None)  # SQLAlchemy wraps driver errors
+        return is_transient(exc) or self.dialect.is_outage(orig if isinstance(orig, BaseException) else exc)
+
+    def _ddl_race_or_retryable(self, exc: BaseException) -> bool:
+        orig = getattr(exc, "orig", None)
+        return self.retryable(exc) or self.dialect.is_ddl_race(orig if isinstance(orig, BaseException) else exc)
 
     def _abort(self, conn: Any, exc: BaseException) -> None:
         if isinstance(exc, Exception) and is_transient(exc):
@@ -212,7 +220,8 @@ class StatementExecutor:
     ) -> BulkResult:
         """Run `sql` for every row, `chunk` rows per bulk statement. Rows the database rejects are found (and the
         good rows of their chunk applied) by splitting the chunk, so one bad row costs a few statements, not one
-        per row. Errors that are not about a row raise.
+        per row; a chunk whose every row fails is split down to single rows too, each rejection its own. Errors
+        that are not about a row raise (the transaction retries outages, see transaction()).
 
         `version_checked`: the statement names the row version it expects (CrateDB: _seq_no and _primary_term); a
         row whose version changed is not written (count 0), which CrateDB's bulk reports as a version conflict."""

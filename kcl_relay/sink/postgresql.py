@@ -21,6 +21,14 @@ __all__ = ["PostgreSQLDialect"]
 # Errors about one row's values: data exceptions (SQLSTATE class 22, psycopg.DataError), integrity violations
 # (class 23, psycopg.IntegrityError) and program_limit_exceeded, e.g. a key too large for the primary key index.
 _ROW_ERROR_STATES = ("54000",)
+# The database's state, not a row: undefined table, column, object (42P01, 42703, 42704), insufficient privilege
+# (42501), invalid authorization (class 28), invalid catalog or schema name (3D000, 3F000), a read-only transaction
+# (25006, a hot standby). Retried like an outage.
+_OUTAGE_STATES = ("42P01", "42703", "42704", "42501", "3D000", "3F000", "25006")
+_OUTAGE_CLASSES = ("28",)
+# CREATE ... IF NOT EXISTS raced by another session: duplicate object (a table's row type, "type ... already
+# exists"), table or schema, or a unique violation in the catalog (pg_type, pg_namespace).
+_DDL_RACE_STATES = ("42710", "42P07", "42P06", "23505")
 
 
 class PostgreSQLDialect(JsonDocumentDialect):
@@ -75,6 +83,15 @@ class PostgreSQLDialect(JsonDocumentDialect):
         # TEXT cannot hold NUL; a dead letter must land anyway, so NUL becomes U+FFFD.
         raw, reason = letter.raw.replace("\x00", "\ufffd"), letter.reason.replace("\x00", "\ufffd")
         return (raw, reason, letter.shard_id, letter.sequence_number, letter.failed_at)
+
+    def is_outage(self, exc: BaseException) -> bool:
+        if not isinstance(exc, psycopg.Error):
+            return False
+        state = exc.sqlstate or ""
+        return state in _OUTAGE_STATES or state[:2] in _OUTAGE_CLASSES
+
+    def is_ddl_race(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.Error) and exc.sqlstate in _DDL_RACE_STATES
 
     def is_row_error(self, exc: BaseException) -> bool:
         if isinstance(exc, UnicodeEncodeError):  # text the client cannot encode (lone surrogates)

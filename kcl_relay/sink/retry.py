@@ -1,7 +1,9 @@
 """Retry with exponential backoff, for failures that go away by themselves.
 
 Transient: connection refused/reset/closed, timeouts, CrateDB unavailable or overloaded (HTTP 5xx), PostgreSQL
-connection loss, serialization failure and deadlock, SQLite "database is locked". Everything else raises at once.
+connection loss, serialization failure and deadlock, SQLite "database is locked". The executor also retries what
+a dialect calls an outage of the table's state (Dialect.is_outage: a missing table, a revoked privilege), never a
+row's rejection. Everything else raises at once.
 A database that is down is waited for: retries go on, with capped backoff, until `RetryPolicy.timeout` seconds have
 passed since the first failure (the `retry-timeout` option, minutes by default); then the last exception
 propagates, so the caller does not checkpoint.

@@ -14,6 +14,8 @@ from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, TOMBSTONES_SUFFIX, JsonDo
 
 __all__ = ["SQLiteDialect"]
 
+_OUTAGE_SIGNS = ("no such table", "no such column", "has no column named", "readonly database")
+
 
 class SQLiteDialect(JsonDocumentDialect):
     name: ClassVar[str] = "sqlite"
@@ -71,6 +73,14 @@ class SQLiteDialect(JsonDocumentDialect):
     def rollback(self, connection: Any) -> None:
         if connection.driver_connection.in_transaction:
             connection.driver_connection.execute("ROLLBACK")
+
+    def is_outage(self, exc: BaseException) -> bool:
+        # A table dropped or changed under the relay, a file that became read-only: retried like an outage.
+        message = str(exc).lower() if isinstance(exc, sqlite3.OperationalError) else ""
+        return any(sign in message for sign in _OUTAGE_SIGNS)
+
+    def is_ddl_race(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and "already exists" in str(exc)
 
     def is_row_error(self, exc: BaseException) -> bool:
         # Constraint failures (triggers' RAISE(ABORT) included), oversized values, text the driver cannot encode.

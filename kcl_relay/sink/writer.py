@@ -9,9 +9,16 @@ statement, each durable when acknowledged):
 2. INSERT/MODIFY: read the tombstones of the batch's keys, drop events not newer than their tombstone (a late
    older write must not bring back a removed row), then one guarded bulk upsert installs the full images.
    Without transactions (CrateDB) the tombstones are read once more afterwards, see below.
-3. Rows the database rejects become dead letters (with its reason); the rest of the batch is applied. A batch whose
-   every row is rejected for the same reason is a fault of the system, not of the rows: it raises and is retried.
-4. Commit. Transient failures retry the whole batch (every statement is guarded, hence idempotent); others raise.
+3. A row the database rejects for its values is a rejection of that row alone, never of the batch: a statement
+   that failed is split down to the rows that fail (executor.bulk), whether one row or all of them failed, and the
+   rest of the batch is applied. A rejected upsert is written again with every attribute in aux (CrateDB: what it
+   cannot hold as dynamic columns, such as more columns than the table's limit, nesting deeper than its depth limit
+   or names it forbids); only a row refused even so, or a rejected REMOVE, becomes a dead letter (with the
+   database's reason). What CrateDB is known to refuse goes to aux before the row is sent (crate_types.py: types
+   that would be cast, sub-columns past the column limit), so a wide table costs no failed statement per row.
+4. Commit. Transient failures retry the whole batch (every statement is guarded, hence idempotent), and so do
+   failures about the database's state rather than a row (a missing or changed table, authentication, a privilege:
+   Dialect.is_outage), until retry-timeout; anything else (a bug of ours or of the driver) raises at once.
 
 Each step is one statement per chunk of rows (bulk writes, reads by key), whatever the batch size: never one
 statement per event. Rows are handled in key order, so concurrent workers lock them in the same order.
@@ -59,7 +66,7 @@ from kcl_relay.sink.executor import BulkResult, Read, StatementExecutor
 from kcl_relay.sink.retry import RetryPolicy, TransientError, describe_error
 from kcl_relay.sink.target import TargetSpec
 
-__all__ = ["SystematicRejection", "TableWriter", "dialect_for", "open_sink"]
+__all__ = ["TableWriter", "dialect_for", "open_sink"]
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +74,6 @@ DEFAULT_TOMBSTONE_RETENTION = timedelta(hours=24)
 DEFAULT_PURGE_INTERVAL = timedelta(minutes=5)
 DEFAULT_CHUNK_SIZE = 1000  # rows per bulk statement: bounds one request's size
 MAX_DELETE_ROUNDS = 5
-
-
-class SystematicRejection(TransientError):
-    """Every row of a batch was rejected for one reason: a fault of the relay, driver or database (a bug, a changed
-    table), not of the rows. Retried like an outage, never dead-lettered, so no checkpoint passes those records."""
 
 
 def _utcnow() -> datetime:
@@ -159,7 +161,20 @@ class TableWriter(Sink):
             return ApplyResult()
         if self._key_names is None:
             self.ensure_table(events[0].key_types)
-        result = self.executor.transaction(lambda cursor: self._apply(cursor, events))
+        attempts = 0
+
+        def attempt(cursor: Any) -> ApplyResult:
+            nonlocal attempts
+            attempts += 1
+            if self._types is not None:
+                if attempts > 1:  # the table may have changed under the failed attempt (dropped, recreated)
+                    self._types.loaded = False
+                self._types.begin()
+            return self._apply(cursor, events)
+
+        result = self.executor.transaction(attempt)
+        if self._types is not None:
+            self._types.commit()  # only now: a failed attempt's assumptions must not outlive it
         if result.dead_letters:
             log.warning("%d record(s) dead-lettered in %s", len(result.dead_letters), self.spec.qualified_table)
         self._maybe_purge()
@@ -235,15 +250,7 @@ class TableWriter(Sink):
     def _bulk(
         self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]], version_checked: bool = False
     ) -> BulkResult:
-        bulk = self.executor.bulk(cursor, sql, rows, self.chunk_size, version_checked)
-        self._raise_if_systematic(bulk, len(rows))
-        return bulk
-
-    @staticmethod
-    def _raise_if_systematic(bulk: BulkResult, rows: int) -> None:
-        reasons = set(bulk.rejected.values())
-        if rows > 1 and len(bulk.rejected) == rows and len(reasons) == 1:
-            raise SystematicRejection(f"all {rows} rows of a statement were rejected alike: {reasons.pop()}")
+        return self.executor.bulk(cursor, sql, rows, self.chunk_size, version_checked)
 
     def _remove(self, cursor: Any, removes: list[ChangeEvent], result: ApplyResult, letters: list[DeadLetter]) -> None:
         if not removes:
@@ -379,7 +386,6 @@ class TableWriter(Sink):
                 merged.counts[index] = part.counts[offset]
                 if offset in part.rejected:
                     merged.rejected[index] = part.rejected[offset]
-        self._raise_if_systematic(merged, len(rows))
         return merged
 
     def _learn_types(self, cursor: Any) -> DataTypes:

@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from crate.client import exceptions as crate_errors
 
 from kcl_relay.cdc.event import ChangeEvent, KeyType, Position
 from kcl_relay.cli import cli
 from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.cratedb import CrateDBDialect
 from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX
+from kcl_relay.sink.retry import RetryPolicy
 from kcl_relay.sink.target import TargetSpec, parse_target
 from kcl_relay.sink.writer import TableWriter
 from tests.support.sink_suite import T0
@@ -54,6 +56,8 @@ def writer(cratedb_url: str, request: pytest.FixtureRequest) -> Iterator[TableWr
     sink = TableWriter(spec)
     yield sink
     sink.close()
+    for suffix in ("", "__tombstones", "__deadletters"):  # a shared CrateDB holds 1,000 shards in all
+        run_sql(spec, f'DROP TABLE IF EXISTS "{spec.schema}"."{spec.table}{suffix}"')
 
 
 class OneShard(CrateDBDialect):
@@ -94,6 +98,63 @@ def test_bulk_upsert_after_a_mapping_update_loses_object_values(cratedb_url: str
         ({"id": "b"}, {"s": "new"}, {}),
         ({"id": "c"}, {"other": True}, {}),
     ]
+
+
+class FailsFirstUpsert(OneShard):
+    """The first upsert statement fails as a connection would (after the batch's types were fitted), once."""
+
+    failed = False
+
+    def run_many(self, cursor: Any, sql: str, rows: Any) -> Any:
+        if sql.startswith(f"INSERT INTO {self.relation()} ") and not self.failed:
+            self.failed = True
+            raise crate_errors.ConnectionError("No more Servers available, exception from last server: timed out")
+        return super().run_many(cursor, sql, rows)
+
+
+def test_a_retried_batch_still_writes_the_rows_that_add_columns_alone(cratedb_url: str) -> None:
+    """Types a failed attempt assumed are not kept: on its retry the row that adds a sub-column is still written
+    alone, so CrateDB 6.4.3 does not lose the object value of the update after it in the same bulk (issue 15 a)."""
+    spec = parse_target(cratedb_url, "b_retried_mapping")
+    dialect = FailsFirstUpsert(spec.schema, spec.table)
+    run_sql(spec, f"DROP TABLE IF EXISTS {dialect.relation()}")
+    sink = TableWriter(spec, dialect=dialect, retry=RetryPolicy(attempts=3, base_delay=0.01))
+    try:
+        dialect.failed = True  # the first batch goes through
+        sink.apply([event({"id": "b"}, {"id": "S"}, 1, s="old")])
+        dialect.failed = False
+        sink.apply([event({"id": "a"}, {"id": "S"}, 2, other=True), event({"id": "b"}, {"id": "S"}, 2, s="new")])
+        assert sink.retries == 1
+        assert stored(spec) == [({"id": "a"}, {"other": True}, {}), ({"id": "b"}, {"s": "new"}, {})]
+    finally:
+        sink.close()
+        for suffix in ("", "__tombstones", "__deadletters"):
+            run_sql(spec, f'DROP TABLE IF EXISTS "{spec.schema}"."{spec.table}{suffix}"')
+
+
+def test_a_wide_table_fills_to_its_column_limit_and_the_rest_goes_to_aux(writer: TableWriter) -> None:
+    """The writer counts columns as CrateDB does: two items of 1,200 attributes (objects among them) in one batch
+    fill the table to exactly its 1,000 columns, with no statement rejected, and every attribute lands once."""
+    key: dict[str, KeyType] = {"id": "S"}
+    wide = {f"a{j}": ({"n": j, "s": [str(j)]} if j % 4 == 2 else j) for j in range(1200)}
+    writer.apply([event({"id": "k"}, key, 1)])  # the table, and the writer's first read of its columns
+    rejected: list[int] = []
+    bulk = writer.executor.bulk
+    writer.executor.bulk = lambda *args, **kwargs: record(rejected, bulk(*args, **kwargs))  # type: ignore[method-assign]
+    result = writer.apply([event({"id": "w1"}, key, 2, **wide), event({"id": "w2"}, key, 3, **wide, extra=1)])
+    assert (result.upserted, result.dead_letters, rejected) == (2, [], [])
+    relation = f"table_schema = '{writer.spec.schema}' AND table_name = '{writer.spec.table}'"
+    assert run_sql(writer.spec, f"SELECT count(*) FROM information_schema.columns WHERE {relation}")[1] == [(1000,)]
+    assert writer._types is not None and writer._types.columns == 1000
+    for _, data, aux in stored(writer.spec, "WHERE pk['id'] <> 'k'"):
+        assert not set(data) & set(aux)
+        extra = {"extra": 1} if "extra" in aux else {}
+        assert {**data, **aux} == {**wide, **extra}
+
+
+def record(rejected: list[int], bulk: Any) -> Any:
+    rejected.extend(bulk.rejected)
+    return bulk
 
 
 def test_first_type_wins_and_a_later_clash_goes_to_aux_intact(writer: TableWriter) -> None:
@@ -150,10 +211,13 @@ def test_dead_letters_carry_crates_own_message(writer: TableWriter) -> None:
     assert [row[0] for row in stored(writer.spec)] == [{"id": "fine"}]
 
 
-def real_message(spec: TargetSpec, sql: str, args: tuple[Any, ...] = ()) -> str:
+def real_message(spec: TargetSpec, sql: str, args: tuple[Any, ...] = (), username: str = "crate") -> str:
     from crate import client
 
-    connection = client.connect(f"http://{spec.url.host}:{spec.url.port}", username="crate")
+    try:
+        connection = client.connect(f"http://{spec.url.host}:{spec.url.port}", username=username)
+    except Exception as error:
+        return str(error)
     try:
         connection.cursor().execute(sql, args)
     except Exception as error:
@@ -164,8 +228,8 @@ def real_message(spec: TargetSpec, sql: str, args: tuple[Any, ...] = ()) -> str:
 
 
 def test_the_row_error_classifier_on_crates_real_messages(cratedb_url: str) -> None:
-    """Which failures dead-letter a row and which stop the batch (to be retried), decided on messages this
-    server really sends."""
+    """Which failures are about a row (to aux, else a dead letter), which about the table's state (retried like an
+    outage) and which neither (a crash), decided on messages this server really sends."""
     from crate.client.exceptions import ProgrammingError
 
     spec = parse_target(cratedb_url, "b_messages")
@@ -176,6 +240,9 @@ def test_the_row_error_classifier_on_crates_real_messages(cratedb_url: str) -> N
         f'CREATE TABLE {relation} (id TEXT PRIMARY KEY, data OBJECT(DYNAMIC)) WITH ("mapping.total_fields.limit" = 8)',
     )
     run_sql(spec, f"INSERT INTO {relation} (id, data) VALUES ('a', {{n = 1}})")
+    strict = f'"{spec.schema}"."b_messages_strict"'  # a table someone changed: data no longer dynamic
+    run_sql(spec, f"DROP TABLE IF EXISTS {strict}")
+    run_sql(spec, f"CREATE TABLE {strict} (id TEXT PRIMARY KEY, data OBJECT(STRICT) AS (a INT))")
     insert = f"INSERT INTO {relation} (id, data) VALUES (?, ?)"
     row_errors = {
         "cast": real_message(spec, insert, ("b", {"n": "not a number"})),
@@ -183,20 +250,28 @@ def test_the_row_error_classifier_on_crates_real_messages(cratedb_url: str) -> N
         "column limit": real_message(spec, insert, ("c", {f"c{i}": i for i in range(20)})),
         "null key": real_message(spec, insert, (None, {})),
         "dot in name": real_message(spec, insert, ("d", {"a.b": 1})),
+        "strict object": real_message(spec, f"INSERT INTO {strict} (id, data) VALUES (?, ?)", ("e", {"b": 1})),
     }
-    statement_errors = {
+    outages = {  # the table's state, not a row: retried like an outage
         "unknown table": real_message(spec, 'INSERT INTO "doc"."no_such_table" (id) VALUES (?)', ("x",)),
-        "syntax": real_message(spec, f"INSERT INTO {relation} (id) VALUES (?) ON CONFLICT", ("x",)),
         "unknown column": real_message(spec, f"INSERT INTO {relation} (id, nope) VALUES (?, ?)", ("x", 1)),
+        "unknown schema": real_message(spec, 'INSERT INTO "no_such_schema"."t" (id) VALUES (?)', ("x",)),
+        "unauthorized": real_message(spec, "SELECT 1", username=f"no_such_user_{spec.table}"),
+    }
+    bugs = {  # our SQL: neither (a crash, never a dead letter)
+        "syntax": real_message(spec, f"INSERT INTO {relation} (id) VALUES (?) ON CONFLICT", ("x",)),
     }
     dialect = CrateDBDialect(spec.schema, "b_messages")
-    wrong = {
-        name: message for name, message in row_errors.items() if not dialect.is_row_error(ProgrammingError(message))
+    verdicts = {
+        name: (dialect.is_row_error(ProgrammingError(message)), dialect.is_outage(ProgrammingError(message)), message)
+        for name, message in (row_errors | outages | bugs).items()
     }
-    wrong |= {
-        name: message for name, message in statement_errors.items() if dialect.is_row_error(ProgrammingError(message))
-    }
+    expected = {name: (True, False) for name in row_errors} | {name: (False, True) for name in outages}
+    expected |= {name: (False, False) for name in bugs}
+    wrong = {name: verdict for name, verdict in verdicts.items() if verdict[:2] != expected[name]}
     assert not wrong, json.dumps(wrong, indent=1)
+    run_sql(spec, f"DROP TABLE IF EXISTS {relation}")
+    run_sql(spec, f"DROP TABLE IF EXISTS {strict}")
 
 
 def test_shell_and_show_table_on_cratedb(writer: TableWriter) -> None:

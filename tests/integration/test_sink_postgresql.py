@@ -17,6 +17,8 @@ pytestmark = pytest.mark.postgres
 
 
 class TestPostgreSQLSink(SinkSemantics):
+    ddl_race_rounds = 15
+
     @pytest.fixture
     def target_url(self, postgres_url: str) -> str:
         return postgres_url
@@ -65,3 +67,53 @@ def test_a_lost_connection_is_retried(postgres_url: str) -> None:
         assert rows == [(2,)]
     finally:
         sink.close()
+
+
+def test_a_revoked_privilege_is_waited_for_like_an_outage(postgres_url: str) -> None:
+    """INSERT revoked from the relay's role mid-run (SQLSTATE 42501): not about a row, so the batch is retried, not
+    dead-lettered, and lands once the privilege is granted again."""
+    import threading
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    from kcl_relay.sink.base import ApplyResult
+    from kcl_relay.sink.retry import RetryPolicy
+    from kcl_relay.sink.target import parse_target
+    from tests.support.e2e import wait_for
+    from tests.support.sink_suite import change
+
+    role = f"relay_{uuid.uuid4().hex[:8]}"
+    admin = parse_target(postgres_url, f"revoked_{role}")
+    run_sql(admin, f"CREATE ROLE {role} LOGIN", commit=True)
+    run_sql(admin, f"GRANT CREATE, USAGE ON SCHEMA public TO {role}", commit=True)
+    as_role = make_url(postgres_url).set(username=role).render_as_string(hide_password=False)
+    spec = parse_target(as_role, admin.table)
+    sink = TableWriter(spec, retry=RetryPolicy(timeout=120, base_delay=0.05, max_delay=0.5))
+    try:
+        sink.apply([change("INSERT", "a", 1, 1, v=0)])
+        run_sql(admin, f'REVOKE INSERT, UPDATE ON "public"."{spec.table}" FROM {role}', commit=True)
+        outcome: list[object] = []
+
+        def apply() -> None:
+            try:
+                outcome.append(sink.apply([change("INSERT", "b", 2, 2, v=1)]))
+            except BaseException as error:  # reported below, in the test's thread
+                outcome.append(error)
+
+        thread = threading.Thread(target=apply)
+        thread.start()
+        wait_for(lambda: sink.retries > 0 or outcome, 60, "the writer to retry")
+        run_sql(admin, f'GRANT INSERT, UPDATE ON "public"."{spec.table}" TO {role}', commit=True)
+        thread.join(timeout=120)
+        (result,) = outcome
+        assert isinstance(result, ApplyResult), result
+        assert (result.upserted, result.dead_letters) == (1, [])
+        _, rows = run_sql(admin, f'SELECT pk::text FROM "public"."{spec.table}" ORDER BY 1')
+        assert rows == [('{"id": "a"}',), ('{"id": "b"}',)]
+    finally:
+        sink.close()
+        for suffix in ("", "__tombstones", "__deadletters"):
+            run_sql(admin, f'DROP TABLE IF EXISTS "public"."{spec.table}{suffix}"', commit=True)
+        run_sql(admin, f"DROP OWNED BY {role}", commit=True)
+        run_sql(admin, f"DROP ROLE {role}", commit=True)

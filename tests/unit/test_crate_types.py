@@ -85,3 +85,42 @@ def test_null_empty_lists_and_objects_at_new_paths_create_sub_columns() -> None:
     assert fit({"n": None})[2] is False  # an undefined column exists already
     assert fit({"n": "now typed"})[2] is True  # typing an undefined column is a mapping update too
     assert fit({"e": [1]})[2] is True
+
+
+def test_an_attempt_keeps_what_it_assumed_only_once_committed() -> None:
+    """A failed attempt's new paths are new again on the retry: the row adding them is written alone again."""
+    types = known()
+    types.begin()
+    assert fit({"new": 1}, types)[2] is True
+    types.begin()  # the attempt failed: the retry starts over
+    assert "new" not in types.known and not types.assumed
+    assert fit({"new": 1}, types)[2] is True
+    types.commit()
+    assert types.known["new"] == "bigint"
+    types.begin()
+    assert fit({"new": 2}, types)[2] is False
+
+
+def limited(limit: int) -> DataTypes:
+    types = DataTypes()
+    types.learn([*SCHEMA_ROWS, ("#limit", str(limit))])
+    return types
+
+
+def test_columns_counted_as_crate_counts_them() -> None:
+    """Every path is a column (information_schema.columns lists them all): objects, their children, arrays of
+    objects and their elements' children, null's undefined column."""
+    types = limited(1000)
+    assert (types.columns, types.limit) == (len(SCHEMA_ROWS), 1000)
+    types.begin()
+    fit({"o": {"a": 1, "b": {"c": None}}, "oa": [{"x": 1, "y": {"z": "a"}}], "e2": [], "n": 3}, types)
+    types.commit()
+    assert types.columns == len(SCHEMA_ROWS) + 4 + 4 + 1  # n was an undefined column: typing it adds none
+
+
+def test_attributes_past_the_column_limit_go_to_aux_whole() -> None:
+    types = limited(len(SCHEMA_ROWS) + 3)
+    data, moved, grows = fit({"i": 5, "a": 1, "big": {"x": 1, "y": 2, "z": 3}, "b2": "x", "c": 2, "d": 3}, types)
+    assert grows and data == {"i": 5, "a": 1, "b2": "x", "c": 2}  # known paths stay; new ones while they fit
+    assert moved == {"big": {"x": 1, "y": 2, "z": 3}, "d": 3}
+    assert fit({"a": 7, "e": 1}, types) == ({"a": 7}, {"e": 1}, False)  # the attempt's own assumptions count
