@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from kcl_relay.localaws.server import (
     stop_detached,
 )
 from kcl_relay.localaws.workload import create_stream, create_table, run_workload
+from kcl_relay.stopflag import StopFlag
 
 __all__ = ["local"]
 
@@ -153,7 +153,7 @@ def pump(endpoint_url: str, table: str, stream: str, follow: bool, interval: flo
                 state_file.write_text(stream_pump.state.to_json())
 
         if follow:
-            stop = threading.Event()
+            stop = StopFlag()  # not a threading.Event: its set() could block inside a signal handler
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, lambda *_: stop.set())
             put = stream_pump.follow(stop, interval, on_put=save)

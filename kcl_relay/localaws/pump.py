@@ -32,6 +32,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from kcl_relay.localaws.server import REGION, aws_client
+from kcl_relay.stopflag import StopFlag
 
 __all__ = [
     "MotoUpsertInserts",
@@ -279,7 +280,10 @@ class StreamPump:
         return put + self._flush()
 
     def follow(
-        self, stop_event: threading.Event, interval: float = 0.5, on_put: Callable[[int], None] | None = None
+        self,
+        stop_event: threading.Event | StopFlag,
+        interval: float = 0.5,
+        on_put: Callable[[int], None] | None = None,
     ) -> int:
         """Pump until stop_event is set, polling every `interval` s when idle; return the records put.
 
