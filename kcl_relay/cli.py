@@ -49,7 +49,8 @@ def resolve_target(target: str | None, table: str | None, default_table: str | N
             f"kcl-relay: no --target and no {TARGET_ENV}: using the embedded default {url} (table {table})", err=True
         )
     try:
-        return parse_target(url, table)
+        # The default table holds with an explicit target too (docs/full-load.md), unless the URL names a table.
+        return parse_target(url, table, default_table)
     except TargetError as error:
         fail(str(error))
 
