@@ -335,10 +335,11 @@ def shell(sql: str, target: str | None) -> None:
     spec = _admin_target(target)
 
     def query() -> int:
-        columns, rows = admin.run_sql(spec, sql, commit=True)
-        for row in rows:
-            click.echo(_json_object([(column, _plain(value)) for column, value in zip(columns, row, strict=True)]))
-        click.echo(f"({len(rows)} rows)", err=True)
+        outcome = admin.run_statement(spec, sql, commit=True)
+        for row in outcome.rows:
+            fields = [(column, _plain(value)) for column, value in zip(outcome.columns, row, strict=True)]
+            click.echo(_json_object(fields))
+        click.echo(admin.count_line(outcome, sql), err=True)
         return 0
 
     run_guarded(lambda: _query(query, spec))

@@ -329,6 +329,7 @@ def test_shell_with_a_statement_without_rows(loaded_db: str) -> None:
     result = run("shell", "--command", 'DELETE FROM t WHERE pk = \'{"id":"a"}\'', "--target", loaded_db)
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
+    assert result.stderr == "(1 row affected)\n"  # the database's count, not the rows printed
     count = run("shell", "--command", "SELECT count(*) AS n FROM t", "--target", loaded_db)
     assert json_lines(count.stdout) == [{"n": 2}]
 
