@@ -380,7 +380,7 @@ def show_table(name: str, target: str | None, limit: int, raw: bool) -> None:
         if page.total > len(page.rows):
             click.echo(f"(first {len(page.rows)} of {page.total} rows, {order}; --limit N shows more)", err=True)
         else:
-            click.echo(f"({page.total} rows, {order})", err=True)
+            click.echo(f"({admin.rows_text(page.total)}, {order})", err=True)
         return 0
 
     run_guarded(lambda: _query(query, spec))

@@ -18,6 +18,7 @@ __all__ = [
     "connect_failure",
     "count_line",
     "primary_key",
+    "rows_text",
     "run_sql",
     "run_statement",
     "show_table",
@@ -83,13 +84,13 @@ _WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE|COPY|MERGE|WITH)\b", re.IGNOREC
 def count_line(outcome: Outcome, sql: str) -> str:
     """What `shell` says after a statement: the rows it returned, else the rows the database says it changed."""
     if outcome.returns_rows:
-        return f"({_rows(len(outcome.rows))})"
+        return f"({rows_text(len(outcome.rows))})"
     if outcome.rowcount < 0 or not _WRITES.match(sql):
         return "(done)"
-    return f"({_rows(outcome.rowcount)} affected)"
+    return f"({rows_text(outcome.rowcount)} affected)"
 
 
-def _rows(count: int) -> str:
+def rows_text(count: int) -> str:
     return f"{count} row" if count == 1 else f"{count} rows"
 
 
