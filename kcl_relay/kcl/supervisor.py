@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from kcl_relay import rates
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import Daemon, SetupError
 from kcl_relay.kcl.processor_log import PROCESSOR_LOG, failure_cause
@@ -24,10 +25,6 @@ from kcl_relay.masking import mask_env, masked_eq, masked_repr
 if TYPE_CHECKING:
     from kcl_relay.kcl.metrics import MetricsServer
 
-# The final rate is printed only over this many records and seconds: 170 records applied in one flush gave
-# "27030 records/s", a figure of the flush's timing, not of the relay.
-MIN_RATE_RECORDS = 1000
-MIN_RATE_SECONDS = 1.0
 PROGRESS_INTERVAL = 5.0  # at most one progress line this often while records flow
 HEARTBEAT_INTERVAL = 60.0  # one while nothing changes
 POLL_INTERVAL = 0.5
@@ -169,8 +166,9 @@ class Progress:
         firsts = [s.first_applied_at for s in statuses.values() if s.first_applied_at]
         lasts = [s.last_applied_at for s in statuses.values() if s.last_applied_at]
         span = max(lasts) - min(firsts) if firsts and lasts else 0.0  # the processors' own clocks, at each flush
-        if records >= MIN_RATE_RECORDS and span >= MIN_RATE_SECONDS:  # a handful of records says nothing of a rate
-            line += f"; {records / span:.0f} records/s from the first applied record to the last"
+        per_second = rates.rate(records, span)  # none over a handful of records (kcl_relay.rates)
+        if per_second is not None:
+            line += f"; {per_second:.0f} records/s from the first applied record to the last"
         say(line)
 
 

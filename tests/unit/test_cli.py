@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -264,6 +265,18 @@ def test_replay_of_a_file_into_sqlite(tmp_path: Path) -> None:
     assert "replayed 300 records from" in result.stderr
     items = read_items(parse_target(url, "t"), KEY_TYPES)
     assert items and items == reference_state(decoded_events(path))
+
+
+def test_a_replay_of_a_handful_of_records_prints_no_rate(tmp_path: Path, orders_file: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'relay.db'}"
+    result = run("load", "table", f"kinesis+dynamodb+cdc://{orders_file}", "--target", url, "--table", "t")
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.stderr.splitlines() if "replayed" in line]
+    assert re.fullmatch(
+        rf"kcl-relay: replayed 3 records from {re.escape(str(orders_file))} in \d+\.\d\d s: 3 upserts, 0 deletes, "
+        "0 stale, 0 ttl ignored, 0 dead letters",
+        line,
+    ), line  # it said "in 0.11 s (27/s)" for 3 records
 
 
 def test_replay_into_a_target_that_fails_exits_1(tmp_path: Path, orders_file: Path) -> None:

@@ -340,3 +340,11 @@ def test_another_users_application_folder_is_not_shared(tmp_path: Path, monkeypa
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != theirs and real_access(path, mode))
     made = make_state_dir("orders")
     assert made.parent == tmp_path / f"kcl-relay-orders-uid{os.getuid()}"
+
+
+def test_a_rate_needs_enough_records_and_seconds() -> None:
+    from kcl_relay.rates import MIN_RATE_RECORDS, MIN_RATE_SECONDS, rate
+
+    assert rate(MIN_RATE_RECORDS - 1, 100.0) is None
+    assert rate(10**6, MIN_RATE_SECONDS / 2) is None
+    assert rate(3 * MIN_RATE_RECORDS, 2 * MIN_RATE_SECONDS) == 1.5 * MIN_RATE_RECORDS / MIN_RATE_SECONDS
