@@ -49,7 +49,8 @@ def resolve_target(target: str | None, table: str | None, default_table: str | N
             f"kcl-relay: no --target and no {TARGET_ENV}: using the embedded default {url} (table {table})", err=True
         )
     try:
-        return parse_target(url, table)
+        # The default table holds with an explicit target too (docs/full-load.md), unless the URL names a table.
+        return parse_target(url, table, default_table)
     except TargetError as error:
         fail(str(error))
 
@@ -334,10 +335,11 @@ def shell(sql: str, target: str | None) -> None:
     spec = _admin_target(target)
 
     def query() -> int:
-        columns, rows = admin.run_sql(spec, sql, commit=True)
-        for row in rows:
-            click.echo(_json_object([(column, _plain(value)) for column, value in zip(columns, row, strict=True)]))
-        click.echo(f"({len(rows)} rows)", err=True)
+        outcome = admin.run_statement(spec, sql, commit=True)
+        for row in outcome.rows:
+            fields = [(column, _plain(value)) for column, value in zip(outcome.columns, row, strict=True)]
+            click.echo(_json_object(fields))
+        click.echo(admin.count_line(outcome, sql), err=True)
         return 0
 
     run_guarded(lambda: _query(query, spec))
@@ -378,7 +380,7 @@ def show_table(name: str, target: str | None, limit: int, raw: bool) -> None:
         if page.total > len(page.rows):
             click.echo(f"(first {len(page.rows)} of {page.total} rows, {order}; --limit N shows more)", err=True)
         else:
-            click.echo(f"({page.total} rows, {order})", err=True)
+            click.echo(f"({admin.rows_text(page.total)}, {order})", err=True)
         return 0
 
     run_guarded(lambda: _query(query, spec))

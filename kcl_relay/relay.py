@@ -10,6 +10,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from kcl_relay import rates
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import find_jars, find_java
 from kcl_relay.kcl.leases import (
@@ -67,9 +68,10 @@ def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
     finally:
         pipeline.close()
     elapsed = time.monotonic() - started
+    per_second = rates.rate(totals.records, elapsed)  # none over a handful of records
+    shown_rate = f" ({per_second:.0f}/s)" if per_second is not None else ""
     say(
-        f"replayed {totals.records} records from {path} in {elapsed:.2f} s "
-        f"({totals.records / max(elapsed, 1e-6):.0f}/s): "
+        f"replayed {totals.records} records from {path} in {elapsed:.2f} s{shown_rate}: "
         f"{totals.upserted} upserts, {totals.deleted} deletes, {totals.stale} stale, {totals.ttl_ignored} ttl ignored, "
         f"{totals.dead_letters} dead letters"
     )

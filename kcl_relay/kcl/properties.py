@@ -171,8 +171,20 @@ class PropertiesFile:
 
 
 def read_properties_file(path: Path) -> PropertiesFile:
+    """Read a properties file; a key set twice is a SourceError (Java keeps the last silently, as URLs do not)."""
     props: dict[str, str] = {}
     lines: dict[str, int] = {}
+    seen: dict[str, str] = {}  # the key as the KCL matches it (first letter in either case) -> as written
+
+    def add(key: str, value: str, line: int) -> None:
+        matched = key[:1].lower() + key[1:]
+        if matched in seen:
+            earlier = seen[matched]
+            same = f"{key}" if earlier == key else f"{key} ({earlier}, as the KCL reads it)"
+            raise SourceError(f"{path} line {line}: {same} is set again (first on line {lines[earlier]}): keep one")
+        seen[matched] = key
+        props[key], lines[key] = value, line
+
     logical, first_line = "", 0
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         stripped = line.lstrip()
@@ -184,12 +196,10 @@ def read_properties_file(path: Path) -> PropertiesFile:
         if trailing % 2:  # an odd number of backslashes continues the line
             logical += stripped[:-1]
             continue
-        key, value = _split_property(logical + stripped)
-        props[key], lines[key] = value, first_line
+        add(*_split_property(logical + stripped), first_line)
         logical = ""
     if logical:
-        key, value = _split_property(logical)
-        props[key], lines[key] = value, first_line
+        add(*_split_property(logical), first_line)
     return PropertiesFile(path, props, lines)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from kcl_relay import rates
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import Daemon, SetupError
 from kcl_relay.kcl.processor_log import PROCESSOR_LOG, failure_cause
@@ -164,8 +165,10 @@ class Progress:
         line = f"done: {records} records read, {applied} applied after merging per key, {dead} dead letters"
         firsts = [s.first_applied_at for s in statuses.values() if s.first_applied_at]
         lasts = [s.last_applied_at for s in statuses.values() if s.last_applied_at]
-        if firsts and lasts and max(lasts) > min(firsts):  # the processors' own clocks, taken at each flush
-            line += f"; {records / (max(lasts) - min(firsts)):.0f} records/s from the first applied record to the last"
+        span = max(lasts) - min(firsts) if firsts and lasts else 0.0  # the processors' own clocks, at each flush
+        per_second = rates.rate(records, span)  # none over a handful of records (kcl_relay.rates)
+        if per_second is not None:
+            line += f"; {per_second:.0f} records/s from the first applied record to the last"
         say(line)
 
 

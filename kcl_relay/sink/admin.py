@@ -11,13 +11,35 @@ from sqlalchemy.pool import NullPool
 from kcl_relay.sink.dialect import quote_ident
 from kcl_relay.sink.target import TargetSpec
 
-__all__ = ["TablePage", "check_reachable", "connect_failure", "primary_key", "run_sql", "show_table", "table_state"]
+__all__ = [
+    "Outcome",
+    "TablePage",
+    "check_reachable",
+    "connect_failure",
+    "count_line",
+    "primary_key",
+    "rows_text",
+    "run_sql",
+    "run_statement",
+    "show_table",
+    "table_state",
+]
 
 Rows = list[tuple[Any, ...]]
 
 
-def run_sql(spec: TargetSpec, sql: str, commit: bool = False) -> tuple[list[str], Rows]:
-    """Run one statement on the target's database; returns (column names, rows), both empty without a result.
+@dataclass
+class Outcome:
+    """What one statement gave: its columns and rows (both empty without a result), and the rows it changed."""
+
+    columns: list[str]
+    rows: Rows
+    rowcount: int  # the database's count of rows a write changed; -1 when it gives none (DDL on PostgreSQL)
+    returns_rows: bool
+
+
+def run_statement(spec: TargetSpec, sql: str, commit: bool = False) -> Outcome:
+    """Run one statement on the target's database.
 
     Without `commit` (queries of the relay's own tools), PostgreSQL and SQLite roll the transaction back; with it
     (`kcl-relay shell`, a person's statement) it is committed. CrateDB has no transactions: a write takes effect.
@@ -25,13 +47,51 @@ def run_sql(spec: TargetSpec, sql: str, commit: bool = False) -> tuple[list[str]
     engine = spec.create_engine(poolclass=NullPool)
     try:
         with engine.connect() as connection:
+            if spec.dialect == "postgresql":
+                _exact_json(connection.connection.driver_connection)
             result = connection.exec_driver_sql(sql)
-            columns, rows = (list(result.keys()), [tuple(row) for row in result]) if result.returns_rows else ([], [])
+            # CrateDB answers a write with a result of no columns and one empty row: that is no result.
+            returns_rows = result.returns_rows and bool(result.keys())
+            columns, rows = (list(result.keys()), [tuple(row) for row in result]) if returns_rows else ([], [])
+            rowcount = -1 if returns_rows or result.rowcount is None else int(result.rowcount)
             if commit:
                 connection.commit()
-            return columns, rows
+            return Outcome(columns, rows, rowcount, returns_rows)
     finally:
         engine.dispose()
+
+
+def _exact_json(connection: Any) -> None:
+    """JSON and JSONB values with exact numbers (psycopg's json.loads makes 0.1234567890123456789 a float), as the
+    SQLite file's JSON text and CrateDB's numbers are shown: one item prints the same way on every target."""
+    from psycopg.types.json import set_json_loads
+
+    from kcl_relay.cdc.jsonenc import loads
+
+    set_json_loads(loads, connection)
+
+
+def run_sql(spec: TargetSpec, sql: str, commit: bool = False) -> tuple[list[str], Rows]:
+    """Run one statement (as run_statement); returns (column names, rows), both empty without a result."""
+    outcome = run_statement(spec, sql, commit)
+    return outcome.columns, outcome.rows
+
+
+# Statements whose row count is the rows they changed (CrateDB counts 1 for a CREATE TABLE, too: no such count).
+_WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE|COPY|MERGE|WITH)\b", re.IGNORECASE)
+
+
+def count_line(outcome: Outcome, sql: str) -> str:
+    """What `shell` says after a statement: the rows it returned, else the rows the database says it changed."""
+    if outcome.returns_rows:
+        return f"({rows_text(len(outcome.rows))})"
+    if outcome.rowcount < 0 or not _WRITES.match(sql):
+        return "(done)"
+    return f"({rows_text(outcome.rowcount)} affected)"
+
+
+def rows_text(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
 
 
 def check_reachable(spec: TargetSpec) -> None:

@@ -7,8 +7,12 @@ Accepted forms:
 * ``postgresql://user:password@host:5432/DBNAME`` with ``--table schema.table`` or ``--table table`` (schema public)
 * ``sqlite:///path/to/file.db`` with ``--table table`` (a schema is ignored)
 
-``--table`` always overrides a table named in the URL path. Passwords never appear in reprs, logs or errors: the
-URL is kept as a SQLAlchemy URL object, whose str() and repr() mask the password.
+Query options are each dialect's driver's own, checked before anything starts (kcl_relay.sink.target_options): an
+unknown, repeated or badly valued one is a one-line TargetError. ``--table`` always overrides a table named in the
+URL path; without either, the caller's default table (the DynamoDB table's or stream's name) is used.
+
+Passwords never appear in reprs, logs or errors: the URL is kept as a SQLAlchemy URL object, whose str() and repr()
+mask the password.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlalchemy.engine import URL, Engine, create_engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from kcl_relay.masking import mask_secrets, masked_eq
+from kcl_relay.sink.target_options import check_options, typed_connect_args
 
 __all__ = ["DialectName", "TargetError", "TargetSpec", "parse_target"]
 
@@ -72,7 +77,7 @@ class TargetSpec:
         return f"{self.schema}.{self.table}" if self.schema else self.table
 
     def describe(self) -> str:
-        """One line for humans and logs, without the password or secret query options (password=, sslpassword=)."""
+        """One line for humans and logs, without the password or secret query options (password=, jwt_token=)."""
         url = self.url.render_as_string(hide_password=True)
         return mask_secrets(f"{self.dialect} table {self.qualified_table} at {url}")
 
@@ -117,8 +122,12 @@ def _split_table(table: str) -> tuple[str | None, str]:
     return (schema or None) if dot else None, name
 
 
-def parse_target(url: str | None, table: str | None) -> TargetSpec:
-    """Parse a target URL and an optional --table override into a TargetSpec (raises TargetError)."""
+def parse_target(url: str | None, table: str | None, default_table: str | None = None) -> TargetSpec:
+    """Parse a target URL and an optional --table override into a TargetSpec (raises TargetError).
+
+    `default_table` is the table when neither --table nor the URL names one (the DynamoDB table's or stream's name,
+    as docs/full-load.md says); its schema is the URL's, else the dialect's default.
+    """
     if not url:
         raise TargetError(f"no target URL given; accepted: {ACCEPTED}")
     scheme = _scheme(url)
@@ -132,20 +141,26 @@ def parse_target(url: str | None, table: str | None) -> TargetSpec:
         # SQLAlchemy's message repeats the URL, password included: never pass it on.
         raise TargetError(f"cannot parse the {scheme}:// target URL") from None
     typed = _masked(url.strip())
+    options = check_options(dialect, scheme, parsed.query)
     parsed = parsed.set(drivername=drivername)
     override = _split_table(table) if table else None
     if dialect == "cratedb":
-        spec = _crate(parsed, override)
+        spec = _crate(parsed, override, default_table)
     elif dialect == "postgresql":
-        spec = _postgres(parsed, override)
+        spec = _postgres(parsed, override or _default(default_table))
     else:
-        spec = _sqlite(parsed, override)
-    return dataclasses.replace(spec, typed=typed)
+        spec = _sqlite(parsed, override or _default(default_table))
+    connect_args = dict(spec.connect_args) | dict(typed_connect_args(dialect, options))
+    return dataclasses.replace(spec, typed=typed, connect_args=tuple(connect_args.items()))
+
+
+def _default(default_table: str | None) -> tuple[str | None, str] | None:
+    return (None, default_table) if default_table else None
 
 
 # SQLAlchemy's own reading of the user part (the password runs to the first "@"), and libpq's password options.
 _USER_PASSWORD = re.compile(r"^([\w+]+://[^:/]*:)([^@]*)(?=@)")
-_QUERY_PASSWORD = re.compile(r"([?&](?:password|sslpassword)=)[^&#]*", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&][^=&#]*(?:password|passwd|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE)
 
 
 def _masked(url: str) -> str:
@@ -153,7 +168,7 @@ def _masked(url: str) -> str:
     return _QUERY_PASSWORD.sub(r"\1***", _USER_PASSWORD.sub(lambda m: m.group(1) + ("***" if m.group(2) else ""), url))
 
 
-def _crate(url: URL, override: tuple[str | None, str] | None) -> TargetSpec:
+def _crate(url: URL, override: tuple[str | None, str] | None, default_table: str | None = None) -> TargetSpec:
     parts = [p for p in (url.database or "").split("/") if p]
     if len(parts) > 2:
         raise TargetError("crate:// URL path must be /SCHEMA/TABLE, /SCHEMA or empty")
@@ -162,6 +177,7 @@ def _crate(url: URL, override: tuple[str | None, str] | None) -> TargetSpec:
     if override:
         schema = override[0] or schema
         name = override[1]
+    name = name or default_table
     if not name:
         raise TargetError("no table: give crate://host:4200/SCHEMA/TABLE or --table")
     query = dict(url.query)

@@ -111,9 +111,17 @@ def _bool(text: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def _number(kind: Callable[[str], Any], text: str, expected: str) -> Any:
+    """int(text) or float(text), with the user's words instead of Python's ("invalid literal for int() ...")."""
+    try:
+        return kind(text.strip())
+    except ValueError:
+        raise ValueError(expected) from None
+
+
 def _positive_int(limit: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = int(text)
+        value = _number(int, text, f"expected a whole number from 1 to {limit}")
         if not 1 <= value <= limit:
             raise ValueError(f"expected a whole number from 1 to {limit}")
         return value
@@ -122,8 +130,8 @@ def _positive_int(limit: int) -> Callable[[str], int]:
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 86400 * 365:
+    value = _number(float, text, "expected seconds, 0 or more")
+    if not 0 <= value <= 86400 * 365:  # also refuses nan
         raise ValueError("expected seconds, 0 or more")
     return value
 
@@ -144,7 +152,7 @@ def _retention(text: str) -> float:
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _number(int, text, "expected a TCP port from 1 to 65535")
     if not 1 <= value <= 65535:
         raise ValueError("expected a TCP port from 1 to 65535")
     return value

@@ -195,7 +195,7 @@ def test_a_password_in_the_query_is_masked_too(postgres: PostgresServer) -> None
     ("query", "says"),
     [
         ("options=-c%20work_mem%3Dabc", 'invalid value for parameter "work_mem": "abc"'),
-        ("sslmode=bogus", 'invalid sslmode value: "bogus"'),
+        ("require_auth=bogus", 'invalid require_auth value: "bogus"'),
     ],
 )
 def test_a_refused_postgresql_option(postgres: PostgresServer, query: str, says: str) -> None:
@@ -203,6 +203,15 @@ def test_a_refused_postgresql_option(postgres: PostgresServer, query: str, says:
     line = error_line(url)
     assert line.startswith(f"kcl-relay: error: cannot use the target postgresql table public.t at {url}: "), line
     assert line.endswith(f"an option of the URL was refused: {says}"), line
+
+
+def test_a_bad_option_value_is_refused_before_connecting(postgres: PostgresServer) -> None:
+    """libpq would refuse sslmode=bogus at the first connection; the URL's check says so before anything starts."""
+    url = f"postgresql://relay@127.0.0.1:{postgres.port}/postgres?sslmode=bogus"
+    assert error_line(url) == (
+        "kcl-relay: error: bad value 'bogus' for target option 'sslmode': expected one of disable, allow, prefer, "
+        "require, verify-ca, verify-full"
+    )
 
 
 def test_a_database_that_does_not_exist(postgres: PostgresServer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,14 +148,48 @@ def test_bad_source_never_echoes_credentials() -> None:
     assert "s3cretKEY" not in line
 
 
-def test_missing_table_with_a_postgresql_target() -> None:
-    result = run("load", "table", "kinesis+dynamodb+cdc://aws/s", "--target", "postgresql://relay@localhost/db")
-    assert_usage_error(result, "no table")
+@pytest.mark.parametrize(
+    ("target", "table", "expected"),
+    [
+        ("postgresql://relay@localhost/db", None, "public.orders"),
+        ("sqlite:///x.db", None, "orders"),
+        ("crate://localhost:4200", None, "doc.orders"),
+        ("crate://localhost:4200/s", None, "s.orders"),
+        ("crate://localhost:4200/s/t", None, "s.t"),  # the URL names a table: it wins over the default
+        ("sqlite:///x.db", "other", "other"),
+    ],
+)
+def test_the_default_table_holds_with_an_explicit_target(target: str, table: str | None, expected: str) -> None:
+    """docs/full-load.md: "The default target table is the DynamoDB table's name", --target given or not."""
+    from kcl_relay.cli import resolve_target
+
+    assert resolve_target(target, table, "orders").qualified_table == expected
 
 
-def test_missing_table_with_a_postgresql_target_from_the_environment() -> None:
-    result = run("load", "table", "kinesis+dynamodb+cdc://aws/s", env={TARGET_ENV: "postgresql://relay@localhost/db"})
-    assert_usage_error(result, "no table")
+def test_an_explicit_target_without_table_gets_the_default_table(tmp_path: Path, orders_file: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'relay.db'}"
+    result = run("load", "table", f"kinesis+dynamodb+cdc://{orders_file}", "--target", url)
+    assert result.exit_code == 0, result.output
+    assert len(read_items(parse_target(url, "orders"), {"id": "S"})) == 3
+
+
+@pytest.mark.parametrize(
+    ("target", "needle"),
+    [
+        ("crate://localhost:4200/doc/t?sslx=true", "unknown option 'sslx' for a crate:// target (did you mean ssl?)"),
+        ("crate://localhost:4200/doc/t?ssl=maybe", "bad value 'maybe' for target option 'ssl': expected true or false"),
+        ("crate://localhost:4200/doc/t?ssl=true&ssl=false", "target option 'ssl' is given twice"),
+        ("sqlite:///x.db?foo=1", "unknown option 'foo' for a sqlite:// target"),
+        ("postgresql://relay@localhost/db?sslmode=maybe", "bad value 'maybe' for target option 'sslmode'"),
+    ],
+)
+def test_bad_target_options_stop_before_anything_starts(target: str, needle: str, orders_file: Path) -> None:
+    for args in (
+        ["load", "table", f"kinesis+dynamodb+cdc://{orders_file}", "--target", target, "--table", "t"],
+        ["shell", "--command", "SELECT 1", "--target", target],
+        ["redrive", "--target", target, "--table", "t"],
+    ):
+        assert_usage_error(run(*args), needle)
 
 
 @pytest.mark.parametrize(
@@ -232,6 +267,18 @@ def test_replay_of_a_file_into_sqlite(tmp_path: Path) -> None:
     assert items and items == reference_state(decoded_events(path))
 
 
+def test_a_replay_of_a_handful_of_records_prints_no_rate(tmp_path: Path, orders_file: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'relay.db'}"
+    result = run("load", "table", f"kinesis+dynamodb+cdc://{orders_file}", "--target", url, "--table", "t")
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.stderr.splitlines() if "replayed" in line]
+    assert re.fullmatch(
+        rf"kcl-relay: replayed 3 records from {re.escape(str(orders_file))} in \d+\.\d\d s: 3 upserts, 0 deletes, "
+        "0 stale, 0 ttl ignored, 0 dead letters",
+        line,
+    ), line  # it said "in 0.11 s (27/s)" for 3 records
+
+
 def test_replay_into_a_target_that_fails_exits_1(tmp_path: Path, orders_file: Path) -> None:
     import sqlite3
 
@@ -295,6 +342,7 @@ def test_shell_with_a_statement_without_rows(loaded_db: str) -> None:
     result = run("shell", "--command", 'DELETE FROM t WHERE pk = \'{"id":"a"}\'', "--target", loaded_db)
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
+    assert result.stderr == "(1 row affected)\n"  # the database's count, not the rows printed
     count = run("shell", "--command", "SELECT count(*) AS n FROM t", "--target", loaded_db)
     assert json_lines(count.stdout) == [{"n": 2}]
 

@@ -36,7 +36,10 @@ MAKERS: dict[str, Callable[[str], Any]] = {
         f"postgresql://relay@localhost:5432/db?password={secret}&sslmode=disable", "t"
     ),
     "TargetSpec, sslpassword option": lambda secret: parse_target(
-        f"crate://crate@localhost:4200/doc/t?sslpassword={secret}", None
+        f"postgresql://relay@localhost:5432/db?sslpassword={secret}", "t"
+    ),
+    "TargetSpec, jwt_token option": lambda secret: parse_target(
+        f"crate://localhost:4200/doc/t?jwt_token={secret}", None
     ),
     "ProcessorConfig": lambda secret: ProcessorConfig(
         target_url=f"postgresql+psycopg://relay:{secret}@db.internal:5432/app", table="public.t", state_dir="s"

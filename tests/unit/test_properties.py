@@ -497,6 +497,11 @@ HEAD = "# a worker\nstreamName = orders-cdc\napplicationName = relay-app\n"
         ("batch-size = 10", "unknown key batch-size; did you mean kclrelay.batch-size?"),
         ("kclrelay.ttl = keep", "bad value 'keep' for kclrelay.ttl: expected one of delete, ignore"),
         ("failoverTimeMillis = soon", "bad value 'soon' for failoverTimeMillis: expected milliseconds"),
+        ("kclrelay.batch-size = ten", "bad value 'ten' for kclrelay.batch-size: expected a whole number from 1 to "),
+        ("kclrelay.buffer-time = soon", "bad value 'soon' for kclrelay.buffer-time: expected seconds, 0 or more"),
+        ("kclrelay.metrics-port = http", "bad value 'http' for kclrelay.metrics-port: expected a TCP port from 1 "),
+        ("streamName = other", "streamName is set again (first on line 2): keep one"),
+        ("StreamName = other", "StreamName (streamName, as the KCL reads it) is set again (first on line 2): keep"),
     ],
 )
 def test_a_bad_key_names_the_file_the_line_and_the_key(tmp_path: Path, line: str, message: str) -> None:
@@ -505,6 +510,13 @@ def test_a_bad_key_names_the_file_the_line_and_the_key(tmp_path: Path, line: str
         spec_from_properties(read_properties_file(path))
     assert str(error.value).startswith(f"{path} line 5: {message}")
     assert "source option" not in str(error.value) and "?create" not in str(error.value)
+
+
+def test_a_relay_key_set_twice_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, HEAD + "kclrelay.batch-size = 10\n# later\nkclrelay.batch-size = 20\n")
+    with pytest.raises(SourceError) as error:
+        read_properties_file(path)
+    assert str(error.value) == f"{path} line 6: kclrelay.batch-size is set again (first on line 4): keep one"
 
 
 def test_a_combination_is_said_in_the_files_words(tmp_path: Path) -> None:

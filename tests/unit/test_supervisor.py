@@ -216,8 +216,26 @@ def test_final_summary(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> N
     progress.report(statuses, final=True)
     lines = stderr_lines(capsys)
     assert lines[0] == "kcl-relay: first records applied 0.5 s after start"
-    assert lines[1].startswith("kcl-relay: done: 100 records read, 80 applied after merging per key, 4 dead letters; ")
-    assert lines[1].endswith(" records/s from the first applied record to the last")
+    # 100 records in 0.4 s: too few, too short for a rate (it would say 250 records/s of one flush's timing)
+    assert lines[1] == "kcl-relay: done: 100 records read, 80 applied after merging per key, 4 dead letters"
+
+
+@pytest.mark.parametrize(
+    ("records", "seconds", "rate"),
+    [(999, 10.0, None), (170, 0.0063, None), (50_000, 0.9, None), (1_000, 1.0, "1000"), (40_000, 4.0, "10000")],
+)
+def test_the_final_rate_needs_enough_records_and_time(
+    clock: FakeTime, capsys: pytest.CaptureFixture[str], records: int, seconds: float, rate: str | None
+) -> None:
+    progress = Progress()
+    clock.advance(1.0)
+    statuses = {
+        A: status(A, applied=records, records=records, first_applied_at=1_000.5, last_applied_at=1_000.5 + seconds)
+    }
+    progress.report(statuses, final=True)
+    summary = stderr_lines(capsys)[-1]
+    done = f"kcl-relay: done: {records} records read, {records} applied after merging per key, 0 dead letters"
+    assert summary == (done + f"; {rate} records/s from the first applied record to the last" if rate else done)
 
 
 def test_final_summary_without_anything_applied(clock: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
@@ -231,10 +249,10 @@ def test_final_throughput_counts_until_the_last_applied_record(
     clock: FakeTime, capsys: pytest.CaptureFixture[str]
 ) -> None:
     progress = Progress()  # wall clock 1000.0
-    clock.advance(1.0)  # all 300 records applied between 1000.5 and 1001.0, on two shards (processor clocks)
+    clock.advance(3.0)  # all 3,000 records applied between 1000.5 and 1002.5, on two shards (processor clocks)
     statuses = {
-        A: status(A, applied=200, records=200, first_applied_at=1_000.5, last_applied_at=1_000.9),
-        B: status(B, applied=100, records=100, first_applied_at=1_000.6, last_applied_at=1_001.0),
+        A: status(A, applied=2000, records=2000, first_applied_at=1_000.5, last_applied_at=1_002.4),
+        B: status(B, applied=1000, records=1000, first_applied_at=1_000.6, last_applied_at=1_002.5),
     }
     progress.report(statuses)
     for _ in range(6):  # nothing changes any more; the supervisor keeps polling
@@ -243,7 +261,7 @@ def test_final_throughput_counts_until_the_last_applied_record(
     clock.advance(20.0)  # graceful stop of the JVM
     progress.report(statuses, final=True)
     summary = stderr_lines(capsys)[-1]
-    assert summary.endswith("; 600 records/s from the first applied record to the last")
+    assert summary.endswith("; 1500 records/s from the first applied record to the last")
 
 
 # ---- make_state_dir -------------------------------------------------------------------------------------------
@@ -322,3 +340,11 @@ def test_another_users_application_folder_is_not_shared(tmp_path: Path, monkeypa
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != theirs and real_access(path, mode))
     made = make_state_dir("orders")
     assert made.parent == tmp_path / f"kcl-relay-orders-uid{os.getuid()}"
+
+
+def test_a_rate_needs_enough_records_and_seconds() -> None:
+    from kcl_relay.rates import MIN_RATE_RECORDS, MIN_RATE_SECONDS, rate
+
+    assert rate(MIN_RATE_RECORDS - 1, 100.0) is None
+    assert rate(10**6, MIN_RATE_SECONDS / 2) is None
+    assert rate(3 * MIN_RATE_RECORDS, 2 * MIN_RATE_SECONDS) == 1.5 * MIN_RATE_RECORDS / MIN_RATE_SECONDS

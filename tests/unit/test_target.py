@@ -206,3 +206,88 @@ def test_errors_show_the_url_as_typed_with_the_password_masked(typed: str, shown
     assert spec.shown_url == shown
     assert_no_secret(spec.shown_url)
     assert spec == parse_target(typed.replace("postgres://", "postgresql://"), "t")  # not part of the identity
+
+
+# ---- query options: checked before anything starts, as the source URL's are ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "table"),
+    [
+        (
+            "crate://h:4200/doc/t?ssl=true&ca_cert=/etc/ca.pem&verify_ssl_cert=false&cert_file=/c.pem&key_file=/k.pem"
+            "&timeout=5&pool_size=8&schema=doc&backoff_factor=0.5&error_trace=true&socket_tcp_keepidle=60"
+            "&compress=false&time_zone=UTC&ssl_relax_minimum_version=true",
+            None,
+        ),
+        ("crate://h:4200/doc/t?sslmode=require&socket_keepalive=off&compress=4096", None),
+        (
+            "postgresql://h/db?sslmode=verify-full&sslrootcert=/ca.pem&connect_timeout=3&application_name=relay"
+            "&options=-c%20statement_timeout%3D5000&password=x&target_session_attrs=read-write&keepalives_idle=30",
+            "t",
+        ),
+        ("sqlite:///x.db?timeout=5&check_same_thread=false&isolation_level=IMMEDIATE&cached_statements=10", "t"),
+        ("sqlite:///file:x.db?uri=true&mode=ro&cache=shared", "t"),
+    ],
+)
+def test_every_dialects_own_options_pass(url: str, table: str | None) -> None:
+    parse_target(url, table)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "crate://h:4200/doc/t?sslx=true",
+            "unknown option 'sslx' for a crate:// target (did you mean ssl?); valid options: backoff_factor, ",
+        ),
+        ("crate://h:4200/doc/t?ssl=maybe", "bad value 'maybe' for target option 'ssl': expected true or false"),
+        ("crate://h:4200/doc/t?timeout=soon", "bad value 'soon' for target option 'timeout': expected seconds, more"),
+        ("crate://h:4200/doc/t?pool_size=0", "bad value '0' for target option 'pool_size': expected a whole number"),
+        ("crate://h:4200/doc/t?sslmode=verify_full", "bad value 'verify_full' for target option 'sslmode': expected"),
+        ("crate://h:4200/doc/t?timeout=5&timeout=6", "target option 'timeout' is given twice"),
+        ("crate://h:4200/doc/t?sslpassword=x", "unknown option 'sslpassword' for a crate:// target (did you mean"),
+        ("postgresql://h/db?sslmod=require", "unknown option 'sslmod' for a postgresql:// target (did you mean sslm"),
+        ("postgresql://h/db?connect_timeout=ten", "bad value 'ten' for target option 'connect_timeout': expected a "),
+        ("postgresql://h/db?dbname=other", "unknown option 'dbname' for a postgresql:// target"),  # the URL's path
+        ("sqlite:///x.db?foo=1", "unknown option 'foo' for a sqlite:// target; valid options: cached_statements, "),
+        ("sqlite:///x.db?timeout=-1", "bad value '-1' for target option 'timeout': expected seconds, 0 or more"),
+        ("sqlite:///x.db?mode=ro", "target option 'mode' is a SQLite URI parameter: add uri=true to use it"),
+    ],
+)
+def test_a_bad_option_is_one_line(url: str, message: str) -> None:
+    with pytest.raises(TargetError) as raised:
+        parse_target(url, "t")
+    text = str(raised.value)
+    assert text.startswith(message) and "\n" not in text, text
+
+
+def test_a_bad_secret_value_is_not_echoed() -> None:
+    with pytest.raises(TargetError, match="target option 'password'") as raised:
+        parse_target("postgresql://h/db?password=a&password=s3cr", "t")
+    assert_no_secret(str(raised.value))
+
+
+def test_the_crate_option_list_is_the_drivers() -> None:
+    """Every keyword crate.client.connect() takes from a URL, and the dialect's ssl and sslmode; nothing else."""
+    import inspect
+
+    from crate.client.connection import Connection
+
+    from kcl_relay.sink.target_options import CRATE_OPTIONS
+
+    taken = set(inspect.signature(Connection.__init__).parameters) - {"self", "servers", "client", "converter"}
+    assert set(CRATE_OPTIONS) == taken | {"ssl", "sslmode"}
+
+
+def test_options_the_driver_needs_typed_reach_it_typed() -> None:
+    """The crate client reads a text "false" as true (verify_ssl_cert), and SQLite's timeout= must win over ours."""
+    crate = parse_target("crate://h:4200/doc/t?verify_ssl_cert=false&socket_tcp_keepidle=60&compress=no", None)
+    assert dict(crate.connect_args) == {
+        "timeout": CRATE_TIMEOUT_SECONDS,
+        "pool_size": 4,
+        "verify_ssl_cert": False,
+        "socket_tcp_keepidle": 60,
+        "compress": False,
+    }
+    assert dict(parse_target("sqlite:///x.db?timeout=2.5", "t").connect_args) == {"timeout": 2.5}

@@ -267,6 +267,7 @@ def test_good_value(name: str) -> None:
 def test_bad_value(name: str, raw: str) -> None:
     message = error_of(f"{BASE}?{name}={raw}")
     assert message.startswith(f"bad value {raw!r} for source option {name!r}: ")
+    assert "invalid literal" not in message and "could not convert" not in message, "in the user's words: " + message
 
 
 @pytest.mark.parametrize(
