@@ -129,6 +129,8 @@ def test_a_revoked_privilege_is_waited_for_like_an_outage(postgres_url: str) -> 
 
 def test_nul_is_stored_escaped_in_jsonb(postgres_url: str) -> None:
     """What someone querying the JSONB sees for NUL (U+0000): MARK (U+FDD0) + "0"; MARK itself as MARK + "1"."""
+    from decimal import Decimal
+
     from kcl_relay.sink.postgresql import MARK
     from kcl_relay.sink.target import parse_target
     from tests.support.sink_suite import nul_event
@@ -136,12 +138,20 @@ def test_nul_is_stored_escaped_in_jsonb(postgres_url: str) -> None:
     spec = parse_target(postgres_url, "nul_escaped")
     sink = TableWriter(spec)
     try:
-        item = {"h": "a\x00b", "r": MARK, "s": "x\x00y", "n\x00": {"k\x00": MARK + "0"}}
+        # numbers beside the NULs stay exact (the escaped documents are encoded again, with jsonenc)
+        item = {
+            "h": "a\x00b",
+            "r": MARK,
+            "s": "x\x00y",
+            "n\x00": {"k\x00": MARK + "0", "f": Decimal("0.1")},
+            "big": 10**37,
+        }
         assert sink.apply([nul_event("INSERT", item, 1, 1)]).dead_letters == []
         sql = 'SELECT pk::text, data::text, aux::text FROM "public"."nul_escaped"'
         ((pk, data, aux),) = run_sql(spec, sql)[1]
         stored = loads(pk) | loads(data) | loads(aux)
-        assert stored == {"h": "a\ufdd00b", "r": "\ufdd01", "s": "x\ufdd00y", "n\ufdd00": {"k\ufdd00": "\ufdd010"}}
+        escaped = {"k\ufdd00": "\ufdd010", "f": Decimal("0.1")}
+        assert stored == {"h": "a\ufdd00b", "r": "\ufdd01", "s": "x\ufdd00y", "n\ufdd00": escaped, "big": 10**37}
         # a query by the escaped value finds the row; read through the relay, the item is exact
         found = run_sql(
             spec, "SELECT count(*) FROM \"public\".\"nul_escaped\" WHERE data->>'s' = 'x' || chr(64976) || '0y'"

@@ -12,7 +12,11 @@ from kcl_relay.sink.postgresql import MARK, escape, item_document, stored_json, 
 # Few characters, so that NULs, MARKs and the digits after them meet often.
 tricky = st.text(alphabet=["\x00", MARK, "0", "1", "a", "\\", "u"], max_size=12)
 documents = st.recursive(
-    st.none() | st.booleans() | st.integers() | tricky,
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**38), max_value=10**38)
+    | st.decimals(min_value=-(10**20), max_value=10**20, places=4, allow_nan=False, allow_infinity=False)
+    | tricky,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(tricky, children, max_size=4),
     max_leaves=12,
 )
