@@ -11,8 +11,9 @@ Why this is unambiguous: the escape maps each character on its own (a prefix cod
 c -> c), so an escaped string never contains NUL, and every M in it is followed by "0" or "1". Reading it left to
 right, each M and the character after it stand for exactly one original character: unescape(escape(s)) == s for
 every s, so escape is injective: two different items never share a stored row (pk) and a stored document always
-reads back as the item it came from. Text without NUL and MARK is left as it is, byte for byte (the hot path: one
-search of the JSON text for the escape \\u0000 and for MARK). Stored text is unescaped only where MARK appears.
+reads back as the item it came from. Text without NUL and MARK is left as it is, byte for byte (the hot path: two
+substring searches of the JSON text, for the escape \\u0000 and for MARK). Stored text is unescaped only where
+MARK appears.
 A string holding the six characters \\u0000 (backslash, u, four zeros) is no NUL: it passes through the slow path
 unchanged. Tombstones keep the plain canonical key_id: JSON text writes NUL as the escape \\u0000, never as the
 character, and TEXT holds that and MARK; so do the writer's state keys (read_state unescapes what it reads).
@@ -45,7 +46,7 @@ _OUTAGE_CLASSES = ("28",)
 # exists"), table or schema, or a unique violation in the catalog (pg_type, pg_namespace).
 _DDL_RACE_STATES = ("42710", "42P07", "42P06", "23505")
 
-MARK = "\ufdd0"  # a Unicode noncharacter: never assigned, so rare in real text; escaped itself when it occurs
+MARK = "\ufdd0"  # a Unicode noncharacter (reserved for internal use, never a character): rare in real text
 _ESCAPED = re.compile(MARK + "[01]")
 
 
