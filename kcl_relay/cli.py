@@ -370,10 +370,15 @@ def show_table(name: str, target: str | None, limit: int, raw: bool) -> None:
     spec = _admin_target(target, name)
 
     def query() -> int:
+        from kcl_relay.sink.writer import dialect_for
+
         page = admin.show_table(spec, name, limit=limit)
         as_items = not raw and tuple(page.columns) == ROW_VIEW_COLUMNS
+        load = dialect_for(spec).load_document  # items as they are (PostgreSQL: NUL unescaped); --raw as stored
         for row in page.rows:
             values = [_plain(value) for value in row]
+            if as_items:
+                values[:3] = [load(value) for value in values[:3]]
             fields = _item_fields(values) if as_items else list(zip(page.columns, values, strict=True))
             click.echo(_json_object(fields))
         order = f"ordered by {', '.join(page.order)}" if page.order else "in no particular order (no primary key)"

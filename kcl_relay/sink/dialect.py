@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from kcl_relay.cdc.event import ChangeEvent, DeadLetter, KeyType
+from kcl_relay.cdc.jsonenc import loads
 from kcl_relay.cdc.layout import Row
 
 __all__ = [
@@ -106,6 +107,15 @@ class Dialect(ABC):
         """SELECT (column_name, data_type) of the target's `data` sub-columns, for databases that type them on the
         fly and cast later values silently (CrateDB, see crate_types.py); None where values keep their type."""
         return None
+
+    def stored_json(self, text: str) -> str:
+        """JSON text (a canonical key, data or aux) as this database is sent it; load_document() undoes it."""
+        return text
+
+    def load_document(self, value: Any) -> Any:
+        """A stored pk, data or aux (JSON text, or what the driver parsed) as the item holds it: undoes whatever
+        this dialect changed to store it (PostgreSQL: the NUL escape)."""
+        return loads(value) if isinstance(value, str) else value
 
     def key_rejection(self, event: ChangeEvent) -> str | None:
         """Why this dialect can never store the event's key (checked before any statement), or None."""

@@ -2,11 +2,27 @@
 
 JSONB keeps numbers as NUMERIC, so DynamoDB's 38-digit numbers stay exact. cdc_order uses the "C" collation so
 the tie-breaker compares bytewise, like the order token was designed to, whatever the database's locale.
+
+JSONB cannot hold the character U+0000 (NUL) in a string or an object key (SQLSTATE 22P05), yet DynamoDB allows it
+in any string and name. So every string and key in pk, data and aux is stored escaped, reversibly, with the
+noncharacter U+FDD0 as the marker: NUL becomes MARK + "0" and MARK itself becomes MARK + "1"; nothing else changes.
+
+Why this is unambiguous: the escape maps each character on its own (a prefix code: NUL -> M0, M -> M1, any other
+c -> c), so an escaped string never contains NUL, and every M in it is followed by "0" or "1". Reading it left to
+right, each M and the character after it stand for exactly one original character: unescape(escape(s)) == s for
+every s, so escape is injective: two different items never share a stored row (pk) and a stored document always
+reads back as the item it came from. Text without NUL and MARK is left as it is, byte for byte (the hot path: two
+substring searches of the JSON text, for the escape \\u0000 and for MARK). Stored text is unescaped only where
+MARK appears.
+A string holding the six characters \\u0000 (backslash, u, four zeros) is no NUL: it passes through the slow path
+unchanged. Tombstones keep the plain canonical key_id: JSON text writes NUL as the escape \\u0000, never as the
+character, and TEXT holds that and MARK; so do the writer's state keys (read_state unescapes what it reads).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import psycopg
@@ -29,6 +45,48 @@ _OUTAGE_CLASSES = ("28",)
 # CREATE ... IF NOT EXISTS raced by another session: duplicate object (a table's row type, "type ... already
 # exists"), table or schema, or a unique violation in the catalog (pg_type, pg_namespace).
 _DDL_RACE_STATES = ("42710", "42P07", "42P06", "23505")
+
+MARK = "\ufdd0"  # a Unicode noncharacter (reserved for internal use, never a character): rare in real text
+_ESCAPED = re.compile(MARK + "[01]")
+
+
+def escape(text: str) -> str:
+    """NUL -> MARK "0", MARK -> MARK "1" (MARK first, so the MARKs that the NULs become are not doubled)."""
+    return text.replace(MARK, MARK + "1").replace("\x00", MARK + "0")
+
+
+def unescape(text: str) -> str:
+    """The inverse of escape(): left to right, each MARK with the character after it is one original character.
+    A MARK followed by anything else (never written by escape()) is left as it is."""
+    if MARK not in text:
+        return text
+    return _ESCAPED.sub(lambda match: "\x00" if match.group()[1] == "0" else MARK, text)
+
+
+def _each_string(value: Any, change: Callable[[str], str]) -> Any:
+    """`value` with `change` applied to every string and every object key, at any depth."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {change(name): _each_string(child, change) for name, child in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_each_string(child, change) for child in value]
+    return value
+
+
+def stored_json(text: str) -> str:
+    """Canonical JSON text (dumps) as JSONB can hold it: escaped only when it has a NUL or a MARK."""
+    if "\\u0000" not in text and MARK not in text:
+        return text
+    return dumps(_each_string(loads(text), escape))
+
+
+def item_document(value: Any) -> Any:
+    """A stored pk/data/aux (JSONB as text, or as the driver parsed it) back as the item holds it."""
+    if isinstance(value, str):
+        document = loads(value)
+        return _each_string(document, unescape) if MARK in value else document
+    return _each_string(value, unescape)
 
 
 class PostgreSQLDialect(JsonDocumentDialect):
@@ -60,18 +118,26 @@ class PostgreSQLDialect(JsonDocumentDialect):
             "reason TEXT NOT NULL, shard_id TEXT, sequence_number TEXT, failed_at TIMESTAMPTZ NOT NULL)"
         )
 
-    def key_rejection(self, event: ChangeEvent) -> str | None:
-        # The only canonical JSON text JSONB refuses is a NUL character (written \u0000) inside a string.
-        if any(isinstance(value, str) and "\x00" in value for value in event.key.values()):
-            return "PostgreSQL JSONB cannot hold the NUL character (\\u0000) in a key attribute"
-        return None
-
+    # pk, data and aux go out escaped (see the module's docstring); state_key stays the event's key_id.
     def upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...]:
-        return (event.key_id, dumps(row.data), dumps(row.aux), event.version, event.order[1], event.op)
+        pk, data, aux = stored_json(event.key_id), stored_json(dumps(row.data)), stored_json(dumps(row.aux))
+        return (pk, data, aux, event.version, event.order[1], event.op)
+
+    def key_params(self, event: ChangeEvent) -> tuple[Any, ...]:
+        return (stored_json(event.key_id),)
+
+    def delete_params(self, event: ChangeEvent, state: RowState, order: tuple[int, str]) -> tuple[Any, ...]:
+        return (stored_json(event.key_id), *order)
 
     def read_state(self, record: Sequence[Any]) -> RowState:
-        # JSONB prints its own normalised text; reparse exactly and re-encode canonically to match key_id.
-        return RowState(key=dumps(loads(record[0])), order=(int(record[1]), str(record[2])))
+        # JSONB prints its own normalised text; reparse exactly, unescape, re-encode canonically to match key_id.
+        return RowState(key=dumps(item_document(record[0])), order=(int(record[1]), str(record[2])))
+
+    def stored_json(self, text: str) -> str:
+        return stored_json(text)
+
+    def load_document(self, value: Any) -> Any:
+        return item_document(value)
 
     def prepare(self, connection: Any) -> None:
         # The tombstone check (a read) and the upsert it allows are two statements; so are a REMOVE's state read

@@ -14,7 +14,7 @@ as text) are compared in the form that database holds them; its driver's floats 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -66,11 +66,11 @@ class StoredRow:
     version: int  # cdc_version
 
 
-def _document(value: Any) -> dict[str, Any]:
+def _document(value: Any, load: Callable[[str], Any] = loads) -> dict[str, Any]:
     if value is None:
         return {}
     if isinstance(value, str):
-        parsed = loads(value)
+        parsed = load(value)
         return parsed if isinstance(parsed, dict) else {}
     return dict(value)
 
@@ -99,7 +99,7 @@ class TargetReader:
         return self._item(event.key, data, aux)
 
     def _item(self, key: Item, data: Any, aux: Any) -> Item:
-        rest = {**_document(data), **_document(aux)}
+        rest = {**_document(data, self.dialect.load_document), **_document(aux, self.dialect.load_document)}
         return comparable({**rest, **key})
 
     def _key(self, pk: Any) -> Item:
@@ -108,7 +108,7 @@ class TargetReader:
                 name: parse_number(value) if self.key_types.get(name) == "N" else value
                 for name, value in dict(pk).items()
             }
-        return _document(pk)
+        return _document(pk, self.dialect.load_document)
 
     def _row(self, record: Sequence[Any]) -> StoredRow:
         pk, data, aux, version = record[:4]
@@ -199,7 +199,7 @@ class TargetReader:
             else:
                 key = f"{p}::jsonb" if self.spec.dialect == "postgresql" else p
                 where = f"pk IN ({', '.join([key] * len(chunk))})"
-                params = [canonical_key(key) for key in chunk]
+                params = [self.dialect.stored_json(canonical_key(key)) for key in chunk]
             for record in self._query(f"SELECT {self._columns()} FROM {self.relation} WHERE {where}", params):
                 row = self._row(record)
                 found[row.key_id] = row

@@ -9,6 +9,7 @@ import pytest
 from kcl_relay.cdc.event import Item
 from kcl_relay.cdc.jsonenc import dumps, loads
 from kcl_relay.sink.admin import run_sql
+from kcl_relay.sink.postgresql import item_document
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import TableWriter
 from tests.support.sink_suite import SinkSemantics, merge
@@ -24,13 +25,20 @@ class TestPostgreSQLSink(SinkSemantics):
         return postgres_url
 
     def read(self, spec: TargetSpec) -> dict[Hashable, Item]:
-        # ::text and jsonenc.loads keep numbers exact (psycopg would load JSONB numbers as floats).
+        # ::text and jsonenc.loads (in item_document) keep numbers exact (psycopg would load JSONB numbers as floats).
         relation = f'"{spec.schema}"."{spec.table}"'
+        # item_document undoes the NUL escape (kcl_relay/sink/postgresql.py), as the relay's own reader does.
         _, rows = run_sql(spec, f"SELECT pk::text, data::text, aux::text FROM {relation}")
-        return {dumps(loads(pk)): merge(loads(pk), loads(data), loads(aux)) for pk, data, aux in rows}
+        return {
+            dumps(item_document(pk)): merge(item_document(pk), item_document(data), item_document(aux))
+            for pk, data, aux in rows
+        }
 
     def poison(self, sink: TableWriter, spec: TargetSpec) -> tuple[str, dict[str, object]]:
-        return "bad", {"text": "a NUL \x00 inside"}  # JSONB refuses \u0000: SQLSTATE 22P05
+        # JSONB holds every DynamoDB value (NUL too, escaped), so a CHECK constraint plays the database refusing a
+        # row: SQLSTATE 23514, an integrity violation.
+        self.execute(spec, f'ALTER TABLE "{spec.schema}"."{spec.table}" ADD CHECK (NOT data ? \'poison\')')
+        return "bad", {"poison": True}
 
 
 def test_sql_keeps_numbers_exact_and_uses_c_collation(postgres_url: str) -> None:
@@ -117,3 +125,40 @@ def test_a_revoked_privilege_is_waited_for_like_an_outage(postgres_url: str) -> 
             run_sql(admin, f'DROP TABLE IF EXISTS "public"."{spec.table}{suffix}"', commit=True)
         run_sql(admin, f"DROP OWNED BY {role}", commit=True)
         run_sql(admin, f"DROP ROLE {role}", commit=True)
+
+
+def test_nul_is_stored_escaped_in_jsonb(postgres_url: str) -> None:
+    """What someone querying the JSONB sees for NUL (U+0000): MARK (U+FDD0) + "0"; MARK itself as MARK + "1"."""
+    from decimal import Decimal
+
+    from kcl_relay.sink.postgresql import MARK
+    from kcl_relay.sink.target import parse_target
+    from tests.support.sink_suite import nul_event
+
+    spec = parse_target(postgres_url, "nul_escaped")
+    sink = TableWriter(spec)
+    try:
+        # numbers beside the NULs stay exact (the escaped documents are encoded again, with jsonenc)
+        item = {
+            "h": "a\x00b",
+            "r": MARK,
+            "s": "x\x00y",
+            "n\x00": {"k\x00": MARK + "0", "f": Decimal("0.1")},
+            "big": 10**37,
+        }
+        assert sink.apply([nul_event("INSERT", item, 1, 1)]).dead_letters == []
+        sql = 'SELECT pk::text, data::text, aux::text FROM "public"."nul_escaped"'
+        ((pk, data, aux),) = run_sql(spec, sql)[1]
+        stored = loads(pk) | loads(data) | loads(aux)
+        escaped = {"k\ufdd00": "\ufdd010", "f": Decimal("0.1")}
+        assert stored == {"h": "a\ufdd00b", "r": "\ufdd01", "s": "x\ufdd00y", "n\ufdd00": escaped, "big": 10**37}
+        # a query by the escaped value finds the row; read through the relay, the item is exact
+        found = run_sql(
+            spec, "SELECT count(*) FROM \"public\".\"nul_escaped\" WHERE data->>'s' = 'x' || chr(64976) || '0y'"
+        )
+        assert found[1] == [(1,)]
+        assert item_document(pk) | item_document(data) | item_document(aux) == item
+    finally:
+        sink.close()
+        for suffix in ("", "__tombstones", "__deadletters"):
+            run_sql(spec, f'DROP TABLE IF EXISTS "public"."nul_escaped{suffix}"', commit=True)

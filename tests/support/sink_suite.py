@@ -25,6 +25,7 @@ from kcl_relay.cdc.event import ChangeEvent, DeadLetter, Item, KeyType, Op, Posi
 from kcl_relay.sink.admin import run_sql, show_table
 from kcl_relay.sink.base import ApplyResult
 from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, SETTINGS_SUFFIX, TOMBSTONES_SUFFIX, Dialect
+from kcl_relay.sink.reader import TargetReader, comparable, digest
 from kcl_relay.sink.retry import RetryPolicy
 from kcl_relay.sink.target import TargetSpec, parse_target
 from kcl_relay.sink.writer import TableWriter, dialect_for
@@ -139,6 +140,36 @@ def wide_events() -> list[ChangeEvent]:
         change("MODIFY", "w1", 2, 5, **wide_attributes("c", 2000, 5)),
         change("INSERT", "w4", 1, 6, **wide_attributes("a", 2000, 6)),
     ]
+
+
+MARK = "\ufdd0"  # the marker of PostgreSQL's NUL escape (kcl_relay/sink/postgresql.py): must round-trip too
+NUL_KEY_TYPES: dict[str, KeyType] = {"h": "S", "r": "S"}
+
+
+def nul_items() -> list[Item]:
+    """Valid DynamoDB items with NUL (U+0000) and the escape's marker in values, names, nested map keys, string
+    sets, lists and both key attributes; keys that are each other's escaped form must stay apart."""
+    return [
+        {
+            "h": "a\x00b",
+            "r": "\x00",
+            "s": "x\x00y",
+            "na\x00me": 1,
+            "m": {"k\x00": {"deep\x00": "v\x00\x00"}, MARK: MARK + "0", "plain": True},
+            "ss": ["", "\x00", "a\x00", MARK],
+            "l": ["\x00", {"\x00": ["\x00", None]}, 5],
+        },
+        {"h": "a" + MARK + "0b", "r": "\x00", "s": "the escaped form of the first key, as text"},
+        {"h": MARK, "r": MARK + "0", MARK + "1": MARK + "\x00", "lit": "\\u0000", "n\x00": {"\x00": MARK}},
+        {"h": "plain", "r": "\x00" + MARK, "v": "\x00"},
+        {"h": "plain", "r": "no-nul", MARK: ["\x00" + MARK]},
+    ]
+
+
+def nul_event(op: Op, item: Item, version: int, seq: int, **changes: Any) -> ChangeEvent:
+    key = {name: item[name] for name in NUL_KEY_TYPES}
+    image = None if op == "REMOVE" else {**item, **changes}
+    return ChangeEvent(op, "t", key, dict(NUL_KEY_TYPES), image, T0 + version, Position("shardId-0", str(seq)))
 
 
 def corpus_events(n: int, seed: int) -> list[ChangeEvent]:
@@ -449,6 +480,65 @@ class SinkSemantics:
         assert page.rows[0][3] == T0 + 1 and page.rows[0][5] == "INSERT"
         assert "a" in str(page.rows[0][0])  # primary key order
         assert run_sql(spec, "SELECT 1 AS one") == (["one"], [(1,)])
+
+    @pytest.mark.parametrize("batch_size", [1, 3, 50])
+    def test_nul_and_the_marker_round_trip_exactly(self, sink: TableWriter, spec: TargetSpec, batch_size: int) -> None:
+        """Issue 15: NUL anywhere in an item (values, names, keys) is stored and read back exactly, through the
+        reader that verify, the full load's prune and the tests use; never a dead letter, at any batch size."""
+        items = nul_items()
+        stream = [nul_event("INSERT", item, 1, seq) for seq, item in enumerate(items, start=1)]
+        stream += [
+            nul_event("MODIFY", items[0], 2, 10, s="\x00changed", ss=["\x00"]),  # modify a NUL-keyed row
+            nul_event("REMOVE", items[1], 2, 11),  # remove a row whose key is another's escaped form
+            nul_event("REMOVE", items[3], 2, 12),
+        ]
+        results = [sink.apply(coalesce(stream[at : at + batch_size])) for at in range(0, len(stream), batch_size)]
+        assert [letter.reason for result in results for letter in result.dead_letters] == []
+        assert self.count(sink, TOMBSTONES_SUFFIX) == 2
+        late = [nul_event("INSERT", items[1], 1, 13), nul_event("MODIFY", items[3], 3, 14, v="\x00back")]
+        results.append(sink.apply(late))  # the older INSERT meets the tombstone (by key); the newer MODIFY lands
+        assert (results[-1].skipped_stale, results[-1].upserted) == (1, 1)
+        assert [letter for result in results for letter in result.dead_letters] == []
+        stream += late
+        final = reference_state(stream)
+        assert len(final) == 4
+        reader = TargetReader(spec, NUL_KEY_TYPES)
+        try:
+            rows = list(reader.rows(page_rows=2))  # pages: the keyset cursor passes escaped keys along
+            assert {row.key_id: row.item for row in rows} == {
+                key_id: comparable(item) for key_id, item in final.items()
+            }
+            assert all(row.key_id == canonical_key(row.key) and row.key_id in final for row in rows)
+            # verify's digests: the source side goes through the dialect's own upsert parameters
+            latest = {event.key_id: event for event in stream if event.op != "REMOVE"}
+            source = {key_id: digest(reader.stored_item(latest[key_id])) for key_id in final}
+            assert {row.key_id: digest(row.item) for row in rows} == source
+            by_key = reader.rows_by_keys([row.key for row in rows] + [nul_event("REMOVE", items[1], 0, 0).key])
+            assert {key_id: digest(row.item) for key_id, row in by_key.items()} == source
+            # the full load's prune reads keys and removes them by key
+            older = reader.keys_older_than(T0 + 100)
+            assert sorted(canonical_key(key) for key in older) == sorted(final)
+            removes = [
+                ChangeEvent("REMOVE", "t", key, dict(NUL_KEY_TYPES), None, T0 + 50, Position("s", "1")) for key in older
+            ]
+            assert sink.apply(removes).deleted == 4
+            assert reader.count() == 0
+        finally:
+            reader.close()
+
+    def test_show_table_prints_nul_items_exactly(self, sink: TableWriter, spec: TargetSpec, target_url: str) -> None:
+        from click.testing import CliRunner
+
+        from kcl_relay.cli import cli
+
+        item = nul_items()[0]
+        assert sink.apply([nul_event("INSERT", item, 1, 1)]).dead_letters == []
+        shown = CliRunner().invoke(cli, ["show", "table", spec.qualified_table, "--target", target_url])
+        assert shown.exit_code == 0, shown.output
+        (line,) = [line for line in shown.stdout.splitlines() if line.startswith("{")]
+        printed = json.loads(line)
+        printed.pop("_cdc")
+        assert comparable(printed) == comparable(item)
 
     def test_dead_letter_stores_decode_failures(self, sink: TableWriter) -> None:
         sink.dead_letter([DeadLetter("{not json", "not JSON: Expecting value", "shardId-7", "42")])  # before any table
