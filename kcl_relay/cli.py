@@ -374,11 +374,11 @@ def show_table(name: str, target: str | None, limit: int, raw: bool) -> None:
 
         page = admin.show_table(spec, name, limit=limit)
         as_items = not raw and tuple(page.columns) == ROW_VIEW_COLUMNS
-        load = dialect_for(spec).load_document  # items as they are (PostgreSQL: NUL unescaped); --raw as stored
+        load = dialect_for(spec).load_document  # items as they are (stored escapes undone); --raw as stored
         for row in page.rows:
             values = [_plain(value) for value in row]
             if as_items:
-                values[:3] = [load(value) for value in values[:3]]
+                values[:3] = [load(value, column) for value, column in zip(values[:3], ROW_VIEW_COLUMNS, strict=False)]
             fields = _item_fields(values) if as_items else list(zip(page.columns, values, strict=True))
             click.echo(_json_object(fields))
         order = f"ordered by {', '.join(page.order)}" if page.order else "in no particular order (no primary key)"

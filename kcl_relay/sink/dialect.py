@@ -112,9 +112,9 @@ class Dialect(ABC):
         """JSON text (a canonical key, data or aux) as this database is sent it; load_document() undoes it."""
         return text
 
-    def load_document(self, value: Any) -> Any:
-        """A stored pk, data or aux (JSON text, or what the driver parsed) as the item holds it: undoes whatever
-        this dialect changed to store it (PostgreSQL: the NUL escape)."""
+    def load_document(self, value: Any, column: str = "data") -> Any:
+        """A stored pk, data or aux (`column`; JSON text, or what the driver parsed) as the item holds it: undoes
+        whatever this dialect changed to store it (PostgreSQL: the NUL escape; CrateDB: aux's name escape)."""
         return loads(value) if isinstance(value, str) else value
 
     def key_rejection(self, event: ChangeEvent) -> str | None:

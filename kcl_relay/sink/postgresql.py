@@ -136,7 +136,7 @@ class PostgreSQLDialect(JsonDocumentDialect):
     def stored_json(self, text: str) -> str:
         return stored_json(text)
 
-    def load_document(self, value: Any) -> Any:
+    def load_document(self, value: Any, column: str = "data") -> Any:
         return item_document(value)
 
     def prepare(self, connection: Any) -> None:

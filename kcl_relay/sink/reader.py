@@ -66,13 +66,11 @@ class StoredRow:
     version: int  # cdc_version
 
 
-def _document(value: Any, load: Callable[[str], Any] = loads) -> dict[str, Any]:
+def _document(value: Any, load: Callable[[Any], Any] = loads) -> dict[str, Any]:
     if value is None:
         return {}
-    if isinstance(value, str):
-        parsed = load(value)
-        return parsed if isinstance(parsed, dict) else {}
-    return dict(value)
+    parsed = load(value)  # JSON text, or an object the driver parsed (CrateDB)
+    return dict(parsed) if isinstance(parsed, dict) else {}
 
 
 class TargetReader:
@@ -99,7 +97,11 @@ class TargetReader:
         return self._item(event.key, data, aux)
 
     def _item(self, key: Item, data: Any, aux: Any) -> Item:
-        rest = {**_document(data, self.dialect.load_document), **_document(aux, self.dialect.load_document)}
+        load = self.dialect.load_document
+        rest = {
+            **_document(data, lambda value: load(value, "data")),
+            **_document(aux, lambda value: load(value, "aux")),
+        }
         return comparable({**rest, **key})
 
     def _key(self, pk: Any) -> Item:
@@ -108,7 +110,7 @@ class TargetReader:
                 name: parse_number(value) if self.key_types.get(name) == "N" else value
                 for name, value in dict(pk).items()
             }
-        return _document(pk, self.dialect.load_document)
+        return _document(pk, lambda value: self.dialect.load_document(value, "pk"))
 
     def _row(self, record: Sequence[Any]) -> StoredRow:
         pk, data, aux, version = record[:4]

@@ -301,3 +301,33 @@ def test_ssl_true_against_a_plain_http_server_is_one_line(cratedb_url: str, tmp_
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"kcl-relay: error: cannot use the target cratedb table doc.t at {url}: ")
     assert line.endswith("does not speak TLS on that port (drop ssl=true for plain HTTP)")
+
+
+def test_aux_names_beyond_u_ffff_keep_the_row_updatable(writer: TableWriter) -> None:
+    # CrateDB 6.4.3 fails every later update of a row whose OBJECT(IGNORED) column holds such a name ("Invalid
+    # UTF-8: Illegal surrogate character"): the shard would stall on the next change of the item. The relay escapes
+    # those names in aux (kcl_relay/sink/cratedb.py) and the reader gives them back as they were.
+    from kcl_relay.sink.reader import TargetReader
+
+    key_types: dict[str, KeyType] = {"id": "S"}
+    deep: Any = "x"
+    for _ in range(17):  # deeper than data may nest: the attribute goes to aux
+        deep = {"a": deep}
+    items = {
+        "1": {"k\U0001f511": deep, "n": Decimal(1)},
+        "2": {"a.b\U0001f511": "x", "\ufdd0m": "marker", "o": {"\ufdd0u01F511": "looks escaped"}},
+        "3": {"[\U0001f600]": [{"\U0001f600": 1}], "v": "value \U0001f511 stays"},
+    }
+    for version in (1, 2, 3):  # each row written, then updated twice: the updates are what CrateDB broke
+        result = writer.apply(
+            [event({"id": key}, key_types, version, **item, rev=Decimal(version)) for key, item in items.items()]
+        )
+        assert not result.dead_letters
+        assert result.upserted == len(items)
+    reader = TargetReader(writer.spec, key_types)
+    try:
+        reader.refresh()
+        back = {row.key["id"]: row.item for row in reader.rows()}
+    finally:
+        reader.close()
+    assert back == {key: {"id": key, **item, "rev": 3} for key, item in items.items()}
