@@ -22,8 +22,10 @@ the known failure dynamo_cases.aux_name_beyond_bmp) names with characters beyond
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,8 +63,8 @@ settings.register_profile(
 )
 PROFILE = os.environ.get(PROFILE_ENV, "ci")
 # Examples per database: CrateDB's DDL per table is the slow part, so it gets fewer.
-EXAMPLES = {"ci": {"cratedb": 45, "postgresql": 80, "sqlite": 120}, "long": {"cratedb": 450, "postgresql": 800,
-            "sqlite": 1200}}  # fmt: skip
+EXAMPLES = {"ci": {"cratedb": 60, "postgresql": 100, "sqlite": 140}, "long": {"cratedb": 600, "postgresql": 1000,
+            "sqlite": 1400}}  # fmt: skip
 
 LIMITS = {
     "cratedb": gen.Limits(key_name=valid_object_key, supplementary_names=False),
@@ -163,16 +165,21 @@ def test_generated_streams_end_with_dynamodbs_table(
     database: str, request: pytest.FixtureRequest, workdir: Path
 ) -> None:
     url = database_url(request, database)
+    seen: Counter[str] = Counter()
 
     @settings(settings.get_profile(PROFILE), max_examples=examples(database))
     @given(scenario=gen.scenarios(LIMITS[database]))
     def property_holds(scenario: gen.Scenario) -> None:
-        for note in scenario.notes:  # --hypothesis-show-statistics counts them
-            event(note.split()[0])
-        event("composite key" if scenario.schema.range_name else "hash key")
+        kinds = [note.split()[0] for note in scenario.notes]
+        kinds.append("composite key" if scenario.schema.range_name else "hash key")
+        for kind in kinds:
+            event(kind)
         check_scenario(scenario, url, workdir)
+        seen.update(["example", *kinds, *(event.op for event in scenario.events)])
 
     property_holds()
+    # What ran (pytest -rP shows it): examples, wide and large items, key shapes, operations.
+    print(f"{database}: {dict(sorted(seen.items()))}", file=sys.stderr)
 
 
 # Each fixed case in small batches (1: every record alone, the slowest for CrateDB's columns) and in one batch.
