@@ -10,10 +10,11 @@ Hypothesis profiles (env KCL_RELAY_HYPOTHESIS_PROFILE): `ci` (default) runs a fi
 hundred examples in all; `long` runs ten times as many, random, and keeps failing examples in .hypothesis/.
 The longer run:
 
-    KCL_RELAY_HYPOTHESIS_PROFILE=long CRATEDB_SQLALCHEMY_URL=crate://localhost:4200 \\
-        python3 -m pytest -q -p no:cacheprovider tests/integration/test_generated_items.py
+    KCL_RELAY_HYPOTHESIS_PROFILE=long python3 -m pytest -q -rP tests/integration/test_generated_items.py
 
-KCL_RELAY_HYPOTHESIS_EXAMPLES=N sets the examples per database for either profile.
+(CRATEDB_SQLALCHEMY_URL=crate://HOST:4200 to use a running CrateDB instead of starting one.)
+KCL_RELAY_HYPOTHESIS_EXAMPLES=N sets the examples per database for either profile; KCL_RELAY_KEEP_FAILED=DIR
+keeps the NDJSON file of each failing example there, to replay by hand with `kcl-relay load table`.
 What each database cannot hold by its documented limits is not generated there (dynamo_items.Limits): NUL in
 PostgreSQL strings; on CrateDB, key attribute names that are no valid sub-column name, and (a CrateDB bug, kept as
 the known failure dynamo_cases.aux_name_beyond_bmp) names with characters beyond U+FFFF.
