@@ -163,9 +163,9 @@ def aux_name_beyond_bmp(limits: Limits, batch_size: int = 1) -> Scenario:
     with a dot) whose name, at any depth, holds a character beyond U+FFFF; then any MODIFY of the item.
 
     CrateDB 6.4.3 stores such an OBJECT(IGNORED) key so that every later INSERT ... ON CONFLICT DO UPDATE of the row
-    fails: "UncheckedIOException[JsonParseException: Invalid UTF-8: Illegal surrogate character 0xd83d" (a plain
-    UPDATE of the row still works). The sink takes it for a transient failure and retries until retry-timeout:
-    the replay exits 1, a KCL worker would stall on the record forever.
+    fails: "UncheckedIOException[JsonParseException: Invalid UTF-8: Illegal surrogate character 0xd83d": the replay
+    exited 1, a KCL worker would have stalled on the record. Now the relay stores such names escaped in aux
+    (kcl_relay/sink/cratedb.py: aux_name).
     """
     schema = KeySchema("id", "S")
     nested: Typed = {"S": "x"}
@@ -183,7 +183,4 @@ def aux_name_beyond_bmp(limits: Limits, batch_size: int = 1) -> Scenario:
 # Failing examples hypothesis found (minimal), kept so they never come back.
 REGRESSIONS: dict[str, Case] = {"aux_name_beyond_bmp": aux_name_beyond_bmp}
 # Regressions that still fail on a database, with why (the test expects the failure, strictly: a fix shows).
-# (case, database, batch size): in one batch the INSERT and MODIFY coalesce into one write, which CrateDB takes.
-KNOWN_FAILURES: dict[tuple[str, str, int], str] = {
-    ("aux_name_beyond_bmp", "cratedb", 1): "CrateDB 6.4.3 breaks upserts of rows with a name beyond U+FFFF in aux",
-}
+KNOWN_FAILURES: dict[tuple[str, str, int], str] = {}

@@ -103,10 +103,10 @@ def nesting(value: Typed) -> int:
 class Limits:
     """What one target cannot hold at all, by its documented limits (the generator leaves those out)."""
 
-    nul: bool = True  # PostgreSQL JSONB cannot hold U+0000 in a string (docs/type-mapping.md)
+    nul: bool = True  # a target that could not hold U+0000 in a string (PostgreSQL can: it stores it escaped)
     key_name: Callable[[str], bool] = lambda name: True  # CrateDB: key names must be valid sub-column names
-    # CrateDB 6.4.3: a name with a character beyond U+FFFF inside aux breaks every later upsert of the row
-    # (dynamo_cases.aux_name_beyond_bmp, a known failure): names stay within the BMP there until that is fixed.
+    # Names beyond U+FFFF: CrateDB 6.4.3 breaks updates of rows holding one in aux, so the relay escapes them there
+    # (dynamo_cases.aux_name_beyond_bmp); a target that could not hold them at all would set this False.
     supplementary_names: bool = True
 
 
