@@ -320,8 +320,9 @@ number_kind(PyObject *value)
 {
     if (PyLong_CheckExact(value)) {
         int overflow;
-        PyLong_AsLongLongAndOverflow(value, &overflow);
-        if (overflow == 0 && !PyErr_Occurred())
+        long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+        /* As layout.py: CrateDB refuses the two ends of BIGINT's range. */
+        if (overflow == 0 && !PyErr_Occurred() && number != LLONG_MIN && number != LLONG_MAX)
             return Py_NewRef(KIND_INT);
         PyErr_Clear();
         return NULL;

@@ -30,14 +30,14 @@ def test_invalid_object_keys(name: str) -> None:
         "x" * MAX_TEXT_BYTES,
         True,
         0,
-        2**63 - 1,
-        -(2**63),
         Decimal("0.1"),
         Decimal("-1.5E-130"),
         Decimal("52.52"),
         Decimal("2.000"),  # integral: a BIGINT
         {},
         [],
+        2**63 - 2,
+        -(2**63) + 1,
         [None, None],
         ["a", None, "b"],
         [1, 2, None],
@@ -56,6 +56,8 @@ def test_safe_values(value: object) -> None:
     [
         2**63,
         -(2**63) - 1,
+        2**63 - 1,  # CrateDB 6.4.3 refuses both ends of BIGINT's range in a BIGINT column
+        -(2**63),
         12345678901234567890123456789012345678,
         Decimal("3.141592653589793238462643383279502884"),  # a DOUBLE keeps ~17 digits
         Decimal("1E+19"),
