@@ -173,8 +173,16 @@ class TargetReader:
 
     def _order(self) -> str:
         if self._crate:
-            return ", ".join(self._subscript(name) for name in self.key_names)
+            return ", ".join(self._text(name) for name in self.key_names)
         return "pk"
+
+    def _text(self, name: str) -> str:
+        """CrateDB: a key sub-column as an expression, for ORDER BY and the keyset's `>`. On the column itself,
+        6.4.3 sorts each shard's rows by UTF-8 bytes (Lucene) and merges the shards by UTF-16 units (Java), and
+        `>` is a Lucene range: they disagree on characters above U+FFFF against U+E000..U+FFFF, and the pages
+        skipped or repeated rows. An expression is sorted and compared one way, as Java strings, everywhere
+        (tests/integration/test_memory_bounded.py)."""
+        return f"({self._subscript(name)} || '')"
 
     def _order_outputs(self) -> str:
         """CrateDB: the key sub-columns once more, as the keyset cursor (compared as stored, as text)."""
@@ -188,13 +196,10 @@ class TargetReader:
         if not self._crate:
             key = f"{p}::jsonb" if self.spec.dialect == "postgresql" else p
             return f"pk > {key}", [after[0]]
-        # CrateDB orders text as Java strings do (UTF-16 code units), while `column > ?` becomes a Lucene range (UTF-8
-        # bytes): the two disagree on characters above U+FFFF against U+E000..U+FFFF, and the pages would skip or
-        # repeat rows. `(column || '') > ?` is compared as ORDER BY compares (tests/integration/test_memory_bounded).
         terms, params = [], []
         for index, name in enumerate(self.key_names):
             equal = [f"{self._subscript(prior)} = {p}" for prior in self.key_names[:index]]
-            terms.append("(" + " AND ".join([*equal, f"({self._subscript(name)} || '') > {p}"]) + ")")
+            terms.append("(" + " AND ".join([*equal, f"{self._text(name)} > {p}"]) + ")")
             params.extend([*after[:index], after[index]])
         return " OR ".join(terms), params
 

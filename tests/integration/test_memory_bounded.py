@@ -26,6 +26,7 @@ from kcl_relay.sink.target import TargetSpec, parse_target
 from kcl_relay.sink.writer import TableWriter
 from kcl_relay.source.dynamodb import TableInfo
 from kcl_relay.source.table_url import parse_table
+from tests.support.cleanup import drop_target_tables
 from tests.support.records import cdc_record
 from tests.support.sink_suite import T0
 from tests.support.tables import read_items
@@ -34,21 +35,21 @@ KEY_TYPES: dict[str, KeyType] = {"tenant": "S", "id": "N"}
 # Text that sorts differently by UTF-8 bytes and by UTF-16 units (CrateDB's range filter and its ORDER BY), quotes,
 # backslashes, LIKE wildcards, the empty string; numbers a double cannot hold, negative, fractional.
 TENANTS = ["", "a'b", 'q"d', "back\\slash", "%_", "ключ", "🔑", "\ue000", "\uffff", "z"]
+# Enough of those in every shard that CrateDB's sort by the column itself came out of order (the check of the
+# reader's keyset on CrateDB; see TargetReader._text).
+DENSE = [base + tail for base in ("🔑", "\ue000", "\uffff", "a") for tail in ("1", "🔑")]
 IDS = [0, -12345678901234567890123456789, 3.5, 99999999999999999999999999999999999999]
 
 
 def odd_keys() -> list[Item]:
-    return [{"tenant": tenant, "id": parse_number(str(n))} for tenant in TENANTS for n in IDS]
+    return [{"tenant": tenant, "id": parse_number(str(n))} for tenant in TENANTS + DENSE for n in IDS]
 
 
 @pytest.fixture(params=["cratedb", "postgresql", "sqlite"])
 def spec(request: pytest.FixtureRequest) -> Iterator[TargetSpec]:
     target = parse_target(request.getfixturevalue(f"{request.param}_url"), f"mem_{uuid.uuid4().hex[:10]}")
     yield target
-    if target.dialect == "cratedb":  # the shared server: leave nothing behind
-        for suffix in ("", "__tombstones", DEADLETTERS_SUFFIX, "__meta"):
-            relation = f'"{target.schema}"."{target.table}{suffix}"'
-            run_sql(target, f"DROP TABLE IF EXISTS {relation}")
+    drop_target_tables(target)
 
 
 class Counted:
