@@ -185,25 +185,22 @@ class Snapshot:
         if self.first_version is None:  # nothing was read, not even an empty page: nothing to compare with
             return
         reader = TargetReader(self.target, self.info.key_types)
-        try:
-            keys = reader.keys_older_than(self.first_version)
-        finally:
-            reader.close()
-        if not keys:
-            return
         sink = self._sink_factory()
         try:
-            for start in range(0, len(keys), self.spec.batch_size):
+            # A page of stale keys at a time, each page one batch of REMOVEs: memory holds one batch, whatever the
+            # number of stale rows. The keyset paging skips the rows the batches before deleted.
+            for keys in reader.keys_older_than(self.first_version, page_rows=self.spec.batch_size):
                 events = [
                     ChangeEvent(
                         "REMOVE", self.info.name, key, self.info.key_types, None, self.first_version, PRUNE_POSITION
                     )
-                    for key in keys[start : start + self.spec.batch_size]
+                    for key in keys
                 ]
                 result = sink.apply(events)
                 self.stats.add(pruned=result.deleted)
         finally:
             sink.close()
+            reader.close()
 
     # ---- reporting ----
     def progress(self) -> str:

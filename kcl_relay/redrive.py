@@ -5,23 +5,30 @@ guards hold as for a late redelivery (an old record never overwrites a newer row
 then its dead-letter rows are deleted: the records that applied are gone, and those that fail again have been
 dead-lettered anew (a fresh row with today's reason) by the pipeline itself. Interrupted, it loses nothing: at
 worst a record stays twice in the dead letters, and applying it again changes nothing.
+
+Memory holds one batch: the table is drained a page at a time, oldest first. The letters there at the start are
+bounded by the newest `failed_at` then and by their count, so the fresh rows of letters that fail again (stamped
+later) are not read again in the same run. Each page is the first of what is left; on CrateDB a REFRESH TABLE
+before each page makes the deletes of the page before visible to that query (a keyset on `_id` is no option:
+CrateDB does not compare `_id` by range).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.pool import NullPool
+
 from kcl_relay.cdc.event import Position, RawRecord
 from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions
-from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX
 from kcl_relay.sink.options import sink_options
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import dialect_for, open_sink
 
-__all__ = ["RedriveReport", "redrive"]
+__all__ = ["DeadLetterTable", "RedriveReport", "redrive"]
 
 NO_POSITION = ("redrive", "0")  # a dead letter that never had one (never the case for stream records)
 
@@ -44,33 +51,57 @@ def _row_identity(spec: TargetSpec) -> str:
     return {"cratedb": "_id", "postgresql": "ctid", "sqlite": "rowid"}[spec.dialect]
 
 
-def read_letters(spec: TargetSpec, limit: int | None = None) -> list[tuple[Any, RawRecord]]:
-    """(row identity, record) of the dead letters, oldest first."""
-    relation = dialect_for(spec).relation(DEADLETTERS_SUFFIX)
-    identity = _row_identity(spec)
-    if spec.dialect == "cratedb":
-        run_sql(spec, f"REFRESH TABLE {relation}")  # a tool reading a whole table, not the relay's write path
-    selected = f"{identity}::text" if spec.dialect == "postgresql" else identity
-    sql = f"SELECT {selected}, raw, shard_id, sequence_number FROM {relation} ORDER BY failed_at"
-    rows = run_sql(spec, sql + (f" LIMIT {int(limit)}" if limit else ""))[1]
-    letters = []
-    for row_id, raw, shard_id, sequence_number in rows:
-        number = str(sequence_number) if str(sequence_number or "").isdigit() else NO_POSITION[1]
-        position = Position(str(shard_id) if shard_id else NO_POSITION[0], number)
-        letters.append((row_id, RawRecord(data=str(raw).encode("utf-8"), position=position)))
-    return letters
+class DeadLetterTable:
+    """The target's dead-letter table, read a page at a time (a tool's reads, not the relay's write path)."""
 
+    def __init__(self, spec: TargetSpec) -> None:
+        self.spec = spec
+        self.relation = dialect_for(spec).relation(DEADLETTERS_SUFFIX)
+        self.identity = _row_identity(spec)
+        self._engine = spec.create_engine(poolclass=NullPool)
+        self._param = dialect_for(spec).param
 
-def _delete(spec: TargetSpec, row_ids: list[Any]) -> None:
-    relation = dialect_for(spec).relation(DEADLETTERS_SUFFIX)
-    placeholder = "%s::tid" if spec.dialect == "postgresql" else "?"  # CrateDB: a real-time delete by _id
-    sql = f"DELETE FROM {relation} WHERE {_row_identity(spec)} = {placeholder}"
-    engine = spec.create_engine()
-    try:
-        with engine.begin() as connection:
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._engine.connect() as connection:
+            result = connection.exec_driver_sql(sql, tuple(params)) if params else connection.exec_driver_sql(sql)
+            rows = [tuple(row) for row in result] if result.returns_rows else []
+            connection.commit()
+            return rows
+
+    def _refresh(self) -> None:
+        if self.spec.dialect == "cratedb":
+            self._query(f"REFRESH TABLE {self.relation}")
+
+    def bound(self) -> tuple[int, Any]:
+        """(how many letters there are, the newest failed_at among them): what this run re-drives."""
+        self._refresh()
+        count, newest = self._query(f"SELECT count(*), max(failed_at) FROM {self.relation}")[0]
+        return int(count), newest
+
+    def page(self, newest: Any, size: int) -> list[tuple[Any, RawRecord]]:
+        """(row identity, record) of the oldest `size` letters left that failed at `newest` or before."""
+        self._refresh()
+        selected = f"{self.identity}::text" if self.spec.dialect == "postgresql" else self.identity
+        where, params = "failed_at IS NULL", []  # NULL: never written by the relay, but re-driven as before
+        if newest is not None:
+            where, params = f"failed_at <= {self._param} OR {where}", [newest]
+        sql = f"SELECT {selected}, raw, shard_id, sequence_number FROM {self.relation} WHERE {where} "
+        sql += f"ORDER BY failed_at LIMIT {int(size)}"
+        letters = []
+        for row_id, raw, shard_id, sequence_number in self._query(sql, params):
+            number = str(sequence_number) if str(sequence_number or "").isdigit() else NO_POSITION[1]
+            position = Position(str(shard_id) if shard_id else NO_POSITION[0], number)
+            letters.append((row_id, RawRecord(data=str(raw).encode("utf-8"), position=position)))
+        return letters
+
+    def delete(self, row_ids: Sequence[Any]) -> None:
+        placeholder = "%s::tid" if self.spec.dialect == "postgresql" else "?"  # CrateDB: a real-time delete by _id
+        sql = f"DELETE FROM {self.relation} WHERE {self.identity} = {placeholder}"
+        with self._engine.begin() as connection:
             connection.connection.cursor().executemany(sql, [(row_id,) for row_id in row_ids])
-    finally:
-        engine.dispose()
 
 
 def redrive(
@@ -81,16 +112,21 @@ def redrive(
     progress: Callable[[RedriveReport], None] | None = None,
 ) -> RedriveReport:
     """Apply the dead letters of the target table again; delete those that applied. Raises if the target fails."""
-    letters = read_letters(spec, limit)
+    table = DeadLetterTable(spec)
     options = sink_options(settings or _Settings())
     pipeline = Pipeline(lambda _route: open_sink(spec, **options), PipelineOptions(batch_size=batch_size))
     report = RedriveReport()
     try:
-        for start in range(0, len(letters), batch_size):
-            batch = letters[start : start + batch_size]
+        count, newest = table.bound()
+        left = min(count, limit) if limit else count  # also stops a clock that stamps fresh letters in the past
+        while left > 0:
+            batch = table.page(newest, min(batch_size, left))
+            if not batch:
+                break
             pipeline.add(record for _, record in batch)
             stats: FlushStats = pipeline.flush()  # applied, or dead-lettered anew, when it returns
-            _delete(spec, [row_id for row_id, _ in batch])
+            table.delete([row_id for row_id, _ in batch])
+            left -= len(batch)
             report.letters += len(batch)
             report.failed_again += stats.dead_letters
             report.applied += len(batch) - stats.dead_letters
@@ -98,4 +134,5 @@ def redrive(
                 progress(report)
     finally:
         pipeline.close()
+        table.close()
     return report

@@ -1,8 +1,10 @@
 """`kcl-relay verify`: does the target hold what the DynamoDB table holds? Exit 0 in sync, 1 on drift.
 
 Full mode: a parallel Scan of the table gives a digest per key of the item *as the relay would store it*
-(sink/reader.py); the target is read in key order and compared key by key: counts, keys missing in the target,
-keys extra in the target, keys whose items differ. Only one side's digests are held in memory.
+(sink/reader.py), kept in a temporary SQLite file (sqlite3 of the standard library) rather than in memory; the
+target is read in key order, a page at a time, and each page's keys are looked up there and taken out: counts, keys
+missing in the target (what is left), keys extra in the target, keys whose items differ. Memory holds a page and
+the keys that differ (the report names them), whatever the size of the table; disk holds a digest per item.
 
 Sampled mode (`--sample F`): a fraction F of the table by Scan segments (about ten random segments out of
 10/F; each segment is a slice of the key space), looked up by key in the target; and as many random target rows as F of
@@ -17,11 +19,14 @@ different then is drift.
 from __future__ import annotations
 
 import math
+import os
 import queue
 import random
+import sqlite3
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +35,7 @@ from kcl_relay.cdc.jsonenc import dumps, loads
 from kcl_relay.cdc.values import from_item
 from kcl_relay.kcl.supervisor import PROGRESS_INTERVAL, say
 from kcl_relay.sink.admin import check_reachable
-from kcl_relay.sink.reader import StoredRow, TargetReader, digest
+from kcl_relay.sink.reader import PAGE_ROWS, StoredRow, TargetReader, digest
 from kcl_relay.sink.target import TargetError, TargetSpec
 from kcl_relay.source import dynamodb
 from kcl_relay.source.dynamodb import AwsClock, TableInfo
@@ -115,15 +120,75 @@ class Report:
 
 
 class _Digests:
-    """key_id -> digest of the DynamoDB items read, filled by several scan threads."""
+    """key_id -> digest of the DynamoDB items read, filled by several scan threads; on disk, in a temporary SQLite
+    file, so that a table of any size is compared in bounded memory."""
+
+    CHUNK = 500  # keys per statement: below SQLite's limit of host parameters
 
     def __init__(self) -> None:
-        self.items: dict[str, bytes] = {}
+        self._dir = tempfile.TemporaryDirectory(prefix="kcl-relay-verify-")
+        self._db = sqlite3.connect(
+            os.path.join(self._dir.name, "digests.db"), isolation_level=None, check_same_thread=False
+        )
+        for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -8192", "temp_store = FILE"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._db.execute("CREATE TABLE items (key_id BLOB PRIMARY KEY, digest BLOB NOT NULL) WITHOUT ROWID")
+        self._count = 0
         self.undecodable: list[str] = []
         self.lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self._count
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
+
+    def add(self, found: dict[str, bytes], bad: list[str]) -> None:
+        with self.lock:
+            self._db.execute("BEGIN")
+            rows = [(_b(key_id), value) for key_id, value in found.items()]
+            self._count += self._db.executemany("INSERT OR IGNORE INTO items VALUES (?, ?)", rows).rowcount
+            self._db.execute("COMMIT")
+            self.undecodable.extend(bad)
+
+    def take(self, key_ids: Sequence[str]) -> dict[str, bytes]:
+        """The digests of these keys that were read, removed from the store (what is left is missing)."""
+        found: dict[str, bytes] = {}
+        with self.lock:
+            for start in range(0, len(key_ids), self.CHUNK):
+                chunk = [_b(key_id) for key_id in key_ids[start : start + self.CHUNK]]
+                marks = ", ".join("?" * len(chunk))
+                rows = self._db.execute(f"SELECT key_id, digest FROM items WHERE key_id IN ({marks})", chunk)
+                found.update((_s(key), digest) for key, digest in rows)
+                self._db.execute(f"DELETE FROM items WHERE key_id IN ({marks})", chunk)
+        return found
+
+    def pages(self) -> Iterator[dict[str, bytes]]:
+        """What the store holds, CHUNK keys at a time (keyset paging by key)."""
+        after = b""
+        while True:
+            with self.lock:
+                rows = self._db.execute(
+                    "SELECT key_id, digest FROM items WHERE key_id > ? ORDER BY key_id LIMIT ?", (after, self.CHUNK)
+                ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield {_s(key): digest for key, digest in rows}
+
+    def __contains__(self, key_id: object) -> bool:
+        with self.lock:
+            sql = "SELECT 1 FROM items WHERE key_id = ?"
+            return self._db.execute(sql, (_b(str(key_id)),)).fetchone() is not None
+
+
+def _b(key_id: str) -> bytes:
+    return key_id.encode("utf-8", errors="surrogatepass")
+
+
+def _s(key_id: bytes) -> str:
+    return key_id.decode("utf-8", errors="surrogatepass")
 
 
 def _scan_digests(
@@ -159,9 +224,7 @@ def _scan_digests(
                             bad.append(_raw_key_id(raw, info))
                             continue
                         found[event.key_id] = digest(stored(event))
-                    with result.lock:
-                        result.items.update(found)
-                        result.undecodable.extend(bad)
+                    result.add(found, bad)
         except BaseException as error:
             failures.append(error)
             stop.set()
@@ -177,6 +240,7 @@ def _scan_digests(
             last_report = time.monotonic()
             say(f"verify: {len(result)} DynamoDB items read")
     if failures:
+        result.close()
         raise failures[0]
     return result
 
@@ -237,45 +301,66 @@ def _settle(report: Report, lookup: _Lookup, seconds: float) -> None:
 
 def _full(ddb: Any, spec: TableSpec, info: TableInfo, reader: TargetReader) -> Report:
     digests = _scan_digests(ddb, spec, info, reader.stored_item, range(spec.segments), spec.segments)
-    report = Report(
-        "full", dynamodb_items=len(digests) + len(digests.undecodable), target_rows=0, estimate=info.item_count
-    )
-    report.undecodable = digests.undecodable
-    source = digests.items
-    last_report = time.monotonic()
-    if reader.exists():
-        for row in reader.rows():
-            report.target_rows += 1
-            if time.monotonic() - last_report >= PROGRESS_INTERVAL:
-                last_report = time.monotonic()
-                say(f"verify: {report.target_rows} target rows read")
-            expected = source.pop(row.key_id, None)
-            if expected is None:
-                report.extra.append(row.key_id)
-            elif expected != digest(row.item):
-                report.differing.append(row.key_id)
-    report.missing = list(source)
+    try:
+        report = Report(
+            "full", dynamodb_items=len(digests) + len(digests.undecodable), target_rows=0, estimate=info.item_count
+        )
+        report.undecodable = digests.undecodable
+        last_report = time.monotonic()
+        if reader.exists():
+            for rows in _chunks(reader.rows(PAGE_ROWS), PAGE_ROWS):
+                report.target_rows += len(rows)
+                if time.monotonic() - last_report >= PROGRESS_INTERVAL:
+                    last_report = time.monotonic()
+                    say(f"verify: {report.target_rows} target rows read")
+                source = digests.take([row.key_id for row in rows])
+                for row in rows:
+                    expected = source.get(row.key_id)
+                    if expected is None:
+                        report.extra.append(row.key_id)
+                    elif expected != digest(row.item):
+                        report.differing.append(row.key_id)
+        for left in digests.pages():
+            report.missing.extend(left)
+    finally:
+        digests.close()
     return report
+
+
+def _chunks(rows: Iterable[StoredRow], size: int) -> Iterator[list[StoredRow]]:
+    chunk: list[StoredRow] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _sampled(ddb: Any, spec: TableSpec, info: TableInfo, reader: TargetReader, fraction: float) -> Report:
     total = min(MAX_SEGMENTS, math.ceil(SAMPLE_PICKS / fraction))
     chosen = random.sample(range(total), min(total, max(1, round(fraction * total))))
     digests = _scan_digests(ddb, spec, info, reader.stored_item, chosen, total)
-    exists = reader.exists()
-    count = reader.count() if exists else 0
-    report = Report(
-        "sampled", dynamodb_items=len(digests) + len(digests.undecodable), target_rows=count, estimate=info.item_count
-    )
-    report.undecodable = digests.undecodable
-    lookup = _Lookup(ddb, spec, info, reader)
-    sampled_keys = list(digests.items)
-    in_target = lookup.target(sampled_keys) if exists else {}
-    _classify(sampled_keys, digests.items, in_target, report)
-    rows: list[StoredRow] = reader.sample(max(1, math.ceil(fraction * count))) if count else []
-    report.checked_rows = len(rows)
-    checked = {row.key_id: digest(row.item) for row in rows if row.key_id not in digests.items}
-    _classify(checked, lookup.dynamodb(checked), checked, report)
+    try:
+        exists = reader.exists()
+        count = reader.count() if exists else 0
+        report = Report(
+            "sampled",
+            dynamodb_items=len(digests) + len(digests.undecodable),
+            target_rows=count,
+            estimate=info.item_count,
+        )
+        report.undecodable = digests.undecodable
+        lookup = _Lookup(ddb, spec, info, reader)
+        for sampled in digests.pages():  # the sampled items, a chunk at a time, looked up in the target
+            _classify(sampled, sampled, lookup.target(sampled) if exists else {}, report)
+        rows: list[StoredRow] = reader.sample(max(1, math.ceil(fraction * count))) if count else []
+        report.checked_rows = len(rows)
+        checked = {row.key_id: digest(row.item) for row in rows if row.key_id not in digests}
+        _classify(checked, lookup.dynamodb(checked), checked, report)
+    finally:
+        digests.close()
     return report
 
 

@@ -149,41 +149,61 @@ class TargetReader:
     def rows(self, page_rows: int = PAGE_ROWS) -> Iterator[StoredRow]:
         """Every row, in key order, a page at a time (refreshed once: the rows as of the start)."""
         self.refresh()
-        after: tuple[Any, ...] | None = None
-        while True:
-            where, params = self._after(after)
-            sql = f"SELECT {self._columns()}{self._order_outputs()} FROM {self.relation}{where} "
-            sql += f"ORDER BY {self._order()} LIMIT {int(page_rows)}"
-            records = self._query(sql, params)
+        for records in self._pages(self._columns(), "", (), page_rows):
             for record in records:
                 yield self._row(record)
+
+    def _pages(
+        self, columns: str, where: str, params: Sequence[Any], page_rows: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """SELECT columns (pk first) WHERE `where`, in key order, `page_rows` at most per statement: each page
+        continues after the last key of the one before (keyset paging), so memory holds one page, and rows
+        deleted or added behind the cursor meanwhile neither repeat nor shift a row out of the pages."""
+        after: tuple[Any, ...] | None = None
+        while True:
+            keyset, keyset_params = self._after(after)
+            conditions = " AND ".join(f"({term})" for term in (where, keyset) if term)
+            sql = f"SELECT {columns}{self._order_outputs()} FROM {self.relation}"
+            sql += (f" WHERE {conditions}" if conditions else "") + f" ORDER BY {self._order()} LIMIT {int(page_rows)}"
+            records = self._query(sql, [*params, *keyset_params])
+            if records:
+                yield records
             if len(records) < page_rows:
                 return
-            after = tuple(records[-1][4:]) if self._crate else (records[-1][0],)
+            width = len(self.key_names)
+            after = tuple(records[-1][-width:]) if self._crate else (records[-1][0],)
 
     def _order(self) -> str:
         if self._crate:
-            return ", ".join(self._subscript(name) for name in self.key_names)
+            return ", ".join(self._text(name) for name in self.key_names)
         return "pk"
+
+    def _text(self, name: str) -> str:
+        """CrateDB: a key sub-column as an expression, for ORDER BY and the keyset's `>`. On the column itself,
+        6.4.3 sorts each shard's rows by UTF-8 bytes (Lucene) and merges the shards by UTF-16 units (Java), and
+        `>` is a Lucene range: they disagree on characters above U+FFFF against U+E000..U+FFFF, and the pages
+        skipped or repeated rows. An expression is sorted and compared one way, as Java strings, everywhere
+        (tests/integration/test_memory_bounded.py)."""
+        return f"({self._subscript(name)} || '')"
 
     def _order_outputs(self) -> str:
         """CrateDB: the key sub-columns once more, as the keyset cursor (compared as stored, as text)."""
         return "".join(f", {self._subscript(name)}" for name in self.key_names) if self._crate else ""
 
     def _after(self, after: tuple[Any, ...] | None) -> tuple[str, list[Any]]:
-        """WHERE (key columns) > the last row's, spelled so every database can use its primary key index."""
+        """(key columns) > the last row's, spelled so every database can use its primary key index."""
         if after is None:
             return "", []
         p = self.dialect.param
         if not self._crate:
             key = f"{p}::jsonb" if self.spec.dialect == "postgresql" else p
-            return f" WHERE pk > {key}", [after[0]]
+            return f"pk > {key}", [after[0]]
         terms, params = [], []
         for index, name in enumerate(self.key_names):
             equal = [f"{self._subscript(prior)} = {p}" for prior in self.key_names[:index]]
-            terms.append("(" + " AND ".join([*equal, f"{self._subscript(name)} > {p}"]) + ")")
+            terms.append("(" + " AND ".join([*equal, f"{self._text(name)} > {p}"]) + ")")
             params.extend([*after[:index], after[index]])
-        return " WHERE " + " OR ".join(terms), params
+        return " OR ".join(terms), params
 
     def rows_by_keys(self, keys: Sequence[Item]) -> dict[str, StoredRow]:
         """The rows of these keys that exist, by key_id."""
@@ -213,9 +233,11 @@ class TargetReader:
         sql = f"SELECT {self._columns()} FROM {self.relation} ORDER BY random() LIMIT {int(count)}"
         return [self._row(record) for record in self._query(sql)]
 
-    def keys_older_than(self, version: int) -> list[Item]:
-        """The keys of rows whose cdc_version is below `version` (the full load's prune)."""
+    def keys_older_than(self, version: int, page_rows: int = PAGE_ROWS) -> Iterator[list[Item]]:
+        """The keys of rows whose cdc_version is below `version` (the full load's prune), a page at a time in key
+        order (refreshed once, before the first page: rows written since are newer than `version` anyway)."""
         self.refresh()
-        pk = "pk::text" if self.spec.dialect == "postgresql" else "pk"
-        sql = f"SELECT {pk} FROM {self.relation} WHERE cdc_version < {self.dialect.param}"
-        return [self._key(record[0]) for record in self._query(sql, (version,))]
+        pk = "pk::text AS pk_text" if self.spec.dialect == "postgresql" else "pk"
+        where = f"cdc_version < {self.dialect.param}"
+        for records in self._pages(pk, where, (version,), page_rows):
+            yield [self._key(record[0]) for record in records]

@@ -29,6 +29,7 @@ from kcl_relay.sink.writer import TableWriter, open_sink
 from kcl_relay.source import dynamodb
 from kcl_relay.source.table_url import TableSpec, parse_table
 from kcl_relay.verify import VerifyOptions, compare
+from tests.support.cleanup import drop_target_tables
 from tests.support.stream_follower import StreamFollower
 from tests.support.tables import read_items, same_value
 
@@ -61,8 +62,10 @@ def target_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def target(target_url: str) -> TargetSpec:
-    return parse_target(target_url, f"t_{uuid.uuid4().hex[:10]}")
+def target(target_url: str) -> Iterator[TargetSpec]:
+    spec = parse_target(target_url, f"t_{uuid.uuid4().hex[:10]}")
+    yield spec
+    drop_target_tables(spec)
 
 
 @dataclass
@@ -266,6 +269,60 @@ def test_the_target_is_read_in_key_order_a_page_at_a_time(aws: LocalAws, target:
     assert paged == whole, "each row exactly once, in the same order"
     assert sorted(by_key) == sorted(whole[:5])
     assert len(sample) == 7 and {row.key_id for row in sample} <= set(whole)
+
+
+def test_verify_pages_through_more_items_than_a_page(
+    aws: LocalAws, target: TargetSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of 4 target rows and chunks of 3 stored digests over keys with odd characters: every key counted once,
+    the missing, extra and differing ones named exactly, no target read fetching more than a page."""
+    from kcl_relay import verify
+
+    table = new_table(aws, items=12)
+    ddb = aws.client("dynamodb")
+    tenants = ["a'b", 'q"d', "back\\slash", "%_", "🔑", "\ue000", "\uffff", " "]
+    for n, tenant in enumerate(tenants):
+        for number in ("0", "-1.5", "99999999999999999999999999999999999999"):
+            ddb.put_item(TableName=table.name, Item={"tenant": {"S": tenant}, "id": {"N": number}, "n": {"N": str(n)}})
+    spec = table.spec(segments="3")
+    snapshot_of(spec, target).run(threading.Event())
+    monkeypatch.setattr(verify, "PAGE_ROWS", 4)
+    monkeypatch.setattr(verify._Digests, "CHUNK", 3)
+    selects: list[int] = []
+    real_query = TargetReader._query
+
+    def counted(reader: TargetReader, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        rows = real_query(reader, sql, params)
+        if " LIMIT " in sql:
+            selects.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(TargetReader, "_query", counted)
+    report, _ = compare(spec, target, VerifyOptions(settle=0))
+    oracle = table.oracle()
+    assert report.in_sync and report.target_rows == report.dynamodb_items == len(oracle) > 4 * 10
+    assert max(selects) == 4 and len(selects) >= len(oracle) // 4
+
+    keys = sorted(oracle, key=lambda key: ("🔑" not in key and "\ue000" not in key, key))
+    removed, changed = keys[:3], keys[3:6]
+    extra_keys = [{"tenant": "\uffff" + tenant, "id": 7} for tenant in tenants[:4]]
+    later = NOW + 3_600_000_000
+    sink = open_sink(target)
+    try:
+        events = [ChangeEvent("REMOVE", table.name, loads(key), KEY_TYPES, None, later, at(1)) for key in removed]
+        events += [
+            ChangeEvent("MODIFY", table.name, loads(key), KEY_TYPES, {**loads(key), "x": 1}, later, at(2))
+            for key in changed
+        ]
+        events += [ChangeEvent("INSERT", table.name, key, KEY_TYPES, dict(key), later, at(3)) for key in extra_keys]
+        sink.apply(events)
+    finally:
+        sink.close()
+    for options in ({}, {"sample": 1.0}):
+        report, _ = compare(spec, target, VerifyOptions(settle=0, **options))
+        assert sorted(report.missing) == sorted(removed), options
+        assert sorted(report.differing) == sorted(changed), options
+        assert sorted(report.extra) == sorted(canonical_key(key) for key in extra_keys), options
 
 
 # ---- a full load over an older copy --------------------------------------------------------------------------

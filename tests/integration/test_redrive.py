@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -14,14 +15,17 @@ from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX
 from kcl_relay.sink.target import TargetSpec, parse_target
 from kcl_relay.sink.writer import TableWriter
+from tests.support.cleanup import drop_target_tables
 from tests.support.records import cdc_record
 from tests.support.sink_suite import T0, change
 from tests.support.tables import read_items
 
 
 @pytest.fixture(params=["cratedb", "postgresql", "sqlite"])
-def spec(request: pytest.FixtureRequest) -> TargetSpec:
-    return parse_target(request.getfixturevalue(f"{request.param}_url"), f"redrive_{uuid.uuid4().hex[:8]}")
+def spec(request: pytest.FixtureRequest) -> Iterator[TargetSpec]:
+    target = parse_target(request.getfixturevalue(f"{request.param}_url"), f"redrive_{uuid.uuid4().hex[:8]}")
+    yield target
+    drop_target_tables(target)
 
 
 def letters(spec: TargetSpec) -> list[tuple[str, str]]:

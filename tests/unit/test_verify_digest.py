@@ -12,7 +12,7 @@ from kcl_relay.cdc.event import SNAPSHOT_SHARD, ChangeEvent, Position
 from kcl_relay.cdc.jsonenc import loads
 from kcl_relay.sink.reader import TargetReader, comparable, digest
 from kcl_relay.sink.target import parse_target
-from kcl_relay.verify import Report, _classify
+from kcl_relay.verify import Report, _classify, _Digests
 
 ITEM = {
     "id": 7,
@@ -134,3 +134,40 @@ def test_report_lines_and_json() -> None:
         "target t: 10 of 100 rows sampled",
         "in sync",
     ]
+
+
+def test_digests_live_on_disk_and_come_back_by_key_and_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DynamoDB side of a full verify: on disk, taken by key (what is left is missing), listed in chunks."""
+    import os
+    import tracemalloc
+
+    monkeypatch.setattr(_Digests, "CHUNK", 7)
+    odd = ["a'b", 'q"d', "back\\slash", "🔑", "\ue000", "\uffff", "lone \udc80 surrogate", ""]
+    digests = _Digests()
+    path = digests._dir.name
+    try:
+        digests.add({json.dumps({"id": key}): digest({"v": key}) for key in odd}, ["bad"])
+        digests.add({json.dumps({"id": n}): digest({"v": n}) for n in range(30)}, [])
+        digests.add({json.dumps({"id": 0}): digest({"v": 0})}, [])  # read twice (a retried page): once
+        assert len(digests) == len(odd) + 30 and digests.undecodable == ["bad"]
+        assert json.dumps({"id": "🔑"}) in digests and json.dumps({"id": "absent"}) not in digests
+        taken = digests.take([json.dumps({"id": key}) for key in [*odd, "absent"]])
+        assert taken == {json.dumps({"id": key}): digest({"v": key}) for key in odd}
+        assert digests.take([json.dumps({"id": odd[0]})]) == {}, "taken once"
+        chunks = list(digests.pages())
+        assert max(len(chunk) for chunk in chunks) == 7
+        left = {key: value for chunk in chunks for key, value in chunk.items()}
+        assert left == {json.dumps({"id": n}): digest({"v": n}) for n in range(30)}
+
+        tracemalloc.start()  # Python's heap does not grow with the digests (SQLite's page cache is capped apart)
+        try:
+            for start in range(0, 50_000, 1000):
+                digests.add({json.dumps({"id": f"key {n}"}): digest({"v": n}) for n in range(start, start + 1000)}, [])
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert len(digests) == len(odd) + 30 + 50_000  # items read, taken or not
+        assert peak < 2_000_000, f"{peak} bytes for 50,000 digests"
+    finally:
+        digests.close()
+    assert not os.path.exists(path)
