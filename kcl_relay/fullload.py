@@ -32,6 +32,7 @@ from typing import Any
 from kcl_relay.cdc.batch import coalesce
 from kcl_relay.cdc.event import SNAPSHOT_SHARD, ChangeEvent, DeadLetter, Position
 from kcl_relay.kcl.supervisor import PROGRESS_INTERVAL, say
+from kcl_relay.rates import rate
 from kcl_relay.sink.admin import check_reachable
 from kcl_relay.sink.base import Sink
 from kcl_relay.sink.reader import TargetReader
@@ -40,6 +41,7 @@ from kcl_relay.sink.writer import dialect_for, open_sink
 from kcl_relay.source import dynamodb
 from kcl_relay.source.dynamodb import AwsClock, TableInfo
 from kcl_relay.source.table_url import TableSpec
+from kcl_relay.stopflag import StopFlag, Stoppable
 
 __all__ = ["STREAM_LEAD", "Snapshot", "SnapshotCompanion", "load_table", "prepare_target"]
 
@@ -108,7 +110,7 @@ class Snapshot:
         return open_sink(self.target, tombstone_retention=timedelta(seconds=self.spec.tombstone_retention))
 
     # ---- running ----
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: Stoppable) -> None:
         """Scan every segment (in parallel), then prune; raises the first failure after stopping the rest."""
         self.started = time.monotonic()
         failures: list[BaseException] = []
@@ -138,7 +140,7 @@ class Snapshot:
         self.elapsed = time.monotonic() - self.started
         self.complete = True
 
-    def _segment(self, segment: int, stop: threading.Event) -> None:
+    def _segment(self, segment: int, stop: Stoppable) -> None:
         sink = self._sink_factory()
         try:
             pending: list[ChangeEvent] = []
@@ -206,20 +208,23 @@ class Snapshot:
     def progress(self) -> str:
         stats, estimate = self.stats, self.info.item_count
         elapsed = time.monotonic() - (self.started or time.monotonic())
-        rate = stats.items / elapsed if elapsed > 0 else 0.0
+        per_second = rate(stats.items, elapsed)  # None over a handful of items: no figure to speak of
         line = f"snapshot: {stats.items} items"
         if estimate:
             line += f" of about {estimate} ({min(stats.items / estimate, 1.0):.0%}; DynamoDB's estimate)"
-        line += f", {rate:.0f}/s, {stats.segments_done}/{self.spec.segments} segments done"
-        if estimate > stats.items and rate > 0:
-            line += f", about {_duration((estimate - stats.items) / rate)} left"
+        if per_second:
+            line += f", {per_second:.0f}/s"
+        line += f", {stats.segments_done}/{self.spec.segments} segments done"
+        if estimate > stats.items and per_second:
+            line += f", about {_duration((estimate - stats.items) / per_second)} left"
         return line
 
     def summary(self) -> str:
         stats = self.stats
-        rate = stats.items / self.elapsed if self.elapsed > 0 else 0.0
+        per_second = rate(stats.items, self.elapsed)
+        shown = f" ({per_second:.0f}/s)" if per_second else ""
         line = (
-            f"snapshot of {self.info.name} done: {stats.items} items in {self.elapsed:.1f} s ({rate:.0f}/s): "
+            f"snapshot of {self.info.name} done: {stats.items} items in {self.elapsed:.1f} s{shown}: "
             f"{stats.upserted} upserts, {stats.stale} stale, {stats.dead_letters} dead letters"
         )
         return line + (f", {stats.pruned} rows pruned" if self.spec.prune else "")
@@ -307,7 +312,7 @@ def load_table(spec: TableSpec, target: TargetSpec) -> int:
 
 
 def _scan_only(snapshot: Snapshot) -> int:
-    stop = threading.Event()
+    stop = StopFlag()
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -317,7 +322,7 @@ def _scan_only(snapshot: Snapshot) -> int:
             failure.append(error)
 
     def on_signal(signum: int, _frame: object) -> None:
-        stop.set()
+        stop.set()  # a StopFlag: an Event's set() could block on the lock of the main thread's own stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     estimate = snapshot.info.item_count

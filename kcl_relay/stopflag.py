@@ -7,9 +7,10 @@ returns. StopFlag.set() only assigns an attribute, and wait() polls it, so a han
 
 from __future__ import annotations
 
+import threading
 import time
 
-__all__ = ["StopFlag"]
+__all__ = ["StopFlag", "Stoppable"]
 
 POLL_SECONDS = 0.05  # how soon a waiter notices the flag
 
@@ -34,3 +35,6 @@ class StopFlag:
                 break
             time.sleep(left)
         return self._set
+
+
+Stoppable = threading.Event | StopFlag  # what the loops that watch for a stop accept

@@ -20,7 +20,6 @@ import base64
 import hashlib
 import json
 import logging
-import threading
 import time
 import uuid
 from collections import deque
@@ -32,7 +31,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from kcl_relay.localaws.server import REGION, aws_client
-from kcl_relay.stopflag import StopFlag
+from kcl_relay.stopflag import Stoppable
 
 __all__ = [
     "MotoUpsertInserts",
@@ -281,7 +280,7 @@ class StreamPump:
 
     def follow(
         self,
-        stop_event: threading.Event | StopFlag,
+        stop_event: Stoppable,
         interval: float = 0.5,
         on_put: Callable[[int], None] | None = None,
     ) -> int:

@@ -34,6 +34,7 @@ from kcl_relay.cdc.jsonenc import decimal_text
 from kcl_relay.cdc.values import from_item
 from kcl_relay.source.table_url import TableSpec
 from kcl_relay.source.url import SourceError
+from kcl_relay.stopflag import Stoppable
 
 __all__ = [
     "SNAPSHOT_MARGIN",
@@ -223,7 +224,7 @@ class Page:
 
 
 def scan_segment(
-    ddb: Any, spec: TableSpec, segment: int, total: int, clock: AwsClock, stop: threading.Event
+    ddb: Any, spec: TableSpec, segment: int, total: int, clock: AwsClock, stop: Stoppable
 ) -> Iterator[Page]:
     """The pages of one Scan segment, each with its snapshot version; stops early when `stop` is set."""
     request: dict[str, Any] = {"TableName": spec.table, "ConsistentRead": spec.consistent_read}

@@ -46,12 +46,17 @@ def snapshot(items: int, elapsed: float, done: int = 0, estimate: int = 1000) ->
 
 
 def test_progress_with_the_estimate() -> None:
-    line = snapshot(items=250, elapsed=10.0, done=1).progress()
+    line = snapshot(items=2500, elapsed=10.0, done=1, estimate=10000).progress()
     assert re.fullmatch(
-        r"snapshot: 250 items of about 1000 \(25%; DynamoDB's estimate\), 2[45]/s, 1/4 segments done, "
+        r"snapshot: 2500 items of about 10000 \(25%; DynamoDB's estimate\), 2[45]\d/s, 1/4 segments done, "
         r"about \d+s left",
         line,
     ), line
+
+
+def test_progress_over_a_handful_of_items_names_no_rate() -> None:
+    line = snapshot(items=250, elapsed=10.0, done=1).progress()
+    assert line == "snapshot: 250 items of about 1000 (25%; DynamoDB's estimate), 1/4 segments done"
 
 
 def test_progress_without_an_estimate_or_beyond_it() -> None:
