@@ -516,7 +516,7 @@ class SinkSemantics:
             by_key = reader.rows_by_keys([row.key for row in rows] + [nul_event("REMOVE", items[1], 0, 0).key])
             assert {key_id: digest(row.item) for key_id, row in by_key.items()} == source
             # the full load's prune reads keys and removes them by key
-            older = reader.keys_older_than(T0 + 100)
+            older = [key for page in reader.keys_older_than(T0 + 100) for key in page]  # pages of keys
             assert sorted(canonical_key(key) for key in older) == sorted(final)
             removes = [
                 ChangeEvent("REMOVE", "t", key, dict(NUL_KEY_TYPES), None, T0 + 50, Position("s", "1")) for key in older
