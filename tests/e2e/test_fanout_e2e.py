@@ -19,7 +19,7 @@ import pytest
 from kcl_relay.localaws.kinesis_mock import KinesisMock, missing_requirements
 from kcl_relay.localaws.server import LocalAws
 from kcl_relay.sink.target import parse_target
-from tests.support.e2e import app_name, cdc_record, new_stream, put_records, run_relay, source_url, state_dir
+from tests.support.e2e import ENV, app_name, cdc_record, new_stream, put_records, run_relay, source_url, state_dir
 from tests.support.tables import read_items
 
 MISSING_NODE = missing_requirements()
@@ -167,3 +167,37 @@ def test_restart_reuses_the_consumer_and_reset_deregisters_it(
     assert (name, how) == (app, "registered") and new_arn != arn
     assert rows(sqlite_url, "t") == expected
     assert consumers(mock, stream) == [app]
+
+
+def test_prepare_and_reset_without_the_kcl(mock: KinesisMock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The consumer's lifecycle as plan_worker drives it, in process: register, reuse, a file's own ARN, reset."""
+    from kcl_relay.kcl import consumer
+    from kcl_relay.source.url import parse_source
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    stream, app = mock_stream(mock, shards=1), app_name()
+    spec = parse_source(source_url(mock.endpoint_url, stream, consumer="fanout", app=app))
+    said: list[str] = []
+    props = {"applicationName": app, "streamName": stream, "retrievalMode": "FANOUT"}
+    first = dict(props)
+    consumer.prepare(spec, first, said.append)
+    second = dict(props)
+    consumer.prepare(spec, second, said.append)
+    assert first[consumer.CONSUMER_ARN_KEY] == second[consumer.CONSUMER_ARN_KEY]
+    assert [line.split(",")[0] for line in said] == [
+        f"consumer=fanout: stream consumer {app} registered",
+        f"consumer=fanout: stream consumer {app} reused (registered before)",
+    ]
+    # A file's own ARN, even at the top level where the MultiLangDaemon ignores it: used as it is, never removed.
+    own = {**props, "consumerArn": first[consumer.CONSUMER_ARN_KEY]}
+    consumer.prepare(spec, own, said.append)
+    assert own[consumer.CONSUMER_ARN_KEY] == first[consumer.CONSUMER_ARN_KEY]
+    consumer.reset(spec, own, said.append)
+    assert consumers(mock, stream) == [app]
+    # reset=true with consumer=polling still removes the application's consumer.
+    consumer.reset(spec, {**props, "retrievalMode": "POLLING"}, said.append)
+    assert said[-1] == f"reset=true: deregistered stream consumer {app}"
+    assert consumers(mock, stream) == []
+    consumer.reset(spec, dict(props), said.append)  # nothing left: nothing said
+    assert said[-1] == f"reset=true: deregistered stream consumer {app}" and len(said) == 4
