@@ -11,6 +11,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kcl_relay import rates
+from kcl_relay.kcl import consumer
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import find_jars, find_java
 from kcl_relay.kcl.leases import (
@@ -105,8 +106,10 @@ def plan_worker(
     say(f"application {props['applicationName']} (lease table {tables.leases}), {origin}")
     if spec.reset:
         reset_application(spec, tables)
+        consumer.reset(spec, props, say)
     elif guard_target:
         refuse_emptied_target(spec, target, tables)
+    consumer.prepare(spec, props, say)  # consumer=fanout: the application's stream consumer, registered once
     lasting_worker_id = True
     if not (props.get("workerId") or props.get("workerIdentifier")):
         # Stable per host and slot, so a restart finds its own leases; random only when no slot can be locked.
@@ -127,7 +130,7 @@ def plan_worker(
         state_dir=str(state_dir),
         batch_size=spec.batch_size,
         buffer_time=spec.buffer_time,
-        idle_sleep=spec.idle_sleep,
+        idle_sleep=consumer.processor_idle_sleep(spec, props),
         ttl=spec.ttl,
         route_tables=spec.route_tables,
         source_table=spec.source_table,

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
+from kcl_relay.kcl.consumer import CONSUMER_NAME_KEY, consumer_name
 from kcl_relay.source.url import CONTROL, OPTIONS, SCHEME, SourceError, SourceSpec, closest, parse_source
 
 INITIAL_POSITION = {
@@ -73,11 +74,13 @@ def build_properties(spec: SourceSpec, application_name: str) -> dict[str, str]:
         "regionName": spec.region,
         "AwsCredentialsProvider": "DefaultCredentialsProvider",
         "initialPositionInStream": INITIAL_POSITION[spec.start],
-        **polling_properties(spec.idle_sleep, spec.batch_size),
+        **(polling_properties(spec.idle_sleep, spec.batch_size) if spec.consumer == "polling" else {}),
         # Empty calls let the processor flush buffered records on time and tell when a shard is caught up.
         "callProcessRecordsEvenForEmptyRecordList": "true",
-        # Enhanced fan-out needs a consumer registration per application; polling works everywhere, emulators too.
-        "retrievalMode": "POLLING",
+        # Polling works everywhere, emulators too; fanout reads through the application's registered stream consumer
+        # (named here; kcl_relay.kcl.consumer registers it and adds its ARN before the KCL starts).
+        "retrievalMode": spec.consumer.upper(),
+        **({CONSUMER_NAME_KEY: consumer_name(application_name)} if spec.consumer == "fanout" else {}),
         "shutdownGraceMillis": str(SHUTDOWN_GRACE_MILLIS),
         "failoverTimeMillis": str(round(spec.failover_time * 1000)),
         "shardSyncIntervalMillis": str(round(spec.shard_sync_interval * 1000)),
@@ -269,7 +272,8 @@ KCL_KEYS = frozenset(
     workerMetricsWriteCapacity""".split()  # noqa: SIM905 - a list as the jar has it, easier to compare
 )
 # Nested builders (e.g. cloudWatchClient.endpointOverride): the AWS SDK's client builder settings.
-KCL_NESTED = ("kinesisClient.", "dynamoDbClient.", "cloudWatchClient.")
+# fanoutConfig.: FanoutConfigBean, which 3.1.3 does not flatten (its keys at top level are silently ignored).
+KCL_NESTED = ("kinesisClient.", "dynamoDbClient.", "cloudWatchClient.", "fanoutConfig.")
 
 
 def is_kcl_key(key: str) -> bool:
@@ -331,6 +335,7 @@ KCL_TO_OPTION = {
         lambda s: datetime.fromtimestamp(int(s), timezone.utc).isoformat(),
     ),
     "metricsLevel": ("kcl-metrics", str.lower),
+    "retrievalMode": ("consumer", str.lower),  # DEFAULT (the KCL decides by the other keys) is refused
 }
 
 
@@ -348,6 +353,7 @@ KCL_EXPECTED = {
     "initialPositionInStream": "expected TRIM_HORIZON or LATEST",
     "initialPositionInStreamExtended": "expected a time in epoch seconds",
     "metricsLevel": "expected NONE, SUMMARY or DETAILED",
+    "retrievalMode": "expected POLLING or FANOUT",
 }
 
 # Keys read as a source option and rendered our way (polling_properties): the file's raw value must not reach the KCL.

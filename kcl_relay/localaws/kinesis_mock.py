@@ -3,8 +3,11 @@
 moto ignores ListShards' ShardFilter, so after a split the KCL rejects the shard hash ranges it gets; kinesis-mock
 implements SplitShard, MergeShards, child shards in GetRecords and the filter (but AT_TRIM_HORIZON answers every
 shard, like FROM_TRIM_HORIZON: docs/local-aws.md says what that means for the KCL). The KCL's lease table stays on
-moto (`LocalAws`). kinesis-mock binds every interface and has no host setting: a `--require` preload makes each
-listen() default to 127.0.0.1, and `start()` checks the process's listening sockets through /proc.
+moto (`LocalAws`). It also serves enhanced fan-out (consumer=fanout: Register/Describe/DeregisterStreamConsumer and
+SubscribeToShard) on its plain port, over the HTTP/2 without TLS (h2c) the KCL's async client speaks; it pushes a
+shard's new records to a subscriber once a second (AWS: as they arrive), and sends no initial-response event, which
+boto3 needs (the KCL's Java SDK does not). kinesis-mock binds every interface and has no host setting: a
+`--require` preload makes each listen() default to 127.0.0.1, and `start()` checks its listening sockets in /proc.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ START_POSITIONS = ("earliest", "latest", "seqno-at", "seqno-after", "at-timestam
 TTL_MODES = ("delete", "ignore")
 LOG_LEVELS = ("warn", "info", "debug")  # kcl_relay.logs knows what each means
 KCL_METRICS_LEVELS = ("none", "summary", "detailed")  # the KCL's metricsLevel, lower case
+CONSUMERS = ("polling", "fanout")  # the KCL's retrievalMode POLLING or FANOUT (kcl_relay.kcl.consumer)
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in a value: it would reach the KCL properties file
 APP_NAME = re.compile(r"[a-zA-Z0-9_.-]{3,255}")  # the KCL's lease table is named after the application
@@ -78,6 +79,7 @@ class SourceSpec:
     metrics_port: int | None = None  # None: no Prometheus endpoint
     metrics_host: str = "127.0.0.1"
     kcl_metrics: str = "none"
+    consumer: str = "polling"
 
     @property
     def is_file(self) -> bool:
@@ -261,6 +263,12 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "kcl_metrics",
         _choice(KCL_METRICS_LEVELS),
         "the KCL's own CloudWatch metrics (metricsLevel): none, summary or detailed",
+    ),
+    "consumer": (
+        "consumer",
+        _choice(CONSUMERS),
+        "how shards are read: polling (GetRecords) or fanout (enhanced fan-out through a stream consumer named"
+        " after the application, registered once, deregistered by reset=true)",
     ),
     "dynamodb-endpoint": (
         "dynamodb_endpoint",

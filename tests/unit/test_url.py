@@ -218,6 +218,7 @@ GOOD: dict[str, tuple[str, str, Any]] = {
     "metrics-port": ("metrics-port=9464", "metrics_port", 9464),
     "metrics-host": ("metrics-host=::", "metrics_host", "::"),
     "kcl-metrics": ("kcl-metrics=summary", "kcl_metrics", "summary"),
+    "consumer": ("consumer=fanout", "consumer", "fanout"),
 }
 
 BAD: dict[str, list[str]] = {
@@ -247,6 +248,7 @@ BAD: dict[str, list[str]] = {
     "metrics-port": ["0", "65536", "http", ""],
     "metrics-host": ["", "host name", "a/b"],
     "kcl-metrics": ["SUMMARY", "cloudwatch", ""],
+    "consumer": ["FANOUT", "efo", ""],
 }
 
 
