@@ -1,10 +1,10 @@
 """The unit suite on every Python that setup.cfg declares: `nox` (all of them), `nox -s unit-3.12` (one).
 
 Each session makes its own virtualenv (.nox/unit-3-12), installs amazon-kclpy with the KCL jars
-(scripts/install-kcl-jars, from Maven's local repository once fetched) and kcl-relay[test] editable, which builds the
-C extension for that Python, says whether it did, and runs tests/unit. A Python not on this machine (nox looks on
-PATH and in pyenv, asdf, mise and uv) is skipped with a message, never downloaded, never a failure. pip's cache
-(~/.cache/pip) serves every session.
+(scripts/install-kcl-jars, from Maven's local repository once fetched) and kcl-relay[test,bench] editable, which
+builds the C extension for that Python, says whether it did, and runs tests/unit. A Python not on this machine (nox
+looks on PATH and in pyenv, asdf, mise and uv) is skipped with a message, never downloaded, never a failure. pip's
+cache (~/.cache/pip) serves every session.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def unit(session: nox.Session) -> None:
     """tests/unit on one Python (arguments after `--` go to pytest)."""
     session.install("setuptools>=64", "wheel")
     session.run("python", "scripts/install-kcl-jars", silent=True)
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,bench]")  # bench: commons-codec, which a harness test compares against
     session.run("python", "-c", SPEEDUPS)
     # PYTHONPATH: every subprocess a test starts (the processor, python -m kcl_relay) runs this tree's code.
     env = {"PYTHONPATH": session.invoked_from}
