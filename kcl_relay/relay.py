@@ -149,6 +149,7 @@ def plan_worker(
         }
 
     def open_shards() -> set[str]:
+        assert spec.stream is not None  # prepare_stream above has checked that stream
         return kinesis.open_shard_ids(kinesis.list_shards(kinesis.client(spec, "kinesis"), spec.stream))
 
     if spec.start in ("seqno-at", "seqno-after"):

@@ -9,7 +9,7 @@ from typing import Any, cast
 import orjson
 
 from kcl_relay.cdc import speedups
-from kcl_relay.cdc.event import ChangeEvent, KeyType, RawRecord
+from kcl_relay.cdc.event import ChangeEvent, KeyType, Op, RawRecord
 from kcl_relay.cdc.values import from_item
 
 __all__ = ["DecodeError", "decode", "version_micros"]
@@ -105,7 +105,7 @@ def decode(record: RawRecord) -> ChangeEvent:
     native = speedups.native
     if native is not None:
         try:
-            return native.decode_record(record.data, record, ChangeEvent)  # type: ignore[no-any-return]
+            return native.decode_record(record.data, record, ChangeEvent)
         except (speedups.Fallback, ValueError):
             # Declined, or a hook (values.parse_number, ...) refused a value, maybe one that decode() ignores (the
             # C parser converts NewImage before it knows the record is a REMOVE): the ways below decide.
@@ -163,7 +163,7 @@ def _decode_document(record: RawRecord, document: dict[str, Any]) -> ChangeEvent
 
     table_name = document.get("tableName")
     return ChangeEvent(
-        op=op,
+        op=cast(Op, op),  # one of _OPS, checked above
         table_name=table_name if isinstance(table_name, str) else "",
         key=key,
         key_types=key_types,

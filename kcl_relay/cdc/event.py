@@ -56,7 +56,7 @@ class Position:
         native = speedups.native
         if native is not None:
             try:
-                return native.order_token(self)  # type: ignore[no-any-return]
+                return native.order_token(self)
             except speedups.Fallback:  # the C path declined: the formula below decides
                 pass
             except Exception as error:  # a fault of the C path

@@ -167,7 +167,7 @@ def split(key: Item, image: Item) -> Row:
     native = speedups.native
     if native is not None:
         try:
-            return native.split(key, image)  # type: ignore[no-any-return]
+            return native.split(key, image)
         except speedups.Fallback:  # the C path declined: the reference decides
             pass
         except Exception as error:  # a fault of the C path (or of a hook)

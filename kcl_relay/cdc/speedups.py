@@ -21,8 +21,11 @@ __all__ = ["PATHS", "Fallback", "available", "fallbacks", "native", "recover", "
 
 log = logging.getLogger(__name__)
 
+_module: ModuleType | None
 try:
-    from kcl_relay.cdc import _speedups as _module
+    from kcl_relay.cdc import _speedups
+
+    _module = _speedups
 except ImportError:  # not built: no compiler, or a source checkout without `setup.py build_ext --inplace`
     _module = None
 

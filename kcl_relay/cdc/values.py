@@ -171,7 +171,7 @@ def from_item(image: Any) -> Item:
     native = speedups.native
     if native is not None:
         try:
-            return native.from_item(image)  # type: ignore[no-any-return]
+            return native.from_item(image)
         except speedups.Fallback:  # the C path declined: the reference decides, with its own errors
             pass
         except Exception as error:  # a hook refused bad input, or a fault of the C path

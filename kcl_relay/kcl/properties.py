@@ -6,6 +6,7 @@ import dataclasses
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -315,7 +316,7 @@ def check_keys(source: PropertiesFile) -> None:
 
 
 # standard KCL key -> (source option, KCL value -> option value)
-KCL_TO_OPTION = {
+KCL_TO_OPTION: dict[str, tuple[str, Callable[[str], str]]] = {
     "regionName": ("region", str),
     # Both read back as idle-sleep (the larger one: what polling_properties writes); see RENDERED_KCL_KEYS.
     "idleTimeBetweenReadsInMillis": ("idle-sleep", lambda ms: str(int(ms) / 1000)),

@@ -216,10 +216,10 @@ def primary_key(spec: TargetSpec, name: str) -> list[str]:
         engine = spec.create_engine(poolclass=NullPool)
         try:
             with engine.connect() as connection:
-                rows = connection.exec_driver_sql(sql, {"s": schema, "t": table}).fetchall()
+                found = connection.exec_driver_sql(sql, {"s": schema, "t": table}).fetchall()
         finally:
             engine.dispose()
-        return [quote_ident(str(row[0])) for row in rows]
+        return [quote_ident(str(row[0])) for row in found]
     # information_schema.key_column_usage names only "pk" for pk['id']; SHOW CREATE TABLE has the expressions.
     create = str(run_sql(spec, f"SHOW CREATE TABLE {_relation(spec, name)}")[1][0][0])
     match = re.search(r"^\s*PRIMARY KEY \((.+)\)\s*$", create, re.MULTILINE)

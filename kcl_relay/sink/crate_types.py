@@ -102,7 +102,7 @@ def _kind(value: Any) -> str:
     raise _Clash
 
 
-def _fit(value: Any, known: ColumnType | None) -> ColumnType | None:
+def _fit(value: Any, known: ColumnType | None) -> ColumnType:
     """The type at this path once `value` is stored there; raises _Clash when CrateDB would alter it.
     Returns `known` itself when the value adds nothing, so unchanged trees are not copied."""
     if value is None:
@@ -121,14 +121,14 @@ def _fit(value: Any, known: ColumnType | None) -> ColumnType | None:
             if fitted is not current:
                 if grown is known:
                     grown = dict(known)
-                grown[name] = fitted  # type: ignore[assignment]
+                grown[name] = fitted
         return grown
     if isinstance(value, list):
         if known is None:
             known = ArrayOf("undefined")
         if not isinstance(known, ArrayOf):
             raise _Clash
-        element: ColumnType | None = known.element
+        element: ColumnType = known.element
         for item in value:
             element = _fit(item, element)
         return known if element is known.element else ArrayOf(element)
@@ -208,7 +208,7 @@ class DataTypes:
                 if self.limit is not None and self.columns + self._added + added > self.limit:
                     moved[name] = value
                     continue
-                self._overlay[name] = fitted  # type: ignore[assignment]  # never None: value or known is set
+                self._overlay[name] = fitted
                 self._added += added
                 self.assumed = grows = True
         if not moved:

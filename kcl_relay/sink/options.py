@@ -9,8 +9,11 @@ from kcl_relay.sink.retry import RetryPolicy
 
 
 class SinkSettings(Protocol):
-    tombstone_retention: float  # seconds
-    retry_timeout: float  # seconds
+    # Read-only members: the settings are frozen dataclasses (a plain attribute here would demand a writable one).
+    @property
+    def tombstone_retention(self) -> float: ...  # seconds
+    @property
+    def retry_timeout(self) -> float: ...  # seconds
 
 
 def sink_options(settings: SinkSettings) -> dict[str, Any]:

@@ -38,6 +38,7 @@ def _where(spec: SourceSpec) -> str:
 
 def prepare_stream(spec: SourceSpec) -> list[dict]:
     """Check the endpoints and the stream (creating it with create=true); return its shards. SourceError otherwise."""
+    assert spec.stream is not None, "a file replay has no stream: cli runs replay_file for it, never this"
     kinesis = client(spec, "kinesis")
     try:
         try:
