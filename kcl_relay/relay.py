@@ -137,6 +137,7 @@ def plan_worker(
         seqno=spec.seqno,
         seqno_shard=seqno_shard,
         log_level=spec.log_level,
+        mapping=spec.mapping,
     )
     aws_env = {"AWS_REGION": spec.region}
     if spec.credentials:

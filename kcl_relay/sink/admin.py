@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.pool import NullPool
 
-from kcl_relay.sink.dialect import quote_ident
+from kcl_relay.sink.dialect import Dialect, quote_ident
 from kcl_relay.sink.target import TargetSpec
+
+if TYPE_CHECKING:
+    from kcl_relay.cdc.event import KeyType
+    from kcl_relay.mapping.spec import Column, TableMapping
 
 __all__ = [
     "Outcome",
     "TablePage",
+    "add_column_statements",
     "check_reachable",
     "connect_failure",
     "count_line",
+    "create_statements",
     "primary_key",
     "rows_text",
     "run_sql",
@@ -36,6 +43,39 @@ class Outcome:
     rows: Rows
     rowcount: int  # the database's count of rows a write changed; -1 when it gives none (DDL on PostgreSQL)
     returns_rows: bool
+
+
+# The end of every dialect's column list in its target CREATE TABLE: mapped columns and table options go there.
+_LAST_COLUMN = "cdc_event TEXT NOT NULL)"
+
+
+def create_statements(
+    dialect: Dialect, key_types: Mapping[str, KeyType], mapping: TableMapping | None = None
+) -> list[str]:
+    """Everything the relay creates for a target table, in order: the target (with its mapped columns and table
+    options), the tombstones, the dead letters. The one place for it: the writer runs these, `ddl` prints them."""
+    statements = [*dialect.create_tables(key_types), dialect.create_dead_letter_table()]
+    if mapping is None or (
+        not mapping.columns and not mapping.shards and mapping.replicas is None and mapping.refresh_interval_ms is None
+    ):
+        return statements
+    from kcl_relay.mapping.sql import column_sql, table_clause
+
+    target = f"CREATE TABLE IF NOT EXISTS {dialect.relation()} ("
+    index = next(i for i, statement in enumerate(statements) if statement.startswith(target))
+    head, found, tail = statements[index].rpartition(_LAST_COLUMN)
+    if not found:
+        raise RuntimeError(f"the {dialect.name} target table statement has no {_LAST_COLUMN!r} to add columns after")
+    columns = "".join(f", {column_sql(dialect.name, column)}" for column in mapping.columns)
+    statements[index] = f"{head}{_LAST_COLUMN[:-1]}{columns}){table_clause(dialect.name, mapping)}{tail}"
+    return statements
+
+
+def add_column_statements(dialect: Dialect, columns: Sequence[Column]) -> list[str]:
+    """ALTER TABLE ... ADD COLUMN for mapped columns a table lacks (the relay never drops one)."""
+    from kcl_relay.mapping.sql import column_sql
+
+    return [f"ALTER TABLE {dialect.relation()} ADD COLUMN {column_sql(dialect.name, column)}" for column in columns]
 
 
 def run_statement(spec: TargetSpec, sql: str, commit: bool = False) -> Outcome:

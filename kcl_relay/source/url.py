@@ -78,6 +78,7 @@ class SourceSpec:
     metrics_port: int | None = None  # None: no Prometheus endpoint
     metrics_host: str = "127.0.0.1"
     kcl_metrics: str = "none"
+    mapping: str | None = None  # the mapping file's path (kcl_relay/mapping), checked when the URL is parsed
 
     @property
     def is_file(self) -> bool:
@@ -203,6 +204,13 @@ def _text(text: str) -> str:
     return text
 
 
+def _mapping_file(text: str) -> str:
+    from kcl_relay.mapping.spec import load_mapping
+
+    load_mapping(text)  # MappingError is a ValueError: one line, before anything starts
+    return text
+
+
 # option name -> (SourceSpec field, parser, help text). The single source of truth for parsing, --help and docs.
 OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "batch-size": (
@@ -262,6 +270,11 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         _choice(KCL_METRICS_LEVELS),
         "the KCL's own CloudWatch metrics (metricsLevel): none, summary or detailed",
     ),
+    "mapping": (
+        "mapping",
+        _mapping_file,
+        "a TOML file of typed columns, include/exclude and table options (docs/type-mapping.md)",
+    ),
     "dynamodb-endpoint": (
         "dynamodb_endpoint",
         _http_url,
@@ -271,7 +284,9 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 
 
 # What a file replay uses; the rest is about Kinesis and the KCL.
-FILE_OPTIONS = frozenset({"batch-size", "ttl", "route-tables", "source-table", "tombstone-retention", "retry-timeout"})
+FILE_OPTIONS = frozenset(
+    {"batch-size", "ttl", "route-tables", "source-table", "tombstone-retention", "retry-timeout", "mapping"}
+)
 
 
 def closest(name: str, candidates: list[str]) -> str | None:
