@@ -108,7 +108,7 @@ class TableMapping:
     def describe(self) -> dict[str, Any]:
         """The stored form (canonical JSON of it lives in the table's `__relay` settings): what shapes rows."""
         return {
-            "columns": {column.name: column.describe() for column in self.columns},
+            "columns": [{"name": column.name, **column.describe()} for column in self.columns],  # in the file's order
             "include": None if self.include is None else [list(path) for path in self.include],
             "exclude": [list(path) for path in self.exclude],
         }
@@ -311,6 +311,8 @@ def _replicas(value: Any, prefix: str) -> str | None:
 def _interval(value: Any, prefix: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
-        raise MappingError(f"{prefix}table.refresh-interval = {value!r}: expected seconds from 0 to 86400")
+    # Whole seconds: CrateDB 6.4.3 refuses a fractional one ("fractional time values are not supported").
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or not 0 <= value <= 86400:
+        raise MappingError(f"{prefix}table.refresh-interval = {value!r}: expected whole seconds from 0 to 86400")
     return round(value * 1000)

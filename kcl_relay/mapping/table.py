@@ -26,8 +26,8 @@ def from_stored(text: str) -> TableMapping:
     """The mapping as stored beside a table (its shaping part; table options matter only at create)."""
     document = loads(text)
     columns = tuple(
-        Column(name, tuple(spec["path"]), parse_type(spec["type"]), spec.get("from"))
-        for name, spec in sorted(document["columns"].items())
+        Column(spec["name"], tuple(spec["path"]), parse_type(spec["type"]), spec.get("from"))
+        for spec in document["columns"]
     )
     include = document.get("include")
     return TableMapping(
@@ -40,8 +40,8 @@ def from_stored(text: str) -> TableMapping:
 def added_columns(table: str, stored: str, mapping: TableMapping) -> list[Column]:
     """The columns `mapping` adds to a table filled with the `stored` mapping; MappingError if it changes or drops
     anything (the relay never drops or retypes a column: rows already written hold the old shape)."""
-    before: dict[str, Any] = loads(stored)
-    now = mapping.describe()
+    before: dict[str, Any] = _by_name(loads(stored))
+    now = _by_name(mapping.describe())
     for name, spec in before["columns"].items():
         if name not in now["columns"]:
             raise MappingError(
@@ -71,6 +71,11 @@ def added_columns(table: str, stored: str, mapping: TableMapping) -> list[Column
                     f"column {column.name} maps {column.shown_path}, which column {name} of {table} already takes"
                 )
     return added
+
+
+def _by_name(described: dict[str, Any]) -> dict[str, Any]:
+    columns = {spec["name"]: {k: v for k, v in spec.items() if k != "name"} for spec in described["columns"]}
+    return {**described, "columns": columns}
 
 
 def update_setting_sql(relation: str, param: str) -> str:

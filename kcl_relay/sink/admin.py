@@ -30,6 +30,7 @@ __all__ = [
     "run_statement",
     "show_table",
     "table_state",
+    "with_columns",
 ]
 
 Rows = list[tuple[Any, ...]]
@@ -276,6 +277,7 @@ class TablePage:
     rows: Rows
     total: int  # rows in the table
     order: list[str]  # the ORDER BY expressions (the primary key), empty when the table has none
+    mapping: TableMapping | None = None  # a relay target filled with a mapping: its columns follow cdc_event
 
 
 def show_table(spec: TargetSpec, name: str, limit: int = 100) -> TablePage:
@@ -290,9 +292,42 @@ def show_table(spec: TargetSpec, name: str, limit: int = 100) -> TablePage:
         run_sql(spec, f"REFRESH TABLE {relation}")
     order = primary_key(spec, name)
     total = int(run_sql(spec, f"SELECT count(*) FROM {relation}")[1][0][0])
-    query = f"SELECT * FROM {relation}" + (f" ORDER BY {', '.join(order)}" if order else "") + f" LIMIT {int(limit)}"
-    columns, rows = run_sql(spec, query)
-    return TablePage(columns=columns, rows=rows, total=total, order=order)
+    mapping, outputs = _mapped_outputs(spec, name)
+    query = f"SELECT {outputs} FROM {relation}" + (f" ORDER BY {', '.join(order)}" if order else "")
+    columns, rows = run_sql(spec, query + f" LIMIT {int(limit)}")
+    return TablePage(columns=columns, rows=rows, total=total, order=order, mapping=mapping)
+
+
+def _mapped_outputs(spec: TargetSpec, name: str) -> tuple[TableMapping | None, str]:
+    """A table filled with a mapping: its row columns, then the mapped ones read exactly; else every column."""
+    import dataclasses
+
+    from kcl_relay.mapping.sql import select_expression
+    from kcl_relay.sink.dialect import ROW_COLUMNS
+    from kcl_relay.sink.mapped_table import stored_mapping
+
+    schema, table = _split(spec, name)
+    mapping = stored_mapping(dataclasses.replace(spec, schema=schema or spec.schema, table=table))
+    if mapping is None or not mapping.columns:
+        return None, "*"
+    mapped = [f"{select_expression(spec.dialect, column)} AS {quote_ident(column.name)}" for column in mapping.columns]
+    return mapping, ", ".join([*ROW_COLUMNS, *mapped])
+
+
+def with_columns(spec: TargetSpec, mapping: TableMapping, values: list[Any], row: Sequence[Any]) -> list[Any]:
+    """A shown row's pk, data, aux (loaded), cdc_* values with the mapped columns' values (read from `row`) put
+    back at their attribute paths: the item's other attributes as `data`, `aux` empty."""
+    from kcl_relay.mapping.shape import restore
+    from kcl_relay.mapping.sql import read_value
+    from kcl_relay.sink.writer import dialect_for
+
+    load = dialect_for(spec).load_document
+    columns = {
+        column.name: read_value(spec.dialect, column, value, lambda document: load(document, "data"))
+        for column, value in zip(mapping.columns, row[6:], strict=True)
+    }
+    pk, data, aux, *cdc = values[:6]
+    return [pk, restore(mapping, {**(data or {}), **(aux or {})}, columns), {}, *cdc]
 
 
 def table_state(spec: TargetSpec, table: str | None = None) -> str:

@@ -48,6 +48,7 @@ tags = { path = "tags", type = "ARRAY(TEXT)" }
         ('[columns]\na = { path = "x", type = "NUMERIC(40, 2)" }', "precision <= 38"),
         ('exclude = ["x"]\n[columns]\na = { path = "x.y", type = "TEXT" }', "is excluded"),
         ("[table]\nshards = 0", "shards = 0"),
+        ("[table]\nrefresh-interval = 2.5", "expected whole seconds"),
         ('[table]\npartition-by = "at:month"', "partition-by is not supported yet"),
         ("colums = 1", "unknown key 'colums'"),
     ],
