@@ -177,3 +177,19 @@ def test_a_stored_mapping_may_gain_columns_but_not_change_or_lose_one(tmp_path: 
     path.write_text('[tables.orders.columns]\nn = { path = "n", type = "BIGINT" }\n')
     routed = load_mapping(path)
     assert routed.for_table("orders").columns[0].name == "n" and routed.for_table("other").columns == ()
+
+
+def test_the_properties_key_and_the_table_url_take_the_mapping_too(tmp_path: Path) -> None:
+    from kcl_relay.kcl.properties import spec_from_properties
+    from kcl_relay.source.table_url import parse_table
+
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(MAPPING)
+    bad.write_text('[columns]\nx = { path = "x", type = "MONEY" }')
+    base = {"streamName": "s", "applicationName": "app", "regionName": "us-east-1"}
+    spec, _, _ = spec_from_properties({**base, "kclrelay.mapping": str(good)})
+    assert spec.mapping == str(good)
+    with pytest.raises(SourceError, match="unknown type 'MONEY'"):
+        spec_from_properties({**base, "kclrelay.mapping": str(bad)})
+    table = parse_table(f"dynamodb://localhost:4566/orders?mapping={good}&stream=orders-cdc")
+    assert table.mapping == str(good) and table.stream is not None and table.stream.mapping == str(good)
