@@ -144,3 +144,25 @@ def test_crate_table_options_at_create(spec: TargetSpec) -> None:
         f"WHERE table_schema = '{spec.schema}' AND table_name = '{spec.table}'",
     )[1]
     assert rows == [[3, "0-1", 3000]] or rows == [(3, "0-1", 3000)]
+
+
+def test_a_relay_refuses_a_changed_mapping_before_the_worker_starts(spec: TargetSpec, tmp_path: Any) -> None:
+    from kcl_relay.relay import check_target_mapping
+    from kcl_relay.source.url import SourceError, SourceSpec
+
+    same, changed, more = tmp_path / "same.toml", tmp_path / "changed.toml", tmp_path / "more.toml"
+    same.write_text(ORDERS)
+    changed.write_text(ORDERS.replace('"NUMERIC(38, 2)"', '"DOUBLE"'))
+    more.write_text(MORE)
+    sink = _writer(spec, ORDERS)
+    try:
+        sink.apply([change("INSERT", "a", 1, 1, qty=1)])
+    finally:
+        sink.close()
+    check_target_mapping(SourceSpec(stream="s", mapping=str(same)), spec)
+    check_target_mapping(SourceSpec(stream="s", mapping=str(more)), spec)  # adds a column: fine
+    with pytest.raises(SourceError) as caught:
+        check_target_mapping(SourceSpec(stream="s", mapping=str(changed)), spec)
+    assert str(caught.value).startswith("column amount of ") and "give the new mapping a new column name" in str(
+        caught.value
+    )
