@@ -193,3 +193,19 @@ def test_the_properties_key_and_the_table_url_take_the_mapping_too(tmp_path: Pat
         spec_from_properties({**base, "kclrelay.mapping": str(bad)})
     table = parse_table(f"dynamodb://localhost:4566/orders?mapping={good}&stream=orders-cdc")
     assert table.mapping == str(good) and table.stream is not None and table.stream.mapping == str(good)
+
+
+def test_a_bad_mapping_stops_load_table_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from kcl_relay.cli import cli
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[columns]\ncdc_at = { path = "at", type = "TIMESTAMP" }\n')
+    target = f"sqlite:///{tmp_path}/never.db"
+    for url in (f"kinesis+dynamodb+cdc://localhost:1/s?mapping={bad}", f"dynamodb://localhost:1/t?mapping={bad}"):
+        result = CliRunner().invoke(cli, ["load", "table", url, "--target", target])
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert "the names pk, data, aux and cdc_* are the relay's own columns" in line
+    assert not (tmp_path / "never.db").exists()  # nothing started
