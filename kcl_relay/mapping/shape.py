@@ -60,7 +60,8 @@ def _timestamp(value: Any, source: str) -> int:
         if match is None:
             raise _Misfit
         try:
-            moment = datetime(*(int(part) for part in match.groups()[:6]), tzinfo=timezone.utc)
+            year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+            moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
         except ValueError:  # month 13, February 30th, ...
             raise _Misfit from None
         fraction = match.group(7)

@@ -101,6 +101,7 @@ def _settings_exist(writer: TableWriter) -> bool:
     """Whether the table has its `__relay` settings table (asked through the writer's own connection)."""
     dialect, executor, spec = writer.dialect, writer.executor, writer.spec
     name = spec.table + SETTINGS_SUFFIX
+    params: tuple[str, ...]
     if spec.dialect == "sqlite":
         sql, params = f"SELECT name FROM sqlite_master WHERE type = 'table' AND name = {dialect.param}", (name,)
     else:
@@ -117,11 +118,14 @@ def _add_missing_columns(writer: TableWriter, mapping: TableMapping) -> None:
 
     existing = _table_columns(writer.spec)
     missing = [column for column in mapping.columns if column.name not in existing]
+    executor = writer.executor
     for column, statement in zip(missing, add_column_statements(writer.dialect, missing), strict=True):
+
+        def alter(cursor: Any, sql: str = statement) -> None:
+            executor.execute_all(cursor, [sql])
+
         try:
-            writer.executor.transaction(
-                lambda cursor, sql=statement: writer.executor.execute_all(cursor, [sql]), ddl=True
-            )
+            executor.transaction(alter, ddl=True)
         except Exception:
             if column.name not in _table_columns(writer.spec):
                 raise
