@@ -373,12 +373,14 @@ def show_table(name: str, target: str | None, limit: int, raw: bool) -> None:
         from kcl_relay.sink.writer import dialect_for
 
         page = admin.show_table(spec, name, limit=limit)
-        as_items = not raw and tuple(page.columns) == ROW_VIEW_COLUMNS
+        as_items = not raw and tuple(page.columns[:6]) == ROW_VIEW_COLUMNS
         load = dialect_for(spec).load_document  # items as they are (stored escapes undone); --raw as stored
         for row in page.rows:
             values = [_plain(value) for value in row]
             if as_items:
                 values[:3] = [load(value, column) for value, column in zip(values[:3], ROW_VIEW_COLUMNS, strict=False)]
+                if page.mapping is not None:  # mapped columns back at their attribute paths
+                    values = admin.with_columns(spec, page.mapping, values, row)
             fields = _item_fields(values) if as_items else list(zip(page.columns, values, strict=True))
             click.echo(_json_object(fields))
         order = f"ordered by {', '.join(page.order)}" if page.order else "in no particular order (no primary key)"

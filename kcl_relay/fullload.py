@@ -280,11 +280,17 @@ class SnapshotCompanion:
             self._thread.join()
 
 
-def prepare_target(target: TargetSpec, info: TableInfo) -> None:
-    """Create the target's tables and claim it for this DynamoDB table (TargetError when it carries another)."""
-    sink = open_sink(target)
+def prepare_target(target: TargetSpec, info: TableInfo, mapping: str | None = None) -> None:
+    """Create the target's tables (with the mapping, which the scan's writers then read beside the table) and claim
+    it for this DynamoDB table (TargetError when it carries another, or a mapping this one would change)."""
+    from kcl_relay.mapping.spec import MappingError, load_mapping
+
+    sink = open_sink(target, mapping=load_mapping(mapping) if mapping else None)
     try:
-        sink.ensure_table(info.key_types)
+        try:
+            sink.ensure_table(info.key_types)
+        except MappingError as error:
+            raise TargetError(str(error)) from None
         claimed = sink.claim_source_table(info.name)
     finally:
         sink.close()
@@ -306,7 +312,7 @@ def load_table(spec: TableSpec, target: TargetSpec) -> int:
         say("no Date header from DynamoDB: snapshot versions come from this machine's clock")
     snapshot = Snapshot(spec, target, ddb, info, clock)
     if spec.stream is None:
-        prepare_target(target, info)
+        prepare_target(target, info, spec.mapping)
         return _scan_only(snapshot)
     return _scan_and_stream(spec, target, snapshot, clock)
 
@@ -365,7 +371,7 @@ def _scan_and_stream(spec: TableSpec, target: TargetSpec, snapshot: Snapshot, cl
     stream = spec.stream_from(start)
     # Checks Java, the jars, the target and the stream before anything starts; the scan refills the target itself.
     plan = plan_worker(stream, target, guard_target=False)
-    prepare_target(target, snapshot.info)
+    prepare_target(target, snapshot.info, spec.mapping)
     application = plan.properties["applicationName"]
     if _has_lease_table(kinesis.client(stream, "dynamodb"), application):
         say(

@@ -48,6 +48,7 @@ class FlushStats:
     stale: int = 0
     ttl_ignored: int = 0
     dead_letters: int = 0
+    misfits: int = 0  # mapped attribute values stored in aux: they did not fit their column's type
     last_position: Position | None = None
     batch_seconds: list[float] = field(default_factory=list)  # wall time of each database batch (decode to commit)
 
@@ -56,7 +57,7 @@ class FlushStats:
         return self.upserted + self.deleted
 
     def add(self, other: FlushStats) -> None:
-        for name in ("records", "upserted", "deleted", "stale", "ttl_ignored", "dead_letters"):
+        for name in ("records", "upserted", "deleted", "stale", "ttl_ignored", "dead_letters", "misfits"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.last_position = other.last_position or self.last_position
         self.batch_seconds.extend(other.batch_seconds)
@@ -167,6 +168,7 @@ class Pipeline:
             stats.upserted += result.upserted
             stats.deleted += result.deleted
             stats.stale += result.skipped_stale
+            stats.misfits += result.misfits
             stats.dead_letters += len(result.dead_letters)
         if letters:
             self._sink(None, None).dead_letter(letters)

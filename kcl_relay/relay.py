@@ -84,6 +84,19 @@ def application_name(spec: SourceSpec, target: TargetSpec) -> str:
     return spec.application_name(target.table, target.identity())
 
 
+def check_target_mapping(spec: SourceSpec, target: TargetSpec) -> None:
+    """A mapping that would change the one the target table was filled with: one line, before anything starts."""
+    if not spec.mapping or spec.route_tables:  # routed tables are named by the records: checked as they come
+        return
+    from kcl_relay.mapping.spec import MappingError, load_mapping
+    from kcl_relay.sink.mapped_table import check_mapping
+
+    try:
+        check_mapping(target, load_mapping(spec.mapping).for_table(target.table))
+    except MappingError as error:
+        raise SourceError(str(error)) from None
+
+
 def plan_worker(
     spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None, guard_target: bool = True
 ) -> WorkerPlan:
@@ -95,6 +108,7 @@ def plan_worker(
     quiet_http_libraries(spec.log_level)
     java, jars = find_java(), find_jars()
     check_reachable(target)
+    check_target_mapping(spec, target)
     shards = kinesis.prepare_stream(spec)
     seqno_shard = kinesis.shard_of_sequence_number(spec, shards, spec.seqno) if spec.seqno else None
     application = application_name(spec, target)
@@ -140,6 +154,7 @@ def plan_worker(
         seqno=spec.seqno,
         seqno_shard=seqno_shard,
         log_level=spec.log_level,
+        mapping=spec.mapping,
     )
     aws_env = {"AWS_REGION": spec.region}
     if spec.credentials:

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from kcl_relay.cdc import speedups
 from kcl_relay.cdc.event import Item
+
+if TYPE_CHECKING:
+    from kcl_relay.mapping.spec import TableMapping
 
 __all__ = ["MAX_OBJECT_DEPTH", "MAX_TEXT_BYTES", "Row", "crate_safe", "split", "valid_object_key"]
 
@@ -53,6 +56,11 @@ class Row:
     pk: dict[str, Any]
     data: dict[str, Any]
     aux: dict[str, Any]
+    # With a mapping (kcl_relay/mapping): column name -> value for the mapped columns, and how many attribute
+    # values did not fit their column's type (those went to aux, intact). Plain class-level defaults: the C path
+    # (_speedups.c) makes rows without __init__, setting pk, data and aux only.
+    columns: dict[str, Any] | None = None
+    misfits: int = 0
 
 
 def valid_object_key(name: str) -> bool:
@@ -162,8 +170,15 @@ def crate_safe(value: Any) -> bool:
     return True
 
 
-def split(key: Item, image: Item) -> Row:
-    """Key attributes to pk, faithful attributes to data, every other attribute (as a whole) to aux."""
+def split(key: Item, image: Item, mapping: TableMapping | None = None) -> Row:
+    """Key attributes to pk, faithful attributes to data, every other attribute (as a whole) to aux; with a mapping,
+    first its columns (kcl_relay/mapping/shape.py: what fits goes to its column only, a misfit to aux)."""
+    if mapping is not None and not mapping.empty:
+        from kcl_relay.mapping.shape import shape
+
+        shaped = shape(mapping, key, image)
+        row = split(key, shaped.rest)
+        return Row(row.pk, row.data, {**row.aux, **shaped.aux}, shaped.columns, shaped.misfits)
     native = speedups.native
     if native is not None:
         try:

@@ -32,6 +32,7 @@ class ProcessorConfig:
     seqno: str | None = None
     seqno_shard: str | None = None  # the shard that holds `seqno`
     log_level: str = "warn"  # warn, info, debug (kcl_relay.logs)
+    mapping: str | None = None  # the mapping file (kcl_relay/mapping)
 
     def __repr__(self) -> str:
         return masked_repr(self, target_url=repr(mask_secrets(self.target_url)))

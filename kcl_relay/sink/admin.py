@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.pool import NullPool
 
-from kcl_relay.sink.dialect import quote_ident
+from kcl_relay.sink.dialect import Dialect, quote_ident
 from kcl_relay.sink.target import TargetSpec
+
+if TYPE_CHECKING:
+    from kcl_relay.cdc.event import KeyType
+    from kcl_relay.mapping.spec import Column, TableMapping
 
 __all__ = [
     "Outcome",
     "TablePage",
+    "add_column_statements",
     "check_reachable",
     "connect_failure",
     "count_line",
+    "create_statements",
     "primary_key",
     "rows_text",
     "run_sql",
     "run_statement",
     "show_table",
     "table_state",
+    "with_columns",
 ]
 
 Rows = list[tuple[Any, ...]]
@@ -36,6 +44,39 @@ class Outcome:
     rows: Rows
     rowcount: int  # the database's count of rows a write changed; -1 when it gives none (DDL on PostgreSQL)
     returns_rows: bool
+
+
+# The end of every dialect's column list in its target CREATE TABLE: mapped columns and table options go there.
+_LAST_COLUMN = "cdc_event TEXT NOT NULL)"
+
+
+def create_statements(
+    dialect: Dialect, key_types: Mapping[str, KeyType], mapping: TableMapping | None = None
+) -> list[str]:
+    """Everything the relay creates for a target table, in order: the target (with its mapped columns and table
+    options), the tombstones, the dead letters. The one place for it: the writer runs these, `ddl` prints them."""
+    statements = [*dialect.create_tables(key_types), dialect.create_dead_letter_table()]
+    if mapping is None or (
+        not mapping.columns and not mapping.shards and mapping.replicas is None and mapping.refresh_interval_ms is None
+    ):
+        return statements
+    from kcl_relay.mapping.sql import column_sql, table_clause
+
+    target = f"CREATE TABLE IF NOT EXISTS {dialect.relation()} ("
+    index = next(i for i, statement in enumerate(statements) if statement.startswith(target))
+    head, found, tail = statements[index].rpartition(_LAST_COLUMN)
+    if not found:
+        raise RuntimeError(f"the {dialect.name} target table statement has no {_LAST_COLUMN!r} to add columns after")
+    columns = "".join(f", {column_sql(dialect.name, column)}" for column in mapping.columns)
+    statements[index] = f"{head}{_LAST_COLUMN[:-1]}{columns}){table_clause(dialect.name, mapping)}{tail}"
+    return statements
+
+
+def add_column_statements(dialect: Dialect, columns: Sequence[Column]) -> list[str]:
+    """ALTER TABLE ... ADD COLUMN for mapped columns a table lacks (the relay never drops one)."""
+    from kcl_relay.mapping.sql import column_sql
+
+    return [f"ALTER TABLE {dialect.relation()} ADD COLUMN {column_sql(dialect.name, column)}" for column in columns]
 
 
 def run_statement(spec: TargetSpec, sql: str, commit: bool = False) -> Outcome:
@@ -236,6 +277,7 @@ class TablePage:
     rows: Rows
     total: int  # rows in the table
     order: list[str]  # the ORDER BY expressions (the primary key), empty when the table has none
+    mapping: TableMapping | None = None  # a relay target filled with a mapping: its columns follow cdc_event
 
 
 def show_table(spec: TargetSpec, name: str, limit: int = 100) -> TablePage:
@@ -250,9 +292,42 @@ def show_table(spec: TargetSpec, name: str, limit: int = 100) -> TablePage:
         run_sql(spec, f"REFRESH TABLE {relation}")
     order = primary_key(spec, name)
     total = int(run_sql(spec, f"SELECT count(*) FROM {relation}")[1][0][0])
-    query = f"SELECT * FROM {relation}" + (f" ORDER BY {', '.join(order)}" if order else "") + f" LIMIT {int(limit)}"
-    columns, rows = run_sql(spec, query)
-    return TablePage(columns=columns, rows=rows, total=total, order=order)
+    mapping, outputs = _mapped_outputs(spec, name)
+    query = f"SELECT {outputs} FROM {relation}" + (f" ORDER BY {', '.join(order)}" if order else "")
+    columns, rows = run_sql(spec, query + f" LIMIT {int(limit)}")
+    return TablePage(columns=columns, rows=rows, total=total, order=order, mapping=mapping)
+
+
+def _mapped_outputs(spec: TargetSpec, name: str) -> tuple[TableMapping | None, str]:
+    """A table filled with a mapping: its row columns, then the mapped ones read exactly; else every column."""
+    import dataclasses
+
+    from kcl_relay.mapping.sql import select_expression
+    from kcl_relay.sink.dialect import ROW_COLUMNS
+    from kcl_relay.sink.mapped_table import stored_mapping
+
+    schema, table = _split(spec, name)
+    mapping = stored_mapping(dataclasses.replace(spec, schema=schema or spec.schema, table=table))
+    if mapping is None or not mapping.columns:
+        return None, "*"
+    mapped = [f"{select_expression(spec.dialect, column)} AS {quote_ident(column.name)}" for column in mapping.columns]
+    return mapping, ", ".join([*ROW_COLUMNS, *mapped])
+
+
+def with_columns(spec: TargetSpec, mapping: TableMapping, values: list[Any], row: Sequence[Any]) -> list[Any]:
+    """A shown row's pk, data, aux (loaded), cdc_* values with the mapped columns' values (read from `row`) put
+    back at their attribute paths: the item's other attributes as `data`, `aux` empty."""
+    from kcl_relay.mapping.shape import restore
+    from kcl_relay.mapping.sql import read_value
+    from kcl_relay.sink.writer import dialect_for
+
+    load = dialect_for(spec).load_document
+    columns = {
+        column.name: read_value(spec.dialect, column, value, lambda document: load(document, "data"))
+        for column, value in zip(mapping.columns, row[6:], strict=True)
+    }
+    pk, data, aux, *cdc = values[:6]
+    return [pk, restore(mapping, {**(data or {}), **(aux or {})}, columns), {}, *cdc]
 
 
 def table_state(spec: TargetSpec, table: str | None = None) -> str:

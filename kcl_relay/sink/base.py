@@ -16,6 +16,7 @@ class ApplyResult:
     upserted: int = 0
     deleted: int = 0
     skipped_stale: int = 0  # older than what the table (or a tombstone) already holds
+    misfits: int = 0  # mapped attribute values that did not fit their column's type: stored in aux instead
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
     @property

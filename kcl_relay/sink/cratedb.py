@@ -255,9 +255,10 @@ class CrateDBDialect(Dialect):
             f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
         )
 
-    def upsert_sql(self, key_names: Sequence[str]) -> str:
+    def upsert_sql(self, key_names: Sequence[str], mapped: Sequence[tuple[str, str]] = ()) -> str:
         conflict = ", ".join(_subscript(name) for name in sorted(key_names))
-        return self._guarded_upsert(self.relation(), ROW_COLUMNS, ("pk",), conflict)
+        columns = (*ROW_COLUMNS, *(name for name, _ in mapped))
+        return self._guarded_upsert(self.relation(), columns, ("pk",), conflict)
 
     def fallback_upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...] | None:
         """A row whose `data` clashes with the types CrateDB fixed for data's sub-columns on earlier rows (an

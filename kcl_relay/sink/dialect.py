@@ -137,8 +137,9 @@ class Dialect(ABC):
 
     # ---- target rows ----
     @abstractmethod
-    def upsert_sql(self, key_names: Sequence[str]) -> str:
-        """Guarded upsert of one row (installs the full image) with upsert_params()."""
+    def upsert_sql(self, key_names: Sequence[str], mapped: Sequence[tuple[str, str]] = ()) -> str:
+        """Guarded upsert of one row (installs the full image) with upsert_params(), then the mapped columns'
+        values: `mapped` is their (quoted name, placeholder), from the table's mapping (kcl_relay/mapping)."""
 
     @abstractmethod
     def upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...]: ...
@@ -289,9 +290,11 @@ class JsonDocumentDialect(Dialect):
             f"ON CONFLICT ({conflict}) DO UPDATE SET {updates} WHERE {self._guard}"
         )
 
-    def upsert_sql(self, key_names: Sequence[str]) -> str:
+    def upsert_sql(self, key_names: Sequence[str], mapped: Sequence[tuple[str, str]] = ()) -> str:
         j, p = self.json_param, self.param
-        return self._upsert(self.relation(), ROW_COLUMNS, f"{j}, {j}, {j}, {p}, {p}, {p}", "pk")
+        columns = (*ROW_COLUMNS, *(name for name, _ in mapped))
+        values = f"{j}, {j}, {j}, {p}, {p}, {p}" + "".join(f", {placeholder}" for _, placeholder in mapped)
+        return self._upsert(self.relation(), columns, values, "pk")
 
     def tombstone_upsert_sql(self) -> str:
         columns = ("key_id", "cdc_version", "cdc_order", "deleted_at")

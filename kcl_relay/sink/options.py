@@ -21,4 +21,15 @@ def sink_options(settings: SinkSettings) -> dict[str, Any]:
     return {
         "tombstone_retention": timedelta(seconds=settings.tombstone_retention),
         "retry": RetryPolicy(timeout=settings.retry_timeout),
+        "mapping": _mapping(getattr(settings, "mapping", None)),
     }
+
+
+def _mapping(path: str | None) -> Any:
+    """The mapping file (checked again: a processor reads it on its own), or None: then a table filled with a
+    mapping keeps the one stored beside it."""
+    if not path:
+        return None
+    from kcl_relay.mapping.spec import load_mapping
+
+    return load_mapping(path)

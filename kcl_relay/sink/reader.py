@@ -9,6 +9,8 @@ of data and aux, with every number as its exact canonical value (int when integr
 side first goes through the target dialect's own upsert parameters (what the relay would send), so values a
 database stores differently (CrateDB: numbers as doubles in `data`, big numbers as text in `aux`, key attributes
 as text) are compared in the form that database holds them; its driver's floats and ints then compare by value.
+A mapped table (kcl_relay/mapping) is read with the mapping kept beside it: each column's value goes back to its
+attribute path, exactly as the item held it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from kcl_relay.cdc.event import ChangeEvent, Item, KeyType, canonical_key
 from kcl_relay.cdc.jsonenc import canonical_decimal, dumps, loads
 from kcl_relay.cdc.layout import split
 from kcl_relay.cdc.values import parse_number
+from kcl_relay.mapping.shape import restore
+from kcl_relay.mapping.spec import TableMapping
+from kcl_relay.mapping.sql import read_value, select_expression
+from kcl_relay.sink.mapped_table import stored_mapping
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import dialect_for
 
@@ -76,7 +82,7 @@ def _document(value: Any, load: Callable[[Any], Any] = loads) -> dict[str, Any]:
 class TargetReader:
     """Reads one target table (not thread-safe: one reader per thread)."""
 
-    def __init__(self, spec: TargetSpec, key_types: Mapping[str, KeyType]) -> None:
+    def __init__(self, spec: TargetSpec, key_types: Mapping[str, KeyType], mapping: TableMapping | None = None) -> None:
         self.spec = spec
         self.key_types = dict(key_types)
         self.key_names = tuple(sorted(key_types))  # the dialects order key columns by name
@@ -84,6 +90,9 @@ class TargetReader:
         self.relation = self.dialect.relation()
         self._engine = spec.create_engine(poolclass=NullPool)
         self._crate = spec.dialect == "cratedb"
+        # The mapping the table was filled with (kept beside it), unless the caller knows it.
+        self.mapping: TableMapping | None = mapping if mapping is not None else stored_mapping(spec)
+        self._mapped = self.mapping.columns if self.mapping is not None else ()
 
     def close(self) -> None:
         self._engine.dispose()
@@ -92,16 +101,18 @@ class TargetReader:
     def stored_item(self, event: ChangeEvent) -> Item:
         """What this target would hold for an INSERT/MODIFY event, as a comparable item."""
         assert event.image is not None
-        row = split(event.key, event.image)
+        row = split(event.key, event.image, self.mapping)
         _pk, data, aux = self.dialect.upsert_params(event, row)[:3]
-        return self._item(event.key, data, aux)
+        return self._item(event.key, data, aux, row.columns)
 
-    def _item(self, key: Item, data: Any, aux: Any) -> Item:
+    def _item(self, key: Item, data: Any, aux: Any, columns: dict[str, Any] | None = None) -> Item:
         load = self.dialect.load_document
         rest = {
             **_document(data, lambda value: load(value, "data")),
             **_document(aux, lambda value: load(value, "aux")),
         }
+        if self.mapping is not None and columns:
+            rest = restore(self.mapping, rest, columns)
         return comparable({**rest, **key})
 
     def _key(self, pk: Any) -> Item:
@@ -115,14 +126,21 @@ class TargetReader:
     def _row(self, record: Sequence[Any]) -> StoredRow:
         pk, data, aux, version = record[:4]
         key = self._key(pk)
-        return StoredRow(key=key, key_id=canonical_key(key), item=self._item(key, data, aux), version=int(version))
+        load = self.dialect.load_document
+        columns = {
+            column.name: read_value(self.spec.dialect, column, value, lambda document: load(document, "data"))
+            for column, value in zip(self._mapped, record[4 : 4 + len(self._mapped)], strict=True)
+        }
+        item = self._item(key, data, aux, columns)
+        return StoredRow(key=key, key_id=canonical_key(key), item=item, version=int(version))
 
     # ---- SQL ----
     def _columns(self) -> str:
+        mapped = "".join(f", {select_expression(self.spec.dialect, column)}" for column in self._mapped)
         if self.spec.dialect == "postgresql":  # as text: psycopg would turn JSONB numbers into floats
             # Named apart from the columns: ORDER BY pk must mean the JSONB column, not this text.
-            return "pk::text AS pk_text, data::text AS data_text, aux::text AS aux_text, cdc_version"
-        return "pk, data, aux, cdc_version"
+            return "pk::text AS pk_text, data::text AS data_text, aux::text AS aux_text, cdc_version" + mapped
+        return "pk, data, aux, cdc_version" + mapped
 
     def _subscript(self, name: str) -> str:
         return "pk['" + name.replace("'", "''") + "']"

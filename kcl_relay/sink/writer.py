@@ -59,6 +59,7 @@ from sqlalchemy.engine import Engine
 from kcl_relay.cdc.event import ChangeEvent, DeadLetter, KeyType
 from kcl_relay.cdc.jsonenc import dumps
 from kcl_relay.cdc.layout import Row, split
+from kcl_relay.mapping.spec import MappingFile, TableMapping
 from kcl_relay.sink.base import ApplyResult, Sink
 from kcl_relay.sink.crate_types import DataTypes
 from kcl_relay.sink.dialect import Dialect
@@ -118,6 +119,7 @@ class TableWriter(Sink):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         clock: Callable[[], datetime] = _utcnow,
         engine: Engine | None = None,
+        mapping: MappingFile | TableMapping | None = None,
     ) -> None:
         self.spec = spec
         self.dialect = dialect or dialect_for(spec)
@@ -131,6 +133,9 @@ class TableWriter(Sink):
         self._dead_letter_table = False
         self._sql: dict[str, str] = {}
         self._last_purge: float | None = None
+        given = mapping.for_table(spec.table) if isinstance(mapping, MappingFile) else mapping
+        self._given_mapping = None if given is None or given == TableMapping() else given
+        self.mapping: TableMapping | None = None  # the table's, once ensure_table() settled it (mapped_table.py)
 
     @property
     def statements(self) -> int:
@@ -144,14 +149,20 @@ class TableWriter(Sink):
 
     # ---- Sink ----
     def ensure_table(self, key_types: Mapping[str, KeyType]) -> None:
+        from kcl_relay.sink.admin import create_statements
+        from kcl_relay.sink.mapped_table import settle_mapping
+
         self.dialect.check_key(key_types)
-        statements = [*self.dialect.create_tables(key_types), self.dialect.create_dead_letter_table()]
+        if self._given_mapping is not None:
+            self._given_mapping.check_key(key_types)
+        statements = create_statements(self.dialect, key_types, self._given_mapping)
         self.executor.transaction(lambda cursor: self.executor.execute_all(cursor, statements), ddl=True)
         self._dead_letter_table = True
+        self.mapping = settle_mapping(self, self._given_mapping)
         names = tuple(sorted(key_types))
         self._key_names = names
         self._sql = {
-            "upsert": self.dialect.upsert_sql(names),
+            "upsert": self.dialect.upsert_sql(names, self._mapped_columns()),
             "delete": self.dialect.delete_sql(names),
             "tombstone": self.dialect.tombstone_upsert_sql(),
         }
@@ -324,11 +335,12 @@ class TableWriter(Sink):
                 result.skipped_stale += 1
                 continue
             assert event.image is not None  # checked by _problem
-            layout, grows = split(event.key, event.image), False
+            layout, grows = split(event.key, event.image, self.mapping), False
+            result.misfits += layout.misfits
             if self._types is not None:
-                layout, grows = self._types.fit(layout)
+                layout, grows = self._fit(layout)
             try:
-                rows.append(self.dialect.upsert_params(event, layout))
+                rows.append(self._params(event, layout))
             except (TypeError, ValueError) as exc:
                 letters.append(self._letter(event, f"cannot store in {self.dialect.name}: {describe_error(exc)}"))
                 continue
@@ -401,14 +413,14 @@ class TableWriter(Sink):
         """The batch created sub-columns with the types this writer assumed; another writer may have created some
         of them first, with other types, and our values were cast. Read the real types and rewrite the rows whose
         attributes do not fit them, with those attributes in aux (the guard lets the same version through)."""
-        types = self._learn_types(cursor)
+        self._learn_types(cursor)
         rewrites = []
         for index, (event, layout) in enumerate(zip(events, layouts, strict=True)):
             if index in bulk.rejected:
                 continue
-            fitted, _ = types.fit(layout)
+            fitted, _ = self._fit(layout)
             if fitted is not layout:
-                rewrites.append(self.dialect.upsert_params(event, fitted))
+                rewrites.append(self._params(event, fitted))
         if rewrites:
             log.warning("%d row(s) rewritten: a concurrent writer gave their attributes other types", len(rewrites))
             self._bulk_upsert(cursor, rewrites, [True] * len(rewrites))
@@ -416,10 +428,43 @@ class TableWriter(Sink):
     def _store_in_aux(self, cursor: Any, event: ChangeEvent, layout: Row, reason: str) -> bool:
         """The dialect's other way to store a row it rejected (CrateDB: every attribute in aux); False if none."""
         fallback = self.dialect.fallback_upsert_params(event, layout)
+        if fallback is not None and self.mapping is not None:  # every non-key attribute in aux, no column set
+            assert event.image is not None
+            from kcl_relay.mapping.shape import keep
+
+            kept = keep(self.mapping, event.key, event.image)
+            rest = {name: value for name, value in kept.items() if name not in event.key}
+            fallback = self._params(event, Row(pk=layout.pk, data={}, aux=rest, columns={}))
         if fallback is None or self.executor.run_alone(cursor, self._sql["upsert"], fallback) is not None:
             return False
         log.warning("%s: %s; stored with its attributes in aux", event.key_id, reason)
         return True
+
+    # ---- mapped columns (kcl_relay/mapping) ----
+    def _mapped_columns(self) -> list[tuple[str, str]]:
+        """(quoted name, placeholder) of the mapped columns, after the row's own columns in every upsert."""
+        from kcl_relay.mapping.sql import placeholder
+
+        columns = self.mapping.columns if self.mapping is not None else ()
+        return [(f'"{column.name}"', placeholder(self.dialect.name, column)) for column in columns]
+
+    def _fit(self, layout: Row) -> tuple[Row, bool]:
+        assert self._types is not None
+        fitted, grows = self._types.fit(layout)
+        if fitted is not layout and layout.columns:  # fit() rebuilds data and aux; the columns stay
+            fitted = Row(fitted.pk, fitted.data, fitted.aux, layout.columns, layout.misfits)
+        return fitted, grows
+
+    def _params(self, event: ChangeEvent, layout: Row) -> tuple[Any, ...]:
+        """The dialect's row parameters, then the mapped columns' (NULL where the row has no value)."""
+        params = self.dialect.upsert_params(event, layout)
+        if self.mapping is None:
+            return params
+        from kcl_relay.mapping.sql import param
+
+        values = layout.columns or {}
+        name, stored = self.dialect.name, self.dialect.stored_json
+        return (*params, *(param(name, column, values.get(column.name), stored) for column in self.mapping.columns))
 
     def _recheck(self, cursor: Any, written: list[ChangeEvent], letters: list[DeadLetter]) -> int:
         """Without transactions, a REMOVE applied by another worker between our tombstone read and our upsert

@@ -54,7 +54,7 @@ STREAM_PASSTHROUGH = (
     "log-level",
 )
 # Options both sides use: the scan and sink settings pass on to the stream.
-SHARED = ("region", "batch-size", "tombstone-retention")
+SHARED = ("region", "batch-size", "tombstone-retention", "mapping")
 # Stream options the full load sets itself: where the stream starts and which table it carries.
 DECIDED = (
     "start",
@@ -83,6 +83,7 @@ class TableSpec:
     batch_size: int = 500
     prune: bool = True
     tombstone_retention: float = 86400.0
+    mapping: str | None = None  # the mapping file (kcl_relay/mapping): the target table is created with it
     stream_name: str | None = None
     # The stream side, fully validated; its start (at-timestamp) is filled in by stream_from().
     stream: SourceSpec | None = None
@@ -118,6 +119,7 @@ TABLE_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "delete target rows the scan did not find and no newer change wrote (false for a target that keeps rows of "
         "deleted items on purpose; with ttl=ignore it defaults to false)",
     ),
+    "mapping": ("mapping", STREAM_OPTIONS["mapping"][1], STREAM_OPTIONS["mapping"][2]),
     "tombstone-retention": (
         "tombstone_retention",
         STREAM_OPTIONS["tombstone-retention"][1],  # the stream URL's own rules

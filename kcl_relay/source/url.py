@@ -80,6 +80,7 @@ class SourceSpec:
     metrics_host: str = "127.0.0.1"
     kcl_metrics: str = "none"
     consumer: str = "polling"
+    mapping: str | None = None  # the mapping file's path (kcl_relay/mapping), checked when the URL is parsed
 
     @property
     def is_file(self) -> bool:
@@ -205,6 +206,13 @@ def _text(text: str) -> str:
     return text
 
 
+def _mapping_file(text: str) -> str:
+    from kcl_relay.mapping.spec import load_mapping
+
+    load_mapping(text)  # MappingError is a ValueError: one line, before anything starts
+    return text
+
+
 # option name -> (SourceSpec field, parser, help text). The single source of truth for parsing, --help and docs.
 OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "batch-size": (
@@ -270,6 +278,11 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "how shards are read: polling (GetRecords) or fanout (enhanced fan-out through a stream consumer named"
         " after the application, registered once, deregistered by reset=true)",
     ),
+    "mapping": (
+        "mapping",
+        _mapping_file,
+        "a TOML file of typed columns, include/exclude and table options (docs/type-mapping.md)",
+    ),
     "dynamodb-endpoint": (
         "dynamodb_endpoint",
         _http_url,
@@ -279,7 +292,9 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 
 
 # What a file replay uses; the rest is about Kinesis and the KCL.
-FILE_OPTIONS = frozenset({"batch-size", "ttl", "route-tables", "source-table", "tombstone-retention", "retry-timeout"})
+FILE_OPTIONS = frozenset(
+    {"batch-size", "ttl", "route-tables", "source-table", "tombstone-retention", "retry-timeout", "mapping"}
+)
 
 
 def closest(name: str, candidates: list[str]) -> str | None:

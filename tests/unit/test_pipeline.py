@@ -585,3 +585,17 @@ def test_one_database_batch_holds_at_most_batch_size_records() -> None:
     stats = pipeline.flush()
     assert sink.sizes == [7, 5] and stats.upserted == 12 and stats.records == 12
     assert stats.last_position is not None and stats.last_position.sequence_number == "12"
+
+
+def test_a_flush_counts_the_mapped_values_that_went_to_aux(sqlite_url: str) -> None:
+    from kcl_relay.mapping.spec import parse_mapping
+
+    mapping = parse_mapping('[columns]\nat = { path = "at", type = "TIMESTAMP" }')
+    spec = parse_target(sqlite_url, "orders")
+    pipeline = Pipeline(lambda _route: open_sink(spec, mapping=mapping), PipelineOptions(batch_size=10))
+    pipeline.add(numbered(cdc("INSERT", "a", 1, at="2026-11-27T10:00:00Z"), cdc("INSERT", "b", 2, at="Tuesday")))
+    stats = pipeline.flush()
+    assert (stats.upserted, stats.misfits, stats.dead_letters) == (2, 1, 0)
+    total = FlushStats()
+    total.add(stats)
+    assert total.misfits == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from kcl_relay.source.url import (
 )
 
 BASE = "kinesis+dynamodb+cdc://aws/dynamodb-cdc"
+ORDERS_MAPPING = str(Path(__file__).resolve().parents[2] / "docs" / "mappings" / "orders.toml")
 SEQNO = "49590338271490256608559692538361571095921575989136588898"
 
 
@@ -219,6 +221,7 @@ GOOD: dict[str, tuple[str, str, Any]] = {
     "metrics-host": ("metrics-host=::", "metrics_host", "::"),
     "kcl-metrics": ("kcl-metrics=summary", "kcl_metrics", "summary"),
     "consumer": ("consumer=fanout", "consumer", "fanout"),
+    "mapping": (f"mapping={ORDERS_MAPPING}", "mapping", ORDERS_MAPPING),
 }
 
 BAD: dict[str, list[str]] = {
@@ -249,6 +252,7 @@ BAD: dict[str, list[str]] = {
     "metrics-host": ["", "host name", "a/b"],
     "kcl-metrics": ["SUMMARY", "cloudwatch", ""],
     "consumer": ["FANOUT", "efo", ""],
+    "mapping": ["", "/no/such/mapping.toml", "/etc"],
 }
 
 
