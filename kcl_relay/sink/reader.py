@@ -82,7 +82,14 @@ def _document(value: Any, load: Callable[[Any], Any] = loads) -> dict[str, Any]:
 class TargetReader:
     """Reads one target table (not thread-safe: one reader per thread)."""
 
-    def __init__(self, spec: TargetSpec, key_types: Mapping[str, KeyType], mapping: TableMapping | None = None) -> None:
+    def __init__(
+        self,
+        spec: TargetSpec,
+        key_types: Mapping[str, KeyType],
+        mapping: TableMapping | None = None,
+        *,
+        look_up_mapping: bool = True,
+    ) -> None:
         self.spec = spec
         self.key_types = dict(key_types)
         self.key_names = tuple(sorted(key_types))  # the dialects order key columns by name
@@ -90,8 +97,10 @@ class TargetReader:
         self.relation = self.dialect.relation()
         self._engine = spec.create_engine(poolclass=NullPool)
         self._crate = spec.dialect == "cratedb"
-        # The mapping the table was filled with (kept beside it), unless the caller knows it.
-        self.mapping: TableMapping | None = mapping if mapping is not None else stored_mapping(spec)
+        # The mapping the table was filled with (kept beside it), unless the caller knows it (or knows there is none).
+        if mapping is None and look_up_mapping:
+            mapping = stored_mapping(spec)
+        self.mapping: TableMapping | None = mapping
         self._mapped = self.mapping.columns if self.mapping is not None else ()
 
     def close(self) -> None:
