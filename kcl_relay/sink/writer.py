@@ -59,6 +59,7 @@ from sqlalchemy.engine import Engine
 from kcl_relay.cdc.event import ChangeEvent, DeadLetter, KeyType
 from kcl_relay.cdc.jsonenc import dumps
 from kcl_relay.cdc.layout import Row, split
+from kcl_relay.sink import ddl
 from kcl_relay.sink.base import ApplyResult, Sink
 from kcl_relay.sink.crate_types import DataTypes
 from kcl_relay.sink.dialect import Dialect
@@ -145,8 +146,7 @@ class TableWriter(Sink):
     # ---- Sink ----
     def ensure_table(self, key_types: Mapping[str, KeyType]) -> None:
         self.dialect.check_key(key_types)
-        statements = [*self.dialect.create_tables(key_types), self.dialect.create_dead_letter_table()]
-        self.executor.transaction(lambda cursor: self.executor.execute_all(cursor, statements), ddl=True)
+        ddl.ensure(self.executor, ddl.plan(self.dialect, key_types, settings=False))  # only what is missing
         self._dead_letter_table = True
         names = tuple(sorted(key_types))
         self._key_names = names
@@ -184,14 +184,12 @@ class TableWriter(Sink):
         if not letters:
             return
         if not self._dead_letter_table:
-            statement = self.dialect.create_dead_letter_table()
-            self.executor.transaction(lambda cursor: self.executor.execute_all(cursor, [statement]), ddl=True)
+            ddl.ensure(self.executor, ddl.plan(self.dialect, None, settings=False))
             self._dead_letter_table = True
         self.executor.transaction(lambda cursor: self._store_letters(cursor, letters))
 
     def claim_source_table(self, dynamodb_table: str) -> str:
-        create = self.dialect.create_settings_table()
-        self.executor.transaction(lambda cursor: self.executor.execute_all(cursor, [create]), ddl=True)
+        ddl.ensure(self.executor, ddl.plan(self.dialect, None, settings=True)[-1:])  # the settings table
 
         def claim(cursor: Any) -> str:
             self.executor.execute(cursor, self.dialect.claim_setting_sql(), ("source_table", dynamodb_table))
