@@ -31,7 +31,8 @@ _IDENT = r'"(?:[^"]|"")*"'
 _CREATE = re.compile(rf"^\s*CREATE (SCHEMA|TABLE|INDEX) IF NOT EXISTS (?:({_IDENT})\.)?({_IDENT})", re.IGNORECASE)
 _CRATE_PRIVILEGE = re.compile(r"Missing '(\w+)' privilege for user '([^']*)'")
 PLACEHOLDER_KEY: Mapping[str, KeyType] = {"id": "S"}  # object names never depend on the key
-HINT = "an admin creates them with `kcl-relay ddl --apply` (docs/deploy.md#least-privilege)"
+LEAST = "docs/deploy.md#least-privilege"
+HINT = f"an admin creates them with `kcl-relay ddl --apply` ({LEAST})"
 
 
 class MissingPrivilege(TargetError):
@@ -137,22 +138,34 @@ def ensure(executor: Any, steps: Sequence[Step]) -> list[Step]:
         return []
     user = executor.spec.url.username
 
+    refused: list[tuple[BaseException, Step]] = []
+
     def create(cursor: Any) -> None:
         for step in todo:
             try:
                 executor.execute(cursor, step.sql)
             except Exception as error:
-                line = privilege_line(executor.dialect, error, step, user)
-                if line is None:
+                if privilege_line(executor.dialect, error, [step], user) is None:
                     raise
-                raise MissingPrivilege(line) from None
+                refused.append((error, step))
+                raise MissingPrivilege("refused") from None  # not retried; worded below, outside the transaction
 
-    executor.transaction(create, ddl=True)
+    try:
+        executor.transaction(create, ddl=True)
+    except MissingPrivilege:
+        error, step = refused[0]
+        # Everything still missing, not only this call's part (the settings table is claimed first, say).
+        rest = [
+            other for other in missing(executor, plan(executor.dialect, PLACEHOLDER_KEY)) if other.name != step.name
+        ]
+        raise MissingPrivilege(privilege_line(executor.dialect, error, [step, *rest], user) or "") from None
     return todo
 
 
-def privilege_line(dialect: Dialect, error: BaseException, step: Step, user: str | None) -> str | None:
-    """The one line for a CREATE refused for want of a privilege, else None."""
+def privilege_line(dialect: Dialect, error: BaseException, todo: Sequence[Step], user: str | None) -> str | None:
+    """The one line for the CREATE of todo[0] refused for want of a privilege (`todo`: what is still missing),
+    else None."""
+    step = todo[0]
     text = str(getattr(error, "orig", None) or error)
     schema = dialect.schema or ""
     crate = _CRATE_PRIVILEGE.search(text) if dialect.name == "cratedb" else None
@@ -167,9 +180,13 @@ def privilege_line(dialect: Dialect, error: BaseException, step: Step, user: str
         return None
     who = f" for user {user!r}" if user else ""
     return (
-        f"missing privilege {privilege} on {on}{who}: needed to create {step.kind} {step.shown}, which does not exist "
-        f"(or this user cannot see it); {HINT}"
+        f"missing privilege {privilege} on {on}{who}: needed to create {_listed(todo)}, missing (or not visible to "
+        f"this user); {HINT}"
     )
+
+
+def _listed(steps: Sequence[Step]) -> str:
+    return ", ".join(step.shown for step in steps if step.kind != "index")
 
 
 def access_problem(executor: Any, route_tables: bool = False) -> str | None:
@@ -209,7 +226,7 @@ def _crate_access(executor: Any, cursor: Any, present: list[Step], who: str) -> 
                     raise
                 return (
                     f"missing privilege {privilege} on table {step.shown}{who}: the relay reads and writes it "
-                    f"(GRANT DQL, DML ON SCHEMA {dialect.schema} TO ...; docs/deploy.md#least-privilege)"
+                    f"(GRANT DQL, DML ON SCHEMA {dialect.schema}; see {LEAST})"
                 )
     return None
 
@@ -238,8 +255,8 @@ def _postgres_access(executor: Any, cursor: Any, present: list[Step], absent: li
             )
     for what, sql, params in checks:
         if not executor.fetch(cursor, sql, params)[0][0]:
-            needed = (
-                f": needed to create {', '.join(step.shown for step in absent)}; {HINT}" if "CREATE" in what else ""
-            )
-            return f"missing privilege {what}{who}{needed}"
+            if "CREATE" in what:
+                return f"missing privilege {what}{who}: needed to create {_listed(absent)}, missing; {HINT}"
+            grant = f"GRANT USAGE ON SCHEMA {schema}, SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema}"
+            return f"missing privilege {what}{who}: the relay reads and writes it ({grant}; see {LEAST})"
     return None
