@@ -1,4 +1,4 @@
-"""kcl-relay's command line: `load table`, `run`, `shell`, `show table`, and `local` for the emulators.
+"""kcl-relay's command line: `load table`, `run`, `ddl`, `shell`, `show table`, and `local` for the emulators.
 
 Imports of boto3, SQLAlchemy and the emulators wait until a command needs them: `--help` and bad input answer in a
 fraction of a second.
