@@ -1,4 +1,4 @@
-"""kcl-relay's command line: `load table`, `run`, `shell`, `show table`, and `local` for the emulators.
+"""kcl-relay's command line: `load table`, `run`, `ddl`, `shell`, `show table`, and `local` for the emulators.
 
 Imports of boto3, SQLAlchemy and the emulators wait until a command needs them: `--help` and bad input answer in a
 fraction of a second.
@@ -289,6 +289,137 @@ def run_properties(
 
     resolved = resolve_target(target, table or relay_props.get("table"), routed_table_name(spec.stream or "cdc"))
     run_guarded(lambda: relay.run_stream(spec, resolved, kcl_props))
+
+
+@cli.command("ddl", epilog="\b\nSource options (?name=value&...): as for `load table`.")
+@click.argument("source")
+@target_options
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="NAME:TYPE",
+    help="A key attribute of the DynamoDB table and its type (S, N or B); repeat it for a range key. Needed for a "
+    "Kinesis stream (ddl reads no record of it); a file's records and a dynamodb:// table name their key.",
+)
+@click.option("--apply", is_flag=True, help="Create what is missing (as a user allowed to) instead of printing it.")
+def ddl_command(source: str, target: str | None, table: str | None, keys: tuple[str, ...], apply: bool) -> None:
+    """Print every statement the relay runs to create what it needs in the target.
+
+    \b
+    SOURCE, --target and --table as given to `load table` (so the tables are named
+    the same way, route-tables=true included): the target table, <table>__tombstones,
+    <table>__deadletters and <table>__relay. With them created (--apply, by a user
+    with DDL privileges), the relay runs as a user with DQL and DML privileges only
+    (docs/deploy.md, "Least privilege"): it creates only what is missing.
+    """
+    from kcl_relay.sink import ddl
+
+    parts = _ddl_parts(source, target, table, keys)
+    mapping = _source_mapping(source)
+
+    def run() -> int:
+        from kcl_relay.sink.executor import StatementExecutor
+        from kcl_relay.sink.retry import RetryPolicy
+        from kcl_relay.sink.writer import dialect_for
+
+        for spec, key_types, settings in parts:
+            dialect = dialect_for(spec)
+            steps = ddl.plan(dialect, key_types, settings, mapping.for_table(spec.table) if mapping else None)
+            if not apply:
+                for step in steps:
+                    click.echo(step.sql + ";")
+                continue
+            executor = StatementExecutor(spec, dialect, RetryPolicy())
+            try:
+                created = ddl.ensure(executor, steps)
+            finally:
+                executor.close()
+            made = ", ".join(f"{step.kind} {step.shown}" for step in created) or "nothing"
+            click.echo(f"kcl-relay: {spec.describe()}: created {made}; {len(steps) - len(created)} existed", err=True)
+        return 0
+
+    def applied() -> int:
+        from kcl_relay.sink.admin import check_reachable
+
+        check_reachable(parts[0][0])  # an unusable target: the one line the relay's start would say
+        return _query(run, parts[0][0])
+
+    run_guarded(applied if apply else run)
+
+
+def _parse_keys(keys: tuple[str, ...]) -> dict[str, Any] | None:
+    types: dict[str, Any] = {}
+    for text in keys:
+        name, _, kind = text.rpartition(":")
+        if not name or kind.upper() not in ("S", "N", "B"):
+            fail(f"--key {text!r}: give NAME:TYPE with TYPE S, N or B")
+        types[name] = kind.upper()
+    return types or None
+
+
+def _source_mapping(source: str) -> Any:
+    """The mapping file named by the source URL's `mapping=` (a MappingFile), or None; parsed and checked already."""
+    from kcl_relay.mapping.spec import load_mapping
+
+    try:
+        path = parse_table(source).mapping if is_table_url(source) else parse_source(source).mapping
+    except SourceError as error:
+        fail(str(error))
+    return load_mapping(path) if path else None
+
+
+def _ddl_parts(
+    source: str, target: str | None, table: str | None, keys: tuple[str, ...]
+) -> list[tuple[TargetSpec, Any, bool]]:
+    """(target, key types or None, whether the relay's settings table is used) per table the relay would create:
+    resolved as `load table` resolves them."""
+    from kcl_relay.pipeline import routed_table_name, target_for
+
+    key_types = _parse_keys(keys)
+    try:
+        if is_table_url(source):
+            table_spec = parse_table(source)
+            resolved = resolve_target(target, table, routed_table_name(table_spec.table))
+            if key_types is None:
+                from kcl_relay.source import dynamodb
+
+                key_types = dict(dynamodb.describe(table_spec, dynamodb.client(table_spec, preflight=True)).key_types)
+            return [(resolved, key_types, True)]
+        spec = parse_source(source)
+    except SourceError as error:
+        fail(str(error))
+    resolved = resolve_target(target, table, routed_table_name(spec.stream or Path(spec.path or "cdc").stem))
+    if spec.is_file:
+        found = _file_keys(Path(spec.path or ""), spec.route_tables)
+        if spec.route_tables:
+            routed = [(target_for(resolved, name or None), types, False) for name, types in sorted(found.items())]
+            return [*routed, (resolved, None, False)]  # the dead letters stay beside the target
+        key_types = key_types or next(iter(found.values()), None)
+    elif spec.route_tables:
+        fail("ddl of a stream with route-tables=true: run it per DynamoDB table, with --table and --key")
+    if key_types is None:
+        fail("ddl needs the table's key for a Kinesis stream: --key NAME:TYPE (S, N or B), once per key attribute")
+    return [(resolved, key_types, True)]
+
+
+def _file_keys(path: Path, route_tables: bool) -> dict[str, Any]:
+    """The key of each DynamoDB table in a file of CDC records (the first decodable record of each)."""
+    from kcl_relay.cdc.decode import DecodeError, decode
+    from kcl_relay.source.replay import read_records
+
+    if not path.is_file():
+        fail(f"replay file not found: {path}")
+    found: dict[str, Any] = {}
+    for record in read_records(path):
+        try:
+            event = decode(record)
+        except DecodeError:
+            continue
+        found.setdefault(event.table_name or "", dict(event.key_types))
+        if not route_tables:
+            break
+    return found
 
 
 ADMIN_TARGET_HELP = f"Target database URL; default: ${TARGET_ENV}, else {EMBEDDED_DEFAULT}."

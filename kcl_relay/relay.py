@@ -29,6 +29,7 @@ from kcl_relay.logs import quiet_http_libraries
 from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, settle_heap, target_for
 from kcl_relay.sink.admin import check_reachable, table_state
 from kcl_relay.sink.base import Sink
+from kcl_relay.sink.ddl import MissingPrivilege, check_access
 from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, TOMBSTONES_SUFFIX
 from kcl_relay.sink.options import sink_options
 from kcl_relay.sink.target import TargetSpec
@@ -48,6 +49,7 @@ def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
     if not path.is_file():
         raise SourceError(f"replay file not found: {path}")
     check_reachable(target)
+    check_access(target, spec.route_tables)  # a privilege missing: one line now, not retries later
 
     def sink_for(dynamodb_table: str | None) -> Sink:
         return open_sink(target_for(target, dynamodb_table), **sink_options(spec))
@@ -63,6 +65,8 @@ def replay_file(spec: SourceSpec, target: TargetSpec) -> int:
     except KeyboardInterrupt:
         say(f"interrupted after {totals.records} records (all of them applied; run again to apply the rest)")
         return 130
+    except MissingPrivilege:  # one line and exit code 2: nothing changes until an admin acts
+        raise
     except Exception as error:  # the sink retried transient failures already: this one is final
         say(f"error: the target failed after {totals.records} records: {type(error).__name__}: {error}")
         return 1
@@ -109,6 +113,7 @@ def plan_worker(
     java, jars = find_java(), find_jars()
     check_reachable(target)
     check_target_mapping(spec, target)
+    check_access(target, spec.route_tables)
     shards = kinesis.prepare_stream(spec)
     seqno_shard = kinesis.shard_of_sequence_number(spec, shards, spec.seqno) if spec.seqno else None
     application = application_name(spec, target)

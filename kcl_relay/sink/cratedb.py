@@ -52,6 +52,7 @@ from crate.client import exceptions as crate_errors
 from kcl_relay.cdc.event import ChangeEvent, KeyType
 from kcl_relay.cdc.jsonenc import decimal_text
 from kcl_relay.cdc.layout import Row, valid_object_key
+from kcl_relay.cdc.values import parse_number
 from kcl_relay.sink.crate_types import LIMIT_ROW
 from kcl_relay.sink.dialect import (
     DEADLETTERS_SUFFIX,
@@ -171,26 +172,45 @@ def stored_aux_name(name: str) -> str:
     return _AUX_NAME_ESCAPED.sub(_unescape_match, name) if AUX_NAME_MARK in name else name
 
 
+# A number JSON cannot carry exactly through the driver (beyond 64-bit integers, decimals no double equals) is stored
+# in aux as text: the marker U+FDD0, "n" and its exact decimal text, so that it reads back as the number it was (show
+# table, verify) and never as a string. A string value that starts with the marker is stored as U+FDD0 "s" and the
+# string; any other string as it is. Unambiguous the same way as the names' escape. Rows written before the mark
+# hold such numbers as plain decimal text, and still read back as that text.
+AUX_NUMBER = AUX_NAME_MARK + "n"
+AUX_STRING = AUX_NAME_MARK + "s"
+
+
+def _aux_value_restored(value: str) -> Any:
+    if value.startswith(AUX_NUMBER):
+        return parse_number(value[len(AUX_NUMBER) :])
+    return value[len(AUX_STRING) :] if value.startswith(AUX_STRING) else value
+
+
 def _aux_names_restored(value: Any) -> Any:
     if isinstance(value, dict):
         return {stored_aux_name(name): _aux_names_restored(child) for name, child in value.items()}
     if isinstance(value, list):
         return [_aux_names_restored(child) for child in value]
+    if isinstance(value, str) and value.startswith(AUX_NAME_MARK):
+        return _aux_value_restored(value)
     return value
 
 
 def _verbatim(value: Any) -> Any:
-    """aux values for the driver: numbers JSON cannot carry exactly through it (beyond 64-bit integers, decimals
-    no double equals) become their exact decimal text; names are escaped as aux_name() says; everything else is
-    kept as is."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    """aux values for the driver: numbers JSON cannot carry exactly through it become marked exact decimal text
+    (AUX_NUMBER), strings starting with the marker are marked as strings; names are escaped as aux_name() says;
+    everything else is kept as is."""
+    if isinstance(value, str):
+        return AUX_STRING + value if value.startswith(AUX_NAME_MARK) else value
+    if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
-        return value if INT64_MIN <= value <= INT64_MAX else str(value)
+        return value if INT64_MIN <= value <= INT64_MAX else AUX_NUMBER + str(value)
     if isinstance(value, Decimal):
         as_float = float(value)
         exact = math.isfinite(as_float) and Decimal(repr(as_float)) == value
-        return as_float if exact else decimal_text(value)
+        return as_float if exact else AUX_NUMBER + decimal_text(value)
     if isinstance(value, dict):
         return {aux_name(name): _verbatim(child) for name, child in value.items()}
     if isinstance(value, list):

@@ -79,8 +79,9 @@ def settle_mapping(writer: TableWriter, given: TableMapping | None) -> TableMapp
             return None
         rows = executor.transaction(lambda cursor: executor.fetch(cursor, dialect.setting_sql(), (MAPPING_SETTING,)))
         return from_stored(str(rows[0][0])) if rows else None
-    create = dialect.create_settings_table()
-    executor.transaction(lambda cursor: executor.execute_all(cursor, [create]), ddl=True)
+    from kcl_relay.sink import ddl
+
+    ddl.ensure(executor, ddl.plan(dialect, None, settings=True)[-1:])  # the settings table, unless it exists
     ours = stored_text(given)
 
     def claim(cursor: Any) -> str:

@@ -99,20 +99,10 @@ def test_show_table_prints_an_item_the_same_way_on_every_database(target: tuple[
 EXACT = {"big": int("9" * 38), "fraction": Decimal("0.12345678901234567890123456789"), "huge": Decimal("-1.5E+100")}
 
 
-def test_show_table_prints_dynamodb_numbers_as_exact_json_numbers(
-    target: tuple[str, TargetSpec], request: pytest.FixtureRequest
-) -> None:
-    """A DynamoDB N of 38 digits, or with more digits than a double holds, prints as the exact JSON number."""
+def test_show_table_prints_dynamodb_numbers_as_exact_json_numbers(target: tuple[str, TargetSpec]) -> None:
+    """A DynamoDB N of 38 digits, or with more digits than a double holds, prints as the exact JSON number (CrateDB
+    keeps it in aux as marked decimal text: cratedb.AUX_NUMBER)."""
     url, spec = target
-    if spec.dialect == "cratedb":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason='CrateDB cannot hold such a number ("Cannot detect the type of the value"): the CrateDB '
-                "dialect stores its decimal text in aux, with no mark that it was a number, so show table cannot tell "
-                "it from a string; needs the dialect to record it",
-            )
-        )
     write(spec, put("a", 1, **EXACT))
     (line,) = shown_items(url, spec)
     item = json.loads(line, parse_float=Decimal)

@@ -9,6 +9,7 @@ from kcl_relay.cdc.event import Item, canonical_key
 from kcl_relay.cdc.jsonenc import loads
 from kcl_relay.cdc.values import parse_number
 from kcl_relay.sink.admin import run_sql
+from kcl_relay.sink.cratedb import CrateDBDialect
 from kcl_relay.sink.target import TargetSpec
 
 
@@ -29,7 +30,8 @@ def read_items(spec: TargetSpec, key_types: dict[str, str]) -> dict[str, Item]:
     items: dict[str, Item] = {}
     for pk, data, aux in rows:
         pk, data, aux = (loads(part) if isinstance(part, str) else (part or {}) for part in (pk, data, aux))
-        if spec.dialect == "cratedb":  # numeric keys are TEXT there
+        if spec.dialect == "cratedb":  # numeric keys are TEXT there; aux's marks undone (big numbers, names)
+            aux = CrateDBDialect(spec.schema, spec.table).load_document(aux, "aux")
             pk = {
                 name: parse_number(value) if key_types[name] == "N" and isinstance(value, str) else value
                 for name, value in pk.items()
