@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -58,6 +59,8 @@ class StatementExecutor:
         self._engine = engine or spec.create_engine(poolclass=NullPool)
         self._conn: Any = None
         self._pool: ThreadPoolExecutor | None = None
+        self._beside: ThreadPoolExecutor | None = None
+        self._count_lock = threading.Lock()  # statements are counted from several threads (beside(), reads)
 
     # ---- connections and transactions ----
     def connection(self) -> Any:
@@ -68,9 +71,10 @@ class StatementExecutor:
         return self._conn
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for pool in (self._pool, self._beside):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._beside = None
         self._drop_connection()
         self._engine.dispose()
 
@@ -137,9 +141,31 @@ class StatementExecutor:
         except Exception:
             self._drop_connection()
 
+    def beside(self, work: Callable[[Any], T]) -> Future[T]:
+        """Run work(cursor) on a cursor of its own in another thread, beside the caller's statements (only without
+        transactions: each statement stands alone there, so nothing ties them to one cursor or one thread)."""
+        assert not self.dialect.transactions
+        connection = self.connection()
+        if self._beside is None:
+            self._beside = ThreadPoolExecutor(1, thread_name_prefix="kcl-relay-beside")
+
+        def run() -> T:
+            own = connection.cursor()  # cursors are not shared between threads; the HTTP client is
+            try:
+                return work(own)
+            finally:
+                with contextlib.suppress(Exception):
+                    own.close()
+
+        return self._beside.submit(run)
+
     # ---- statements ----
+    def _count(self, calls: int = 1) -> None:
+        with self._count_lock:
+            self.statements += calls
+
     def _call(self, function: Callable[..., T], *args: Any) -> T:
-        self.statements += 1
+        self._count()
         return function(*args)
 
     def execute(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> int:
@@ -181,9 +207,10 @@ class StatementExecutor:
             finally:
                 own.close()
 
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.dialect.parallel_reads, thread_name_prefix="kcl-relay-read")
-        self.statements += len(jobs)
+        with self._count_lock:  # reads may come from beside() too
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.dialect.parallel_reads, thread_name_prefix="kcl-relay-read")
+        self._count(len(jobs))
         for index, records in self._pool.map(fetch_alone, jobs):
             results[index].extend(records)
         return results
@@ -256,6 +283,9 @@ class StatementExecutor:
                 out.counts[index] = count
                 continue
             message = outcome.errors.get(offset)
+            if message is not None and self.dialect.is_stale(message):
+                out.counts[index] = 0  # the guard kept a newer row: nothing written, nothing wrong
+                continue
             if checked and message is not None and self.dialect.is_version_conflict(message):
                 out.counts[index] = 0
                 continue
@@ -271,6 +301,8 @@ class StatementExecutor:
         try:
             return self._in_savepoint(cursor, self.dialect.run_one, cursor, sql, row)
         except Exception as exc:
+            if self.dialect.is_stale(str(exc)):
+                return 0
             if not self._row_error(exc):
                 raise
             out.rejected[index] = self._reason(exc)

@@ -26,6 +26,7 @@ from kcl_relay.cdc.event import ChangeEvent, Item, KeyType, canonical_key
 from kcl_relay.cdc.jsonenc import canonical_decimal, dumps, loads
 from kcl_relay.cdc.layout import split
 from kcl_relay.cdc.values import parse_number
+from kcl_relay.sink.dialect import SOFT_REMOVED
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import dialect_for
 
@@ -71,6 +72,10 @@ def _document(value: Any, load: Callable[[Any], Any] = loads) -> dict[str, Any]:
         return {}
     parsed = load(value)  # JSON text, or an object the driver parsed (CrateDB)
     return dict(parsed) if isinstance(parsed, dict) else {}
+
+
+# Rows that hold an item: delete-mode=soft keeps removed items' rows, flagged in cdc_event (sink/dialect.py).
+LIVE = f"cdc_event <> '{SOFT_REMOVED}'"
 
 
 class TargetReader:
@@ -121,8 +126,8 @@ class TargetReader:
     def _columns(self) -> str:
         if self.spec.dialect == "postgresql":  # as text: psycopg would turn JSONB numbers into floats
             # Named apart from the columns: ORDER BY pk must mean the JSONB column, not this text.
-            return "pk::text AS pk_text, data::text AS data_text, aux::text AS aux_text, cdc_version"
-        return "pk, data, aux, cdc_version"
+            return "pk::text AS pk_text, data::text AS data_text, aux::text AS aux_text, cdc_version, cdc_event"
+        return "pk, data, aux, cdc_version, cdc_event"
 
     def _subscript(self, name: str) -> str:
         return "pk['" + name.replace("'", "''") + "']"
@@ -144,12 +149,12 @@ class TargetReader:
 
     def count(self) -> int:
         self.refresh()
-        return int(self._query(f"SELECT count(*) FROM {self.relation}")[0][0])
+        return int(self._query(f"SELECT count(*) FROM {self.relation} WHERE {LIVE}")[0][0])
 
     def rows(self, page_rows: int = PAGE_ROWS) -> Iterator[StoredRow]:
         """Every row, in key order, a page at a time (refreshed once: the rows as of the start)."""
         self.refresh()
-        for records in self._pages(self._columns(), "", (), page_rows):
+        for records in self._pages(self._columns(), LIVE, (), page_rows):
             for record in records:
                 yield self._row(record)
 
@@ -223,6 +228,8 @@ class TargetReader:
                 where = f"pk IN ({', '.join([key] * len(chunk))})"
                 params = [self.dialect.stored_json(canonical_key(key)) for key in chunk]
             for record in self._query(f"SELECT {self._columns()} FROM {self.relation} WHERE {where}", params):
+                if record[4] == SOFT_REMOVED:  # a row kept by delete-mode=soft: the item is gone
+                    continue
                 row = self._row(record)
                 found[row.key_id] = row
         return found
@@ -230,7 +237,7 @@ class TargetReader:
     def sample(self, count: int) -> list[StoredRow]:
         """Up to `count` rows picked at random."""
         self.refresh()
-        sql = f"SELECT {self._columns()} FROM {self.relation} ORDER BY random() LIMIT {int(count)}"
+        sql = f"SELECT {self._columns()} FROM {self.relation} WHERE {LIVE} ORDER BY random() LIMIT {int(count)}"
         return [self._row(record) for record in self._query(sql)]
 
     def keys_older_than(self, version: int, page_rows: int = PAGE_ROWS) -> Iterator[list[Item]]:
@@ -238,6 +245,6 @@ class TargetReader:
         order (refreshed once, before the first page: rows written since are newer than `version` anyway)."""
         self.refresh()
         pk = "pk::text AS pk_text" if self.spec.dialect == "postgresql" else "pk"
-        where = f"cdc_version < {self.dialect.param}"
+        where = f"cdc_version < {self.dialect.param} AND {LIVE}"  # a soft-removed row needs no prune
         for records in self._pages(pk, where, (version,), page_rows):
             yield [self._key(record[0]) for record in records]
