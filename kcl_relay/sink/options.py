@@ -11,6 +11,7 @@ from kcl_relay.sink.retry import RetryPolicy
 class SinkSettings(Protocol):
     tombstone_retention: float  # seconds
     retry_timeout: float  # seconds
+    # delete_mode: "hard" or "soft" where the settings say (a redrive's need not: then the target table's own)
 
 
 def sink_options(settings: SinkSettings) -> dict[str, Any]:
@@ -18,4 +19,5 @@ def sink_options(settings: SinkSettings) -> dict[str, Any]:
     return {
         "tombstone_retention": timedelta(seconds=settings.tombstone_retention),
         "retry": RetryPolicy(timeout=settings.retry_timeout),
+        "delete_mode": getattr(settings, "delete_mode", None),
     }
