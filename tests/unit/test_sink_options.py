@@ -21,3 +21,11 @@ def test_delete_mode_from_the_url_and_the_processor_config(monkeypatch: pytest.M
 
 def test_a_redrive_takes_the_tables_own_delete_mode() -> None:
     assert sink_options(_Settings())["delete_mode"] is None  # TableWriter then reads the table's (writer.py)
+
+
+def test_delete_mode_as_properties_key() -> None:
+    from kcl_relay.kcl.properties import spec_from_properties
+
+    props = {"streamName": "s", "applicationName": "app1", "regionName": "us-east-1", "kclrelay.delete-mode": "soft"}
+    spec, _, _ = spec_from_properties(props)
+    assert sink_options(spec)["delete_mode"] == "soft"
