@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -59,8 +59,7 @@ class StatementExecutor:
         self._engine = engine or spec.create_engine(poolclass=NullPool)
         self._conn: Any = None
         self._pool: ThreadPoolExecutor | None = None
-        self._beside: ThreadPoolExecutor | None = None
-        self._count_lock = threading.Lock()  # statements are counted from several threads (beside(), reads)
+        self._count_lock = threading.Lock()  # statements are counted from the read threads too
 
     # ---- connections and transactions ----
     def connection(self) -> Any:
@@ -71,10 +70,9 @@ class StatementExecutor:
         return self._conn
 
     def close(self) -> None:
-        for pool in (self._pool, self._beside):
-            if pool is not None:
-                pool.shutdown(wait=True)
-        self._pool = self._beside = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self._drop_connection()
         self._engine.dispose()
 
@@ -141,24 +139,6 @@ class StatementExecutor:
         except Exception:
             self._drop_connection()
 
-    def beside(self, work: Callable[[Any], T]) -> Future[T]:
-        """Run work(cursor) on a cursor of its own in another thread, beside the caller's statements (only without
-        transactions: each statement stands alone there, so nothing ties them to one cursor or one thread)."""
-        assert not self.dialect.transactions
-        connection = self.connection()
-        if self._beside is None:
-            self._beside = ThreadPoolExecutor(1, thread_name_prefix="kcl-relay-beside")
-
-        def run() -> T:
-            own = connection.cursor()  # cursors are not shared between threads; the HTTP client is
-            try:
-                return work(own)
-            finally:
-                with contextlib.suppress(Exception):
-                    own.close()
-
-        return self._beside.submit(run)
-
     # ---- statements ----
     def _count(self, calls: int = 1) -> None:
         with self._count_lock:
@@ -207,7 +187,7 @@ class StatementExecutor:
             finally:
                 own.close()
 
-        with self._count_lock:  # reads may come from beside() too
+        with self._count_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.dialect.parallel_reads, thread_name_prefix="kcl-relay-read")
         self._count(len(jobs))

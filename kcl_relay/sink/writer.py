@@ -31,8 +31,7 @@ Two strategies, chosen by Dialect.transactions:
 * optimistic (CrateDB: no transactions, reads see the last refresh except primary-key Gets): every read is a
   real-time Get, deletes name the _seq_no/_primary_term they read, upserts are guarded per row and say which rows
   were stale, the tombstones of written rows are read again afterwards (the re-check), data's sub-column types are
-  learned and checked (crate_types.py), and the REMOVEs of a batch run beside its upserts on a second cursor
-  (_remove_beside_upserts). Why that converges: below.
+  learned and checked (crate_types.py). Why that converges: below.
 
 delete-mode=soft (either strategy): a REMOVE is a guarded upsert of its row with cdc_event = 'REMOVE', keeping the
 row's data and aux and taking the REMOVE's version. The row itself is the tombstone: a late older write is stale
@@ -294,40 +293,16 @@ class TableWriter(Sink):
             groups = [removes, upserts] if self.dialect.transactions else [removes + upserts]
             for group in groups:
                 self._upsert(cursor, sorted(group, key=_key_id), result, letters)
-        elif self.dialect.transactions or not removes or not upserts:
+        else:
+            # REMOVEs and upserts in turn. Running the REMOVEs on a second cursor beside the upserts (they are about
+            # different keys) was measured slower on a CrateDB with busy cores: 360-1,051 against 419-1,341
+            # events/s in three interleaved rounds (benchmarks/results/cratedb_strategies.md), so it is not done.
             self._remove(cursor, removes, result, letters)
             self._upsert(cursor, upserts, result, letters)
-        else:
-            self._remove_beside_upserts(cursor, removes, upserts, result, letters)
         if letters:
             self._store_letters(cursor, letters)
         result.dead_letters = letters
         return result
-
-    def _remove_beside_upserts(
-        self,
-        cursor: Any,
-        removes: list[ChangeEvent],
-        upserts: list[ChangeEvent],
-        result: ApplyResult,
-        letters: list[DeadLetter],
-    ) -> None:
-        """Without transactions (CrateDB), the REMOVEs run on a cursor of their own while the upserts run here:
-        half the round trips of a batch in turn. Safe because each REMOVE's steps and each upsert's steps keep
-        their own order (tombstone, read, delete; tombstone read, upsert, re-check), and the two sides are about
-        different keys (one event per key after coalescing). Were a key on both sides, they would be two writers
-        racing on it, which converge (see the module doc): nothing here relies on one side finishing first."""
-        removed, removed_letters = ApplyResult(), []
-        side = self.executor.beside(lambda own: self._remove(own, removes, removed, removed_letters))
-        try:
-            self._upsert(cursor, upserts, result, letters)
-        finally:
-            side_error = side.exception()  # waits: the other side never outlives the attempt
-        if side_error is not None:
-            raise side_error
-        result.deleted += removed.deleted
-        result.skipped_stale += removed.skipped_stale
-        letters.extend(removed_letters)
 
     def _bulk(
         self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]], version_checked: bool = False
