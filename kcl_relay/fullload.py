@@ -107,7 +107,8 @@ class Snapshot:
         self._lock = threading.Lock()
 
     def _open_sink(self) -> Sink:
-        return open_sink(self.target, tombstone_retention=timedelta(seconds=self.spec.tombstone_retention))
+        retention = timedelta(seconds=self.spec.tombstone_retention)
+        return open_sink(self.target, tombstone_retention=retention, delete_mode=self.spec.delete_mode)
 
     # ---- running ----
     def run(self, stop: Stoppable) -> None:

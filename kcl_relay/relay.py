@@ -154,6 +154,7 @@ def plan_worker(
         route_tables=spec.route_tables,
         source_table=spec.source_table,
         tombstone_retention=spec.tombstone_retention,
+        delete_mode=spec.delete_mode,
         retry_timeout=spec.retry_timeout,
         start=spec.start,
         seqno=spec.seqno,

@@ -27,6 +27,7 @@ class ProcessorConfig:
     route_tables: bool = False
     source_table: str | None = None
     tombstone_retention: float = 86400.0
+    delete_mode: str = "hard"
     retry_timeout: float = 300.0
     start: str = "earliest"
     seqno: str | None = None

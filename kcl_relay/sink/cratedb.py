@@ -10,8 +10,14 @@ What this relies on, from CrateDB's documentation and source (crate/crate):
 * ``ON CONFLICT ... DO UPDATE SET`` has no WHERE (crate#9724); its assignments may use CASE and read both the
   stored row (plain column names) and ``excluded.*``. Every assignment is evaluated against the stored document,
   not against earlier assignments (UpdateToInsert.convert), so one guard may be repeated per column. SET must
-  not assign the primary key, even to the same value (crate#17834). A guarded no-op still reports rowcount 1, so
-  the writer reads the rows first (a Get) and sends only the newer images; the guard still decides in a race.
+  not assign the primary key, even to the same value (crate#17834). A guarded no-op would still report rowcount
+  1, so the target's upsert makes a stale row fail instead: the ELSE branch of cdc_version's CASE casts a text
+  holding STALE_MARK to BIGINT, which CrateDB evaluates only for that row (CASE evaluates the branch it takes;
+  the text depends on ``excluded.cdc_order``, so it cannot be folded at analysis), and the bulk answers that row
+  with rowcount -2 and "Cannot cast value `kcl-relay: stale ...`". The row is left as it was (the update of a
+  row is atomic), and the writer counts it as stale: no read before the upsert is needed to tell (measured:
+  that read was a composite-key Get of 10 keys a statement, the most expensive read of the apply).
+  tests/integration/test_cratedb_behaviour.py pins this on the real server.
 * Reads see the last refresh (refresh_interval, 1 s by default) unless CrateDB plans them as a real-time
   primary-key ``Get``; the apply's reads must be, or a row written a moment ago looks missing (a REMOVE right after
   an INSERT would leave the row behind). Measured with EXPLAIN on CrateDB 6.4 (and pinned by
@@ -57,6 +63,7 @@ from kcl_relay.sink.crate_types import LIMIT_ROW
 from kcl_relay.sink.dialect import (
     DEADLETTERS_SUFFIX,
     ROW_COLUMNS,
+    SOFT_REMOVED,
     TOMBSTONES_SUFFIX,
     BulkOutcome,
     Dialect,
@@ -112,6 +119,9 @@ _ROW_TYPE_ERROR = "surrogates not allowed"
 _NEWER = (
     "excluded.cdc_version > cdc_version OR (excluded.cdc_version = cdc_version AND excluded.cdc_order >= cdc_order)"
 )
+STALE_MARK = "kcl-relay: stale "
+# The ELSE of the target upsert's cdc_version guard: fails the row (see the module doc), naming STALE_MARK.
+_STALE = f"CAST('{STALE_MARK}' || excluded.cdc_order AS BIGINT)"
 
 
 def key_text(value: Any) -> str:
@@ -263,10 +273,24 @@ class CrateDBDialect(Dialect):
             f"reason {unindexed}, shard_id TEXT, sequence_number TEXT, failed_at TIMESTAMP WITH TIME ZONE)"
         )
 
-    def _guarded_upsert(self, relation: str, columns: Sequence[str], keys: Sequence[str], conflict: str) -> str:
+    def _guarded_upsert(
+        self,
+        relation: str,
+        columns: Sequence[str],
+        keys: Sequence[str],
+        conflict: str,
+        fail_stale: bool = False,
+        kept: Sequence[str] = (),
+    ) -> str:
         # The key columns are left out of SET: CrateDB refuses to update a primary key, even to the same value.
+        def otherwise(column: str) -> str:
+            return _STALE if fail_stale and column == "cdc_version" else column
+
+        def guard(column: str) -> str:  # `kept` columns: a soft REMOVE leaves them as they are (delete-mode=soft)
+            return f"({_NEWER}) AND excluded.cdc_event <> '{SOFT_REMOVED}'" if column in kept else _NEWER
+
         updates = ", ".join(
-            f"{column} = CASE WHEN {_NEWER} THEN excluded.{column} ELSE {column} END"
+            f"{column} = CASE WHEN {guard(column)} THEN excluded.{column} ELSE {otherwise(column)} END"
             for column in columns
             if column not in keys
         )
@@ -275,10 +299,12 @@ class CrateDBDialect(Dialect):
             f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
         )
 
-    def upsert_sql(self, key_names: Sequence[str], mapped: Sequence[tuple[str, str]] = ()) -> str:
+    def upsert_sql(self, key_names: Sequence[str], mapped: Sequence[tuple[str, str]] = (), soft: bool = False) -> str:
         conflict = ", ".join(_subscript(name) for name in sorted(key_names))
         columns = (*ROW_COLUMNS, *(name for name, _ in mapped))
-        return self._guarded_upsert(self.relation(), columns, ("pk",), conflict)
+        # A soft REMOVE leaves the stored item as it is: data, aux and the mapped columns.
+        kept = ("data", "aux", *(name for name, _ in mapped)) if soft else ()
+        return self._guarded_upsert(self.relation(), columns, ("pk",), conflict, fail_stale=True, kept=kept)
 
     def fallback_upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...] | None:
         """A row whose `data` clashes with the types CrateDB fixed for data's sub-columns on earlier rows (an
@@ -360,6 +386,10 @@ class CrateDBDialect(Dialect):
         # "SQLParseException[Column `data['note']` already exists with type `boolean`. Cannot add same column with
         # type `text`]": two writers added the same new sub-column at once, with different types.
         return isinstance(exc, crate_errors.ProgrammingError) and "Cannot add same column with type" in str(exc)
+
+    def is_stale(self, message: str) -> bool:
+        # "SQLParseException[Cannot cast value `kcl-relay: stale 000...` to type `bigint`]": see _guarded_upsert
+        return f"`{STALE_MARK}" in message
 
     def is_version_conflict(self, message: str) -> bool:
         # e.g. "VersionConflictEngineException[[a]: version conflict, required seqNo [5], primary term [1]. ..."

@@ -4,7 +4,8 @@ The writer (writer.py) holds the apply algorithm and never spells SQL itself. Ev
 
 * the target ``"schema"."table"``: ``pk`` (key attributes), ``data`` (queryable attributes), ``aux`` (attributes
   kept verbatim), plus our metadata ``cdc_version`` (ApproximateCreationDateTime in µs), ``cdc_order``
-  (position.order_token, the tie-breaker) and ``cdc_event`` (INSERT or MODIFY). Item attributes live inside
+  (position.order_token, the tie-breaker) and ``cdc_event`` (INSERT or MODIFY; REMOVE for a row kept by
+  delete-mode=soft, which readers skip). Item attributes live inside
   pk/data/aux, so the metadata names cannot clash with them (CrateDB also forbids top-level names starting '_').
 * ``"<table>__tombstones"``: one row per removed key (key_id, cdc_version, cdc_order, deleted_at), beside the
   target so the user's queries on the target never see them.
@@ -28,7 +29,9 @@ from kcl_relay.cdc.layout import Row
 
 __all__ = [
     "DEADLETTERS_SUFFIX",
+    "DELETE_MODES",
     "ROW_COLUMNS",
+    "SOFT_REMOVED",
     "TOMBSTONES_SUFFIX",
     "BulkOutcome",
     "Dialect",
@@ -42,6 +45,9 @@ TOMBSTONES_SUFFIX = "__tombstones"
 DEADLETTERS_SUFFIX = "__deadletters"
 SETTINGS_SUFFIX = "__relay"
 SAVEPOINT = "kcl_relay_sp"
+# delete-mode=soft: a removed item's row stays, cdc_event says so (beside INSERT and MODIFY), with its version.
+SOFT_REMOVED = "REMOVE"
+DELETE_MODES = ("hard", "soft")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +81,8 @@ class Dialect(ABC):
     keys_per_select: ClassVar[int] = 500  # bounded IN lists keep statements within every driver's limits
     # Whether a failed statement poisons the transaction until rolled back to a savepoint (PostgreSQL).
     savepoints: ClassVar[bool] = True
-    # Without transactions (CrateDB) the writer reads the rows before upserting them (to skip and count what is
-    # stale: a guarded no-op still counts as a written row there) and re-checks the tombstones afterwards, because
-    # nothing isolates its reads from a concurrent REMOVE (see writer.py).
+    # Without transactions (CrateDB) the writer re-checks the tombstones after an upsert, because nothing isolates
+    # its reads from a concurrent REMOVE (see writer.py).
     transactions: ClassVar[bool] = True
     # Statements by key that may run at once on connections of their own (only without transactions).
     parallel_reads: ClassVar[int] = 1
@@ -137,9 +142,11 @@ class Dialect(ABC):
 
     # ---- target rows ----
     @abstractmethod
-    def upsert_sql(self, key_names: Sequence[str], mapped: Sequence[tuple[str, str]] = ()) -> str:
+    def upsert_sql(self, key_names: Sequence[str], mapped: Sequence[tuple[str, str]] = (), soft: bool = False) -> str:
         """Guarded upsert of one row (installs the full image) with upsert_params(), then the mapped columns'
-        values: `mapped` is their (quoted name, placeholder), from the table's mapping (kcl_relay/mapping)."""
+        values: `mapped` is their (quoted name, placeholder), from the table's mapping (kcl_relay/mapping). `soft`
+        (delete-mode=soft): a REMOVE's row (cdc_event = 'REMOVE', see soft_remove_row) keeps the stored data, aux and
+        mapped columns, and takes the REMOVE's version and cdc_event, under the same guard."""
 
     @abstractmethod
     def upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...]: ...
@@ -241,6 +248,11 @@ class Dialect(ABC):
         """Whether `exc` says another writer just created a sub-column with another type (see column_types_sql)."""
         return False
 
+    def is_stale(self, message: str) -> bool:
+        """Whether a row's error says the guard kept a newer row (CrateDB's upsert fails stale rows on purpose, so
+        its bulk answer tells them from writes): counted as not written, never as a rejection."""
+        return False
+
     def is_version_conflict(self, message: str) -> bool:
         """Whether a bulk row's error says the row's version was not the one the statement expected."""
         return False
@@ -290,11 +302,17 @@ class JsonDocumentDialect(Dialect):
             f"ON CONFLICT ({conflict}) DO UPDATE SET {updates} WHERE {self._guard}"
         )
 
-    def upsert_sql(self, key_names: Sequence[str], mapped: Sequence[tuple[str, str]] = ()) -> str:
+    def upsert_sql(self, key_names: Sequence[str], mapped: Sequence[tuple[str, str]] = (), soft: bool = False) -> str:
         j, p = self.json_param, self.param
         columns = (*ROW_COLUMNS, *(name for name, _ in mapped))
         values = f"{j}, {j}, {j}, {p}, {p}, {p}" + "".join(f", {placeholder}" for _, placeholder in mapped)
-        return self._upsert(self.relation(), columns, values, "pk")
+        sql = self._upsert(self.relation(), columns, values, "pk")
+        if soft:
+            for column in ("data", "aux", *(name for name, _ in mapped)):
+                removed = f"excluded.cdc_event = '{SOFT_REMOVED}'"
+                kept = f"{column} = CASE WHEN {removed} THEN cur.{column} ELSE excluded.{column} END"
+                sql = sql.replace(f"{column} = excluded.{column}", kept, 1)
+        return sql
 
     def tombstone_upsert_sql(self) -> str:
         columns = ("key_id", "cdc_version", "cdc_order", "deleted_at")

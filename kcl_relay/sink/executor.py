@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ class StatementExecutor:
         self._engine = engine or spec.create_engine(poolclass=NullPool)
         self._conn: Any = None
         self._pool: ThreadPoolExecutor | None = None
+        self._count_lock = threading.Lock()  # statements are counted from the read threads too
 
     # ---- connections and transactions ----
     def connection(self) -> Any:
@@ -138,8 +140,12 @@ class StatementExecutor:
             self._drop_connection()
 
     # ---- statements ----
+    def _count(self, calls: int = 1) -> None:
+        with self._count_lock:
+            self.statements += calls
+
     def _call(self, function: Callable[..., T], *args: Any) -> T:
-        self.statements += 1
+        self._count()
         return function(*args)
 
     def execute(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> int:
@@ -181,9 +187,10 @@ class StatementExecutor:
             finally:
                 own.close()
 
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.dialect.parallel_reads, thread_name_prefix="kcl-relay-read")
-        self.statements += len(jobs)
+        with self._count_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.dialect.parallel_reads, thread_name_prefix="kcl-relay-read")
+        self._count(len(jobs))
         for index, records in self._pool.map(fetch_alone, jobs):
             results[index].extend(records)
         return results
@@ -256,6 +263,9 @@ class StatementExecutor:
                 out.counts[index] = count
                 continue
             message = outcome.errors.get(offset)
+            if message is not None and self.dialect.is_stale(message):
+                out.counts[index] = 0  # the guard kept a newer row: nothing written, nothing wrong
+                continue
             if checked and message is not None and self.dialect.is_version_conflict(message):
                 out.counts[index] = 0
                 continue
@@ -271,6 +281,8 @@ class StatementExecutor:
         try:
             return self._in_savepoint(cursor, self.dialect.run_one, cursor, sql, row)
         except Exception as exc:
+            if self.dialect.is_stale(str(exc)):
+                return 0
             if not self._row_error(exc):
                 raise
             out.rejected[index] = self._reason(exc)

@@ -15,6 +15,8 @@ class SinkSettings(Protocol):
     @property
     def retry_timeout(self) -> float: ...  # seconds
 
+    # delete_mode: "hard" or "soft" where the settings say (a redrive's need not: then the target table's own)
+
 
 def sink_options(settings: SinkSettings) -> dict[str, Any]:
     """Keyword arguments for open_sink()."""
@@ -22,6 +24,7 @@ def sink_options(settings: SinkSettings) -> dict[str, Any]:
         "tombstone_retention": timedelta(seconds=settings.tombstone_retention),
         "retry": RetryPolicy(timeout=settings.retry_timeout),
         "mapping": _mapping(getattr(settings, "mapping", None)),
+        "delete_mode": getattr(settings, "delete_mode", None),
     }
 
 

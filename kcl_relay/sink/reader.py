@@ -31,6 +31,7 @@ from kcl_relay.cdc.values import parse_number
 from kcl_relay.mapping.shape import restore
 from kcl_relay.mapping.spec import TableMapping
 from kcl_relay.mapping.sql import read_value, select_expression
+from kcl_relay.sink.dialect import SOFT_REMOVED
 from kcl_relay.sink.mapped_table import stored_mapping
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import dialect_for
@@ -77,6 +78,10 @@ def _document(value: Any, load: Callable[[Any], Any] = loads) -> dict[str, Any]:
         return {}
     parsed = load(value)  # JSON text, or an object the driver parsed (CrateDB)
     return dict(parsed) if isinstance(parsed, dict) else {}
+
+
+# Rows that hold an item: delete-mode=soft keeps removed items' rows, flagged in cdc_event (sink/dialect.py).
+LIVE = f"cdc_event <> '{SOFT_REMOVED}'"
 
 
 class TargetReader:
@@ -138,7 +143,7 @@ class TargetReader:
         load = self.dialect.load_document
         columns = {
             column.name: read_value(self.spec.dialect, column, value, lambda document: load(document, "data"))
-            for column, value in zip(self._mapped, record[4 : 4 + len(self._mapped)], strict=True)
+            for column, value in zip(self._mapped, record[5 : 5 + len(self._mapped)], strict=True)  # after cdc_event
         }
         item = self._item(key, data, aux, columns)
         return StoredRow(key=key, key_id=canonical_key(key), item=item, version=int(version))
@@ -148,8 +153,10 @@ class TargetReader:
         mapped = "".join(f", {select_expression(self.spec.dialect, column)}" for column in self._mapped)
         if self.spec.dialect == "postgresql":  # as text: psycopg would turn JSONB numbers into floats
             # Named apart from the columns: ORDER BY pk must mean the JSONB column, not this text.
-            return "pk::text AS pk_text, data::text AS data_text, aux::text AS aux_text, cdc_version" + mapped
-        return "pk, data, aux, cdc_version" + mapped
+            return (
+                "pk::text AS pk_text, data::text AS data_text, aux::text AS aux_text, cdc_version, cdc_event" + mapped
+            )
+        return "pk, data, aux, cdc_version, cdc_event" + mapped
 
     def _subscript(self, name: str) -> str:
         return "pk['" + name.replace("'", "''") + "']"
@@ -171,12 +178,12 @@ class TargetReader:
 
     def count(self) -> int:
         self.refresh()
-        return int(self._query(f"SELECT count(*) FROM {self.relation}")[0][0])
+        return int(self._query(f"SELECT count(*) FROM {self.relation} WHERE {LIVE}")[0][0])
 
     def rows(self, page_rows: int = PAGE_ROWS) -> Iterator[StoredRow]:
         """Every row, in key order, a page at a time (refreshed once: the rows as of the start)."""
         self.refresh()
-        for records in self._pages(self._columns(), "", (), page_rows):
+        for records in self._pages(self._columns(), LIVE, (), page_rows):
             for record in records:
                 yield self._row(record)
 
@@ -250,6 +257,8 @@ class TargetReader:
                 where = f"pk IN ({', '.join([key] * len(chunk))})"
                 params = [self.dialect.stored_json(canonical_key(key)) for key in chunk]
             for record in self._query(f"SELECT {self._columns()} FROM {self.relation} WHERE {where}", params):
+                if record[4] == SOFT_REMOVED:  # a row kept by delete-mode=soft: the item is gone
+                    continue
                 row = self._row(record)
                 found[row.key_id] = row
         return found
@@ -257,7 +266,7 @@ class TargetReader:
     def sample(self, count: int) -> list[StoredRow]:
         """Up to `count` rows picked at random."""
         self.refresh()
-        sql = f"SELECT {self._columns()} FROM {self.relation} ORDER BY random() LIMIT {int(count)}"
+        sql = f"SELECT {self._columns()} FROM {self.relation} WHERE {LIVE} ORDER BY random() LIMIT {int(count)}"
         return [self._row(record) for record in self._query(sql)]
 
     def keys_older_than(self, version: int, page_rows: int = PAGE_ROWS) -> Iterator[list[Item]]:
@@ -265,6 +274,6 @@ class TargetReader:
         order (refreshed once, before the first page: rows written since are newer than `version` anyway)."""
         self.refresh()
         pk = "pk::text AS pk_text" if self.spec.dialect == "postgresql" else "pk"
-        where = f"cdc_version < {self.dialect.param}"
+        where = f"cdc_version < {self.dialect.param} AND {LIVE}"  # a soft-removed row needs no prune
         for records in self._pages(pk, where, (version,), page_rows):
             yield [self._key(record[0]) for record in records]

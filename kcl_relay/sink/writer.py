@@ -7,8 +7,9 @@ statement, each durable when acknowledged):
 1. REMOVE: write tombstones (guarded upsert), read the rows' current state by primary key, delete those not newer
    than the REMOVE with a guarded delete; rows that changed in between are looked at again.
 2. INSERT/MODIFY: read the tombstones of the batch's keys, drop events not newer than their tombstone (a late
-   older write must not bring back a removed row), then one guarded bulk upsert installs the full images.
-   Without transactions (CrateDB) the tombstones are read once more afterwards, see below.
+   older write must not bring back a removed row), then one guarded bulk upsert installs the full images; its
+   answer says which rows the guard kept as they were (stale). Without transactions (CrateDB) the tombstones of
+   the rows written are read once more afterwards, see below.
 3. A row the database rejects for its values is a rejection of that row alone, never of the batch: a statement
    that failed is split down to the rows that fail (executor.bulk), whether one row or all of them failed, and the
    rest of the batch is applied. A rejected upsert is written again with every attribute in aux (CrateDB: what it
@@ -22,6 +23,23 @@ statement, each durable when acknowledged):
 
 Each step is one statement per chunk of rows (bulk writes, reads by key), whatever the batch size: never one
 statement per event. Rows are handled in key order, so concurrent workers lock them in the same order.
+
+Two strategies, chosen by Dialect.transactions:
+
+* transactional (PostgreSQL, SQLite): steps 1 and 2 in one transaction on one connection; its isolation is the
+  guard against concurrent writers, so the tombstones are read once, before the upsert.
+* optimistic (CrateDB: no transactions, reads see the last refresh except primary-key Gets): every read is a
+  real-time Get, deletes name the _seq_no/_primary_term they read, upserts are guarded per row and say which rows
+  were stale, the tombstones of written rows are read again afterwards (the re-check), data's sub-column types are
+  learned and checked (crate_types.py). Why that converges: below.
+
+delete-mode=soft (either strategy): a REMOVE is a guarded upsert of its row with cdc_event = 'REMOVE', keeping the
+row's data and aux and taking the REMOVE's version. The row itself is the tombstone: a late older write is stale
+against it under the upsert's own guard, and a newer INSERT or MODIFY replaces it. So a batch is one guarded bulk
+upsert (on PostgreSQL and SQLite one per kind of event, for the counts), with no read, no re-check, no delete and
+no tombstone table rows; among concurrent writers the newest event of a key wins atomically in its row, as among
+upserts below. Readers (reader.py: verify, the full load's prune) skip such rows. A table keeps the mode it was
+first written with (the settings table says which; a writer of the other mode stops before writing).
 
 Why concurrent writers converge without transactions (CrateDB)
 --------------------------------------------------------------
@@ -41,6 +59,8 @@ every write is atomic per row. Then, for any key:
   state read, which comes after its tombstone, sees U's row and deletes it. Either way the row is gone.
 * An upsert newer than a REMOVE wins: the REMOVE deletes only rows not newer than itself, and the tombstone filter
   only drops upserts not newer than the tombstone.
+* An upsert the guard found stale wrote nothing, so it has nothing to undo: its re-check is skipped. The row holds a
+  newer event, whose own writer re-checks it.
 So the final row of every key is the newest event's image (or no row when that is a REMOVE), as in one serial run.
 tests/support/sink_suite.py races two writers on one key set to check it on every database. PostgreSQL (SERIALIZABLE)
 and SQLite (one writer at a time) get the same result from their transactions.
@@ -63,7 +83,7 @@ from kcl_relay.mapping.spec import MappingFile, TableMapping
 from kcl_relay.sink import ddl
 from kcl_relay.sink.base import ApplyResult, Sink
 from kcl_relay.sink.crate_types import DataTypes
-from kcl_relay.sink.dialect import Dialect
+from kcl_relay.sink.dialect import DELETE_MODES, Dialect
 from kcl_relay.sink.executor import BulkResult, Read, StatementExecutor
 from kcl_relay.sink.retry import RetryPolicy, TransientError, describe_error
 from kcl_relay.sink.target import TargetSpec
@@ -121,8 +141,13 @@ class TableWriter(Sink):
         clock: Callable[[], datetime] = _utcnow,
         engine: Engine | None = None,
         mapping: MappingFile | TableMapping | None = None,
+        delete_mode: str | None = "hard",
     ) -> None:
+        if delete_mode is not None and delete_mode not in DELETE_MODES:
+            raise ValueError(f"delete_mode must be one of {', '.join(DELETE_MODES)}, not {delete_mode!r}")
         self.spec = spec
+        self.delete_mode = delete_mode  # None: the target table's own (a redrive); see _claim_delete_mode
+        self.soft = delete_mode == "soft"
         self.dialect = dialect or dialect_for(spec)
         self.tombstone_retention = tombstone_retention
         self.purge_interval = purge_interval
@@ -159,10 +184,11 @@ class TableWriter(Sink):
         ddl.ensure(self.executor, ddl.plan(self.dialect, key_types, settings=False, mapping=self._given_mapping))
         self._dead_letter_table = True
         self.mapping = settle_mapping(self, self._given_mapping)
+        self.soft = self._claim_delete_mode() == "soft"
         names = tuple(sorted(key_types))
         self._key_names = names
         self._sql = {
-            "upsert": self.dialect.upsert_sql(names, self._mapped_columns()),
+            "upsert": self.dialect.upsert_sql(names, self._mapped_columns(), soft=self.soft),
             "delete": self.dialect.delete_sql(names),
             "tombstone": self.dialect.tombstone_upsert_sql(),
         }
@@ -209,6 +235,25 @@ class TableWriter(Sink):
 
         return self.executor.transaction(claim)
 
+    def _claim_delete_mode(self) -> str:
+        """The table's delete mode: the first writer's (in the settings table, like the source table). A table is
+        one or the other for good: hard deletes keep tombstones beside the rows, soft deletes keep the rows, and the
+        guards of one do not know the other's. A writer of the other mode stops here, before writing anything."""
+        wanted = self.delete_mode or "hard"  # no mode given (a redrive): the table's, hard for a table without one
+        ddl.ensure(self.executor, ddl.plan(self.dialect, None, settings=True)[-1:])  # the settings table, if missing
+
+        def claim(cursor: Any) -> str:
+            self.executor.execute(cursor, self.dialect.claim_setting_sql(), ("delete_mode", wanted))
+            return str(self.executor.fetch(cursor, self.dialect.setting_sql(), ("delete_mode",))[0][0])
+
+        stored = self.executor.transaction(claim)
+        if self.delete_mode is not None and stored != self.delete_mode:
+            raise ValueError(
+                f"{self.spec.qualified_table} is written with delete-mode={stored}, not {self.delete_mode}: "
+                "a table keeps the mode it was first written with"
+            )
+        return stored
+
     def purge_tombstones(self) -> int:
         """Delete tombstones older than the retention; returns how many (when the database says)."""
         if self._key_names is None:
@@ -249,8 +294,19 @@ class TableWriter(Sink):
         # One key order for every worker: concurrent transactions then lock rows in the same order (no deadlock).
         removes.sort(key=_key_id)
         upserts.sort(key=_key_id)
-        self._remove(cursor, removes, result, letters)
-        self._upsert(cursor, upserts, result, letters)
+        if self.soft:
+            # delete-mode=soft: a REMOVE is an upsert of its row flagged removed, under the same guard, so the
+            # newest event of a key wins in its row alone (atomic per row): no tombstone to read or write, no
+            # re-check, no delete. Where the bulk answer counts per row (CrateDB), one statement for all of them.
+            groups = [removes, upserts] if self.dialect.transactions else [removes + upserts]
+            for group in groups:
+                self._upsert(cursor, sorted(group, key=_key_id), result, letters)
+        else:
+            # REMOVEs and upserts in turn. Running the REMOVEs on a second cursor beside the upserts (they are about
+            # different keys) was measured slower on a CrateDB with busy cores: 360-1,051 against 419-1,341
+            # events/s in three interleaved rounds (benchmarks/results/cratedb_strategies.md), so it is not done.
+            self._remove(cursor, removes, result, letters)
+            self._upsert(cursor, upserts, result, letters)
         if letters:
             self._store_letters(cursor, letters)
         result.dead_letters = letters
@@ -314,29 +370,30 @@ class TableWriter(Sink):
             return
         if self._types is not None and not self._types.loaded:
             self._learn_types(cursor)
-        # Without transactions a guarded no-op looks like a write: read the rows first, send only newer images.
-        if self.dialect.transactions:
-            tombstones, states = self._tombstones(cursor, upserts), {}
-        else:
-            tombstone_records, state_records = self.executor.read_all(
-                cursor, [self._tombstone_read(upserts), self._state_read(upserts)]
-            )
-            tombstones, states = self._by_key_id(tombstone_records), self._by_state_key(state_records)
+        # Only the tombstones are read first, not the rows: whether an image is newer than its row is the upsert's
+        # own guard's decision (atomic per row, in any interleaving), and the upsert says which rows it kept as they
+        # were (CrateDB fails them on purpose, cratedb.py). So a read of the rows first could only skip sending a
+        # stale image, never change what a row ends as; on CrateDB it cost more than the upsert it guarded.
+        # The tombstones are read first because a late older write must never bring a removed row back, not even
+        # for a moment; the re-check below is what makes that hold against a concurrent REMOVE.
+        tombstones = {} if self.soft else self._tombstones(cursor, upserts)
         live: list[ChangeEvent] = []
         rows: list[tuple[Any, ...]] = []
         layouts: list[Row] = []
         alone: list[bool] = []  # rows that create sub-columns: one statement each (see crate_types.py)
         for event in upserts:
             removed = tombstones.get(event.key_id)
-            state = states.get(self.dialect.state_key(event)) if states else None
-            if (removed is not None and removed >= event.order) or (state is not None and state.order > event.order):
+            if removed is not None and removed >= event.order:
                 result.skipped_stale += 1
                 continue
-            assert event.image is not None  # checked by _problem
-            layout, grows = split(event.key, event.image, self.mapping), False
-            result.misfits += layout.misfits
-            if self._types is not None:
-                layout, grows = self._fit(layout)
+            if event.op == "REMOVE":  # delete-mode=soft: the key alone; the guarded upsert keeps the stored item
+                layout, grows = Row(pk=dict(event.key), data={}, aux={}), False
+            else:
+                assert event.image is not None  # checked by _problem
+                layout, grows = split(event.key, event.image, self.mapping), False
+                result.misfits += layout.misfits
+                if self._types is not None:
+                    layout, grows = self._fit(layout)
             try:
                 rows.append(self._params(event, layout))
             except (TypeError, ValueError) as exc:
@@ -348,27 +405,37 @@ class TableWriter(Sink):
         bulk = self._bulk_upsert(cursor, rows, alone)
         written: list[ChangeEvent] = []
         unknown = 0
+
+        def done(event: ChangeEvent, rows: int = 1) -> None:
+            if event.op == "REMOVE":  # delete-mode=soft: the row is flagged removed
+                result.deleted += rows
+            else:
+                result.upserted += rows
+
         for index, event in enumerate(live):
             if index in bulk.rejected:
                 if self._store_in_aux(cursor, event, layouts[index], bulk.rejected[index]):
                     written.append(event)
-                    result.upserted += 1
+                    done(event)
                 else:
                     letters.append(self._letter(event, bulk.rejected[index]))
                 continue
-            written.append(event)
             count = bulk.counts[index]
             if count is None:
                 unknown += 1
             elif count > 0:
-                result.upserted += 1
+                done(event)
             else:
                 result.skipped_stale += 1  # the guard kept a newer row
-        result.upserted += bulk.unknown_written
+                continue  # nothing of ours is in the row: nothing for the re-check to undo
+            written.append(event)
+        if live:  # count-less bulks (PostgreSQL, SQLite) get one kind of event per call in soft mode
+            done(live[0], bulk.unknown_written)
         result.skipped_stale += unknown - bulk.unknown_written
         if self._types is not None and self._types.assumed:
             self._check_assumed_types(cursor, live, layouts, bulk)
-        if not self.dialect.transactions and written:
+        # delete-mode=soft keeps no tombstones: a REMOVE is in the row itself, and the guard alone decides.
+        if not self.dialect.transactions and written and not self.soft:
             superseded = self._recheck(cursor, written, letters)
             result.upserted -= superseded
             result.skipped_stale += superseded
@@ -518,6 +585,8 @@ class TableWriter(Sink):
             raise RuntimeError(f"{self.dialect.name} refused to store dead letters: {reason}")
 
     def _maybe_purge(self) -> None:
+        if self.soft:
+            return  # no tombstones: a soft REMOVE is its row
         due = self._last_purge is None or time.monotonic() - self._last_purge >= self.purge_interval.total_seconds()
         if not due:
             return

@@ -54,7 +54,7 @@ STREAM_PASSTHROUGH = (
     "log-level",
 )
 # Options both sides use: the scan and sink settings pass on to the stream.
-SHARED = ("region", "batch-size", "tombstone-retention", "mapping")
+SHARED = ("region", "batch-size", "tombstone-retention", "mapping", "delete-mode")
 # Stream options the full load sets itself: where the stream starts and which table it carries.
 DECIDED = (
     "start",
@@ -84,6 +84,7 @@ class TableSpec:
     prune: bool = True
     tombstone_retention: float = 86400.0
     mapping: str | None = None  # the mapping file (kcl_relay/mapping): the target table is created with it
+    delete_mode: str = "hard"
     stream_name: str | None = None
     # The stream side, fully validated; its start (at-timestamp) is filled in by stream_from().
     stream: SourceSpec | None = None
@@ -125,6 +126,7 @@ TABLE_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         STREAM_OPTIONS["tombstone-retention"][1],  # the stream URL's own rules
         STREAM_OPTIONS["tombstone-retention"][2],
     ),
+    "delete-mode": ("delete_mode", STREAM_OPTIONS["delete-mode"][1], STREAM_OPTIONS["delete-mode"][2]),
     "stream": (
         "stream_name",
         _name(STREAM_NAME, "Kinesis stream name (1-128 of a-z A-Z 0-9 _ . -)"),

@@ -21,6 +21,7 @@ from kcl_relay.masking import masked_eq
 SCHEME = "kinesis+dynamodb+cdc"
 START_POSITIONS = ("earliest", "latest", "seqno-at", "seqno-after", "at-timestamp")
 TTL_MODES = ("delete", "ignore")
+DELETE_MODES = ("hard", "soft")  # kcl_relay.sink.dialect.DELETE_MODES (not imported: --help stays fast)
 LOG_LEVELS = ("warn", "info", "debug")  # kcl_relay.logs knows what each means
 KCL_METRICS_LEVELS = ("none", "summary", "detailed")  # the KCL's metricsLevel, lower case
 CONSUMERS = ("polling", "fanout")  # the KCL's retrievalMode POLLING or FANOUT (kcl_relay.kcl.consumer)
@@ -72,6 +73,7 @@ class SourceSpec:
     route_tables: bool = False
     source_table: str | None = None
     tombstone_retention: float = 86400.0
+    delete_mode: str = "hard"
     retry_timeout: float = 300.0
     reset: bool = False
     log_level: str = "warn"
@@ -246,6 +248,11 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         _retention,
         "seconds to keep delete tombstones, at least 3600 (match the stream's retention)",
     ),
+    "delete-mode": (
+        "delete_mode",
+        _choice(DELETE_MODES),
+        "hard: a REMOVE deletes the row (tombstones keep older writes out); soft: the row stays, cdc_event = 'REMOVE'",
+    ),
     "retry-timeout": (
         "retry_timeout",
         _seconds,
@@ -293,7 +300,16 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 
 # What a file replay uses; the rest is about Kinesis and the KCL.
 FILE_OPTIONS = frozenset(
-    {"batch-size", "ttl", "route-tables", "source-table", "tombstone-retention", "retry-timeout", "mapping"}
+    {
+        "batch-size",
+        "ttl",
+        "route-tables",
+        "source-table",
+        "tombstone-retention",
+        "delete-mode",
+        "retry-timeout",
+        "mapping",
+    }
 )
 
 

@@ -21,6 +21,7 @@ from kcl_relay.cdc.layout import split
 from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.cratedb import CrateDBDialect, _doubles, _verbatim, key_text
 from kcl_relay.sink.dialect import Dialect
+from kcl_relay.sink.reader import LIVE
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import TableWriter
 from tests.support.sink_suite import SinkSemantics, merge
@@ -54,7 +55,7 @@ class TestCrateDBSink(SinkSemantics):
     def read(self, spec: TargetSpec) -> dict[Hashable, Item]:
         relation = f'"{spec.schema}"."{spec.table}"'
         self.refresh(spec, relation)
-        _, rows = run_sql(spec, f"SELECT pk, data, aux FROM {relation}")
+        _, rows = run_sql(spec, f"SELECT pk, data, aux FROM {relation} WHERE {LIVE}")
         return {tuple(pk[name] for name in sorted(pk)): merge(pk, data or {}, aux or {}) for pk, data, aux in rows}
 
     def expected(self, items: Mapping[str, Item], key_names: Sequence[str]) -> dict[Hashable, Item]:

@@ -10,6 +10,7 @@ from kcl_relay.cdc.event import Item
 from kcl_relay.cdc.jsonenc import dumps, loads
 from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.postgresql import item_document
+from kcl_relay.sink.reader import LIVE
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import TableWriter
 from tests.support.sink_suite import SinkSemantics, merge
@@ -28,7 +29,7 @@ class TestPostgreSQLSink(SinkSemantics):
         # ::text and jsonenc.loads (in item_document) keep numbers exact (psycopg would load JSONB numbers as floats).
         relation = f'"{spec.schema}"."{spec.table}"'
         # item_document undoes the NUL escape (kcl_relay/sink/postgresql.py), as the relay's own reader does.
-        _, rows = run_sql(spec, f"SELECT pk::text, data::text, aux::text FROM {relation}")
+        _, rows = run_sql(spec, f"SELECT pk::text, data::text, aux::text FROM {relation} WHERE {LIVE}")
         return {
             dumps(item_document(pk)): merge(item_document(pk), item_document(data), item_document(aux))
             for pk, data, aux in rows

@@ -9,6 +9,7 @@ import pytest
 from kcl_relay.cdc.event import Item
 from kcl_relay.cdc.jsonenc import loads
 from kcl_relay.sink.admin import run_sql
+from kcl_relay.sink.reader import LIVE
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import TableWriter
 from tests.support.sink_suite import SinkSemantics, merge
@@ -21,7 +22,7 @@ class TestSQLiteSink(SinkSemantics):
 
     def read(self, spec: TargetSpec) -> dict[Hashable, Item]:
         # pk, data and aux are JSON text whose union is exactly the item; pk is the canonical key_id.
-        _, rows = run_sql(spec, f'SELECT pk, data, aux FROM "{spec.table}"')
+        _, rows = run_sql(spec, f'SELECT pk, data, aux FROM "{spec.table}" WHERE {LIVE}')
         return {pk: merge(loads(pk), loads(data), loads(aux)) for pk, data, aux in rows}
 
     def poison(self, sink: TableWriter, spec: TargetSpec) -> tuple[str, dict[str, object]]:

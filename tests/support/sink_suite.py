@@ -766,3 +766,118 @@ class SinkSemantics:
             thread.join(timeout=300)
         assert not errors, errors
         assert self.items(spec) == self.expect_reference(stream)
+
+    # ---- delete-mode=soft: a REMOVE keeps the row, flagged in cdc_event with its version ----
+    def stored_rows(self, spec: TargetSpec) -> dict[str, tuple[int, str]]:
+        """Every row of the target as key_id -> (cdc_version, cdc_event), soft-removed ones too."""
+        reader = TargetReader(spec, KEY_TYPES)
+        relation = reader.relation
+        self.refresh(spec, relation)
+        pk = "pk::text" if spec.dialect == "postgresql" else "pk"
+        _, rows = run_sql(spec, f"SELECT {pk}, cdc_version, cdc_event FROM {relation}")
+        reader.close()
+        out = {}
+        for key, version, op in rows:
+            key = json.loads(key) if isinstance(key, str) else key
+            out[canonical_key({"id": key["id"]})] = (int(version) - T0, str(op))
+        return out
+
+    def test_soft_remove_keeps_the_row_flagged_and_newest_wins(
+        self, make_sink: Callable[..., TableWriter], spec: TargetSpec
+    ) -> None:
+        sink = make_sink(delete_mode="soft")
+        assert sink.apply([change("INSERT", "a", 1, 1, x=1), change("INSERT", "b", 1, 2, y=1)]).upserted == 2
+        result = sink.apply([change("REMOVE", "a", 2, 3), change("REMOVE", "never", 2, 4), change("MODIFY", "b", 2, 5)])
+        assert (result.upserted, result.deleted, result.skipped_stale) == (1, 2, 0)
+        late = sink.apply([change("MODIFY", "a", 1, 6, x=9), change("REMOVE", "b", 1, 7)])  # older than the rows
+        assert (late.upserted, late.deleted, late.skipped_stale) == (0, 0, 2)
+        assert self.items(spec) == self.expect({"b": {"id": "b"}})
+        rows = self.stored_rows(spec)
+        assert rows == {'{"id":"a"}': (2, "REMOVE"), '{"id":"b"}': (2, "MODIFY"), '{"id":"never"}': (2, "REMOVE")}
+        assert self.count(sink, TOMBSTONES_SUFFIX) == 0  # nothing beside the rows
+        relation = sink.dialect.relation()
+        self.refresh(spec, relation)
+        data = "data::text" if spec.dialect == "postgresql" else "data"
+        _, kept = run_sql(spec, f"SELECT {data} FROM {relation} WHERE cdc_event = 'REMOVE'")
+        kept_data = sorted(json.dumps(d if not isinstance(d, str) else json.loads(d)) for (d,) in kept)
+        assert kept_data == sorted(["{}", '{"x": 1}'])  # the removed row keeps its data; a REMOVE of no row has none
+        assert sink.apply([change("INSERT", "a", 3, 8, x=3)]).upserted == 1  # a newer INSERT brings it back
+        assert self.items(spec) == self.expect({"a": {"id": "a", "x": 3}, "b": {"id": "b"}})
+        reader = TargetReader(spec, KEY_TYPES)
+        try:  # what verify and the full load's prune read: soft-removed rows are not items
+            assert reader.count() == 2
+            assert sorted(row.key_id for row in reader.rows()) == ['{"id":"a"}', '{"id":"b"}']
+            assert list(reader.rows_by_keys([{"id": "never"}])) == []
+            assert [key for page in reader.keys_older_than(T0 + 10) for key in page] == [{"id": "a"}, {"id": "b"}]
+        finally:
+            reader.close()
+
+    def test_a_table_keeps_its_delete_mode(self, make_sink: Callable[..., TableWriter], spec: TargetSpec) -> None:
+        make_sink(delete_mode="soft").apply([change("REMOVE", "a", 1, 1)])
+        with pytest.raises(ValueError, match="delete-mode=soft, not hard"):
+            make_sink(delete_mode="hard").apply([change("INSERT", "a", 2, 2)])
+        redrive_like = make_sink(delete_mode=None)  # no mode given: the table's
+        assert redrive_like.apply([change("REMOVE", "b", 1, 3)]).deleted == 1
+        assert redrive_like.soft
+
+    @pytest.mark.parametrize("seed", [7, 2024])
+    def test_soft_corpus_in_random_batches_equals_reference(
+        self, make_sink: Callable[..., TableWriter], spec: TargetSpec, seed: int
+    ) -> None:
+        sink = make_sink(delete_mode="soft")
+        events = corpus_events(600, seed)
+        rng = random.Random(seed)
+        rng.shuffle(events)
+        start = 0
+        while start < len(events):
+            size = rng.choice((1, 7, 50, 200))
+            assert sink.apply(coalesce(events[start : start + size])).dead_letters == []
+            start += size
+        assert self.items(spec) == self.expect_reference(events)
+
+    def test_soft_a_batch_is_one_write(self, make_sink: Callable[..., TableWriter]) -> None:
+        sink = make_sink(delete_mode="soft")
+        sink.apply([change("INSERT", f"k{i}", 1, i, n=i) for i in range(1000)])
+        before = sink.statements
+        batch = [change("MODIFY", f"k{i}", 2, 1000 + i, n=-i) for i in range(500)]
+        batch += [change("REMOVE", f"k{i}", 2, 1000 + i) for i in range(500, 1000)]
+        result = sink.apply(batch)
+        assert (result.upserted, result.deleted) == (500, 500)
+        # No reads: one guarded bulk upsert where the bulk answers per row (CrateDB), else one per kind of event
+        # (plus PostgreSQL's savepoint around each).
+        assert sink.statements - before <= (1 if not sink.dialect.transactions else 6), sink.statements - before
+
+    @pytest.mark.parametrize("seed", [1, 2])
+    def test_soft_two_writers_race_on_one_key_set(
+        self, make_sink: Callable[..., TableWriter], spec: TargetSpec, seed: int
+    ) -> None:
+        stream = history(KEY_SCHEMAS["S"], keys=25, events=1000, seed=seed)
+        rng = random.Random(seed)
+        shares: list[list[ChangeEvent]] = [[], []]
+        for event in stream:
+            for worker in rng.sample((0, 1), rng.choice((1, 2))):
+                shares[worker].append(event)
+        sinks = [make_sink(delete_mode="soft"), make_sink(delete_mode="soft")]
+        sinks[0].ensure_table(stream[0].key_types)
+        errors: list[BaseException] = []
+
+        def work(sink: TableWriter, share: list[ChangeEvent], batch_rng: random.Random) -> None:
+            try:
+                start = 0
+                while start < len(share):
+                    size = batch_rng.choice((1, 3, 8, 20))
+                    sink.apply(coalesce(share[start : start + size]))
+                    start += size
+            except BaseException as error:  # reported below, in the test's thread
+                errors.append(error)
+
+        threads = [
+            threading.Thread(target=work, args=(sink, share, random.Random(seed * 10 + index)))
+            for index, (sink, share) in enumerate(zip(sinks, shares, strict=True))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert not errors, errors
+        assert self.items(spec) == self.expect_reference(stream)

@@ -18,12 +18,15 @@ def relation(spec: TargetSpec, suffix: str = "") -> str:
     return f'"{spec.schema}".{table}' if spec.schema else table
 
 
-def read_items(spec: TargetSpec, key_types: dict[str, str]) -> dict[str, Item]:
-    """{canonical key: pk | data | aux}. Exact JSON on SQLite and PostgreSQL; CrateDB returns what its driver gives."""
+def read_items(spec: TargetSpec, key_types: dict[str, str], live_only: bool = False) -> dict[str, Item]:
+    """{canonical key: pk | data | aux}. Exact JSON on SQLite and PostgreSQL; CrateDB returns what its driver gives.
+    `live_only`: without the rows delete-mode=soft keeps for removed items (the relay's tables only)."""
     if spec.dialect == "postgresql":
         sql = f"SELECT pk::text, data::text, aux::text FROM {relation(spec)}"
     else:
         sql = f"SELECT pk, data, aux FROM {relation(spec)}"
+    if live_only:
+        sql += " WHERE cdc_event <> 'REMOVE'"
     if spec.dialect == "cratedb":
         run_sql(spec, f"REFRESH TABLE {relation(spec)}")
     _, rows = run_sql(spec, sql)

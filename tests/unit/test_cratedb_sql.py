@@ -68,7 +68,10 @@ def test_identifiers_are_quoted_and_invalid_key_names_refused() -> None:
 
 
 def test_guarded_bulk_upsert(dialect: CrateDBDialect) -> None:
-    updates = ", ".join(guarded(c) for c in ("data", "aux", "cdc_version", "cdc_order", "cdc_event"))
+    updates = ", ".join(guarded(c) for c in ("data", "aux", "cdc_version", "cdc_order", "cdc_event")).replace(
+        "excluded.cdc_version ELSE cdc_version END",  # a stale row fails, so the bulk answer tells it from a write
+        "excluded.cdc_version ELSE CAST('kcl-relay: stale ' || excluded.cdc_order AS BIGINT) END",
+    )
     assert dialect.upsert_sql(NAMES) == (
         'INSERT INTO "doc"."orders" (pk, data, aux, cdc_version, cdc_order, cdc_event) VALUES (?, ?, ?, ?, ?, ?) '
         f"ON CONFLICT (pk['id'], pk['tenant']) DO UPDATE SET {updates}"
@@ -200,6 +203,7 @@ class FakeCrate:
         self.poison: set[str] = set()  # tenants whose upserts are rejected
         self.tombstone_reads: list[list[list[Any]]] = []  # answers to successive tombstone SELECTs
         self.clash_in_data_only = False  # reject a single-row upsert only while its `data` is not empty
+        self.settings: dict[str, str] = {}  # the relay's settings table (delete_mode)
 
     def bulk_answer(self, sql: str, row: Sequence[Any]) -> int:
         if sql.startswith('INSERT INTO "doc"."orders" ') and row[0]["tenant"] in self.poison:
@@ -207,6 +211,11 @@ class FakeCrate:
         return 1
 
     def answer(self, sql: str, params: list[Any]) -> tuple[list[list[Any]], int]:
+        if sql.startswith('INSERT INTO "doc"."orders__relay"'):  # the settings claim: first writer wins
+            self.settings.setdefault(params[0], params[1])
+            return [], 1
+        if sql.startswith('SELECT value FROM "doc"."orders__relay"'):
+            return [[self.settings[params[0]]]], 1
         if sql.startswith("SELECT pk['id']"):
             keys = list(zip(params[::2], params[1::2], strict=True))
             return [[*key, *self.stored[key]] for key in keys if key in self.stored], 0
@@ -258,20 +267,23 @@ def test_writer_statements_through_fake_driver() -> None:
         make("INSERT", "bad", 2),
     ])  # fmt: skip
     kinds = [(kind, sql.split(" (")[0].split(" WHERE")[0]) for kind, sql, _ in db.log]
-    assert kinds == [
+    # The REMOVEs first, then the upserts, each in their own order.
+    removing = [
         ("executemany", 'INSERT INTO "doc"."orders__tombstones"'),
         ("execute", "SELECT pk['id'], pk['tenant'], cdc_version, cdc_order, _seq_no, _primary_term FROM " + ORDERS),
         ("executemany", 'DELETE FROM "doc"."orders"'),
+    ]
+    assert kinds[: len(removing)] == removing
+    assert [kind for kind in kinds if kind not in removing] == [
         ("execute", "SELECT column_name, data_type FROM information_schema.columns"),  # data's types, once
         ("execute", 'SELECT key_id, cdc_version, cdc_order FROM "doc"."orders__tombstones"'),
-        ("execute", "SELECT pk['id'], pk['tenant'], cdc_version, cdc_order, _seq_no, _primary_term FROM " + ORDERS),
-        ("executemany", 'INSERT INTO "doc"."orders"'),
+        ("executemany", 'INSERT INTO "doc"."orders"'),  # no read of the rows first: the upsert tells stale rows
         ("execute", 'INSERT INTO "doc"."orders"'),  # the rejected row, re-run alone for its reason
         ("execute", 'SELECT key_id, cdc_version, cdc_order FROM "doc"."orders__tombstones"'),  # the re-check
         ("executemany", 'INSERT INTO "doc"."orders__deadletters"'),
         ("execute", 'DELETE FROM "doc"."orders__tombstones"'),  # the first purge, then at most every 5 minutes
     ]  # fmt: skip
-    assert db.log[2][2] == [("8", "acme", 7, 1)]
+    assert [rows for _, sql, rows in db.log if sql.startswith('DELETE FROM "doc"."orders" ')] == [[("8", "acme", 7, 1)]]
     assert (result.upserted, result.deleted, result.skipped_stale) == (1, 1, 1)
     (letter,) = result.dead_letters
     assert letter.reason == "rejected by cratedb: ProgrammingError: SQLParseException[Cannot cast object element " \

@@ -98,6 +98,7 @@ def test_bad_urls(url: str, needle: str) -> None:
         ("batch-size=1000", "batch_size", 1000),
         ("prune=false", "prune", False),
         ("tombstone-retention=7200", "tombstone_retention", 7200.0),
+        ("delete-mode=soft", "delete_mode", "soft"),
         ("stream=orders-cdc", "stream_name", "orders-cdc"),
     ],
 )
@@ -139,7 +140,7 @@ def test_stream_options_need_a_stream(name: str) -> None:
 def test_the_stream_side() -> None:
     spec = parse_table(
         "dynamodb://KEY:SECRET@localhost:4566/orders?stream=orders-cdc&region=eu-central-1&batch-size=200"
-        "&once=true&app=my-app&idle-sleep=0.2&tombstone-retention=7200"
+        "&once=true&app=my-app&idle-sleep=0.2&tombstone-retention=7200&delete-mode=soft"
     )
     stream = spec.stream
     assert stream is not None
@@ -155,6 +156,7 @@ def test_the_stream_side() -> None:
     assert stream.credentials == spec.credentials
     assert stream.source_table == "orders" and stream.start == "at-timestamp"
     assert stream.tombstone_retention == 7200.0
+    assert (spec.delete_mode, stream.delete_mode) == ("soft", "soft")  # the full load's sinks and the stream's
     start = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     assert spec.stream_from(start).timestamp == start
 

@@ -215,6 +215,7 @@ GOOD: dict[str, tuple[str, str, Any]] = {
     "route-tables": ("route-tables=on", "route_tables", True),
     "source-table": ("source-table=orders.v2", "source_table", "orders.v2"),
     "tombstone-retention": ("tombstone-retention=3600", "tombstone_retention", 3600.0),
+    "delete-mode": ("delete-mode=soft", "delete_mode", "soft"),
     "retry-timeout": ("retry-timeout=900", "retry_timeout", 900.0),
     "dynamodb-endpoint": ("dynamodb-endpoint=http://127.0.0.1:4567/", "dynamodb_endpoint", "http://127.0.0.1:4567"),
     "metrics-port": ("metrics-port=9464", "metrics_port", 9464),
@@ -246,6 +247,7 @@ BAD: dict[str, list[str]] = {
     "route-tables": ["yes please"],
     "source-table": [""],
     "tombstone-retention": ["-1", "forever", "0", "3599"],  # below an hour it protects nothing
+    "delete-mode": ["", "SOFT", "archive"],
     "retry-timeout": ["-1", "later"],
     "dynamodb-endpoint": ["127.0.0.1:4567", "ftp://host", "http://host/path", ""],
     "metrics-port": ["0", "65536", "http", ""],
