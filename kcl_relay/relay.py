@@ -32,7 +32,7 @@ from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, TOMBSTONES_SUFFIX
 from kcl_relay.sink.options import sink_options
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import open_sink
-from kcl_relay.source import kinesis
+from kcl_relay.source import dynamodb_streams, kinesis
 from kcl_relay.source.replay import batched, read_records
 from kcl_relay.source.url import SourceError, SourceSpec
 
@@ -94,10 +94,20 @@ def plan_worker(
     quiet_http_libraries(spec.log_level)
     java, jars = find_java(), find_jars()
     check_reachable(target)
-    shards = kinesis.prepare_stream(spec)
-    seqno_shard = kinesis.shard_of_sequence_number(spec, shards, spec.seqno) if spec.seqno else None
     application = application_name(spec, target)
     props = build_properties(spec, application)
+    if spec.is_dynamodb_streams:
+        table_stream, shards = dynamodb_streams.prepare_stream(spec)
+        seqno_shard = (
+            dynamodb_streams.shard_of_sequence_number(spec, table_stream.arn, shards, spec.seqno)
+            if spec.seqno
+            else None
+        )
+        props |= dynamodb_streams.kcl_properties(table_stream, props)
+        say(f"DynamoDB stream {table_stream.arn} ({table_stream.view_type}) of table {table_stream.table}")
+    else:
+        shards = kinesis.prepare_stream(spec)
+        seqno_shard = kinesis.shard_of_sequence_number(spec, shards, spec.seqno) if spec.seqno else None
     if properties:  # run --properties: the user's file wins, but the processor and its protocol needs are ours
         props = {**props, **properties, **{key: props[key] for key in PROCESSOR_KEYS}}
     tables = LeaseTables.of(props)
@@ -119,7 +129,8 @@ def plan_worker(
         if stable is None:
             lasting_worker_id = False
             say(f"no worker slot could be locked in {folder}: a random worker id")
-    prepare_lease_table(spec, props)
+    if not spec.is_dynamodb_streams:  # the adapter's leases are its own: the KCL writes them
+        prepare_lease_table(spec, props)
     state_dir = make_state_dir(props["applicationName"])
     processor = ProcessorConfig(
         target_url=target.url.render_as_string(hide_password=False),
@@ -146,6 +157,8 @@ def plan_worker(
         }
 
     def open_shards() -> set[str]:
+        if spec.is_dynamodb_streams:
+            return kinesis.open_shard_ids(dynamodb_streams.describe_shards(spec, props["streamName"]))
         return kinesis.open_shard_ids(kinesis.list_shards(kinesis.client(spec, "kinesis"), spec.stream))
 
     if spec.start in ("seqno-at", "seqno-after"):
