@@ -45,7 +45,7 @@ def test_what_a_dynamodb_stream_has_no_use_for_is_refused_with_one_line(query: s
 
 @pytest.mark.parametrize("url", ["dynamodb+cdc:///tmp/x.ndjson", "dynamodb+cdc://aws/", "dynamodb+cdc://aws/ab"])
 def test_a_table_is_needed(url: str) -> None:
-    with pytest.raises(SourceError, match="names no host|names no table|bad table name"):
+    with pytest.raises(SourceError, match=r"names no host|names no table|bad table name"):
         parse_source(url)
 
 
