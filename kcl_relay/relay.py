@@ -11,6 +11,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kcl_relay import rates
+from kcl_relay.kcl import launcher
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import find_jars, find_java
 from kcl_relay.kcl.leases import (
@@ -93,6 +94,7 @@ def plan_worker(
     """
     quiet_http_libraries(spec.log_level)
     java, jars = find_java(), find_jars()
+    launcher_classes = launcher.for_run(jars)  # None: the stock MultiLangDaemon (KCL_RELAY_DAEMON=multilang)
     check_reachable(target)
     application = application_name(spec, target)
     props = build_properties(spec, application)
@@ -176,6 +178,7 @@ def plan_worker(
         metrics_host=spec.metrics_host,
         metrics_port=spec.metrics_port,
         lasting_worker_id=lasting_worker_id,
+        launcher=launcher_classes,
     )
 
 

@@ -1,4 +1,4 @@
-"""Run one KCL worker: start the MultiLangDaemon, report progress, stop gracefully on a signal or once caught up."""
+"""Run one KCL worker: start the KCL's JVM, report progress, stop gracefully on a signal or once caught up."""
 
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ class WorkerPlan:
     # processor has flushed and checkpointed, as KCL 3.1.3's own shutdown keeps the JVM (and its leases) for up to
     # failoverTimeMillis after that.
     hand_back: Callable[[], None] | None = None
+    launcher: Path | None = None  # kcl-relay's launcher's classes (kcl_relay.kcl.launcher); None: the MultiLangDaemon
 
     def __repr__(self) -> str:
         return masked_repr(self, aws_env=repr(mask_env(self.aws_env)))
@@ -213,7 +214,9 @@ def run_worker(plan: WorkerPlan) -> int:
     properties_path = write_properties(state_dir / "kcl.properties", plan.properties)
     inherited = {name: value for name, value in os.environ.items() if name not in plan.drop_env}
     env = {**inherited, **plan.aws_env, **plan.processor.to_env()}
-    daemon = Daemon(plan.java, plan.jars, properties_path, state_dir / "kcl.log", env, plan.processor.log_level)
+    daemon = Daemon(
+        plan.java, plan.jars, properties_path, state_dir / "kcl.log", env, plan.processor.log_level, plan.launcher
+    )
     metrics = start_metrics(plan, state_dir)
     try:
         return _supervise(plan, daemon, state_dir)
@@ -368,7 +371,7 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
     if killed:
         say("stopped by force: records since the last checkpoint will be delivered again (writes are idempotent)")
         return 1
-    say(f"the KCL MultiLangDaemon exited on its own with code {code}; last lines of {daemon.log_path}:")
+    say(f"the KCL ({daemon.name}) exited on its own with code {code}; last lines of {daemon.log_path}:")
     print(daemon.tail(), file=sys.stderr)
     return 1
 
