@@ -12,6 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from kcl_relay import rates
 from kcl_relay.kcl import launcher
+from kcl_relay.kcl.adapter import find_adapter_jar
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import find_jars, find_java
 from kcl_relay.kcl.leases import (
@@ -94,7 +95,9 @@ def plan_worker(
     """
     quiet_http_libraries(spec.log_level)
     java, jars = find_java(), find_jars()
-    launcher_classes = launcher.for_run(jars)  # None: the stock MultiLangDaemon (KCL_RELAY_DAEMON=multilang)
+    adapter_jar = find_adapter_jar(jars) if spec.is_dynamodb_streams else None
+    # None: the stock MultiLangDaemon (KCL_RELAY_DAEMON=multilang)
+    launcher_classes = launcher.for_run(jars, adapter_jar)
     check_reachable(target)
     application = application_name(spec, target)
     props = build_properties(spec, application)
@@ -105,13 +108,14 @@ def plan_worker(
             if spec.seqno
             else None
         )
-        props |= dynamodb_streams.kcl_properties(table_stream, props)
         say(f"DynamoDB stream {table_stream.arn} ({table_stream.view_type}) of table {table_stream.table}")
     else:
         shards = kinesis.prepare_stream(spec)
         seqno_shard = kinesis.shard_of_sequence_number(spec, shards, spec.seqno) if spec.seqno else None
     if properties:  # run --properties: the user's file wins, but the processor and its protocol needs are ours
         props = {**props, **properties, **{key: props[key] for key in PROCESSOR_KEYS}}
+    if spec.is_dynamodb_streams:  # the stream's ARN, and DynamoDB Streams' own limits, whatever the file says
+        props |= dynamodb_streams.kcl_properties(table_stream, props)
     tables = LeaseTables.of(props)
     origin = "set by app= / applicationName" if spec.app else f"derived from {spec.relay_identity(target.identity())}"
     say(f"application {props['applicationName']} (lease table {tables.leases}), {origin}")
@@ -179,6 +183,8 @@ def plan_worker(
         metrics_port=spec.metrics_port,
         lasting_worker_id=lasting_worker_id,
         launcher=launcher_classes,
+        launcher_main=launcher.STREAMS_MAIN_CLASS if adapter_jar else None,
+        launcher_classpath=(adapter_jar,) if adapter_jar else (),
     )
 
 

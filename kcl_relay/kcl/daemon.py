@@ -148,14 +148,17 @@ def jvm_command(
     archive: ClassDataArchive | None = None,
     logback: Path | None = None,
     launcher: Path | None = None,
+    main_class: str | None = None,
+    extra_classpath: tuple[Path, ...] = (),
 ) -> list[str]:
     """The JVM's command: kcl-relay's launcher (its class folder first on the class path) or, without one, the
-    stock MultiLangDaemon; both read the same properties file."""
+    stock MultiLangDaemon; both read the same properties file. `main_class` and `extra_classpath`: another entry
+    point of the launcher and the jars it needs (the DynamoDB Streams one and its adapter)."""
     extra = os.environ.get(JVM_OPTIONS_ENV, "").split()
     sharing = archive.options() if archive else []
     logging = [f"-Dlogback.configurationFile={logback}"] if logback else []
-    main = LAUNCHER_CLASS if launcher else DAEMON_CLASS
-    classpath = f"{launcher}{os.pathsep}{jars}/*" if launcher else f"{jars}/*"
+    main = main_class or (LAUNCHER_CLASS if launcher else DAEMON_CLASS)
+    classpath = os.pathsep.join([*([str(launcher)] if launcher else []), *map(str, extra_classpath), f"{jars}/*"])
     daemon = [main, "--properties-file", str(properties)]
     return [java, *JVM_OPTIONS, *sharing, *logging, *extra, "-cp", classpath, *daemon]
 
@@ -220,13 +223,15 @@ class Daemon:
         env: dict[str, str],
         log_level: str = "warn",
         launcher: Path | None = None,
+        main_class: str | None = None,
+        extra_classpath: tuple[Path, ...] = (),
     ) -> None:
         self.archive = ClassDataArchive(java, jars, launcher=launcher)
         # The KCL's log: logback writes and rotates it (kcl_relay.logs); the JVM's own stdout and stderr (a crash,
         # a warning of the JVM itself) go to a file beside it.
         logback = log_path.with_name("logback.xml")
         logback.write_text(logback_xml(log_path, log_level))
-        self.command = jvm_command(java, jars, properties, self.archive, logback, launcher)
+        self.command = jvm_command(java, jars, properties, self.archive, logback, launcher, main_class, extra_classpath)
         self.name = "kcl-relay's launcher" if launcher else "MultiLangDaemon"
         self.log_path = log_path
         self.output_path = log_path.with_name(f"{log_path.stem}.stdout.log")

@@ -21,6 +21,9 @@ from kcl_relay.kcl.daemon import SetupError, cache_dir, find_jars, java_major
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "java"
 SOURCES = SOURCE_DIR / "src" / "main" / "java"
 MAIN_CLASS = "kclrelay.launcher.Launcher"
+# The DynamoDB Streams entry point: compiled (and run) only with the adapter's jar (kcl_relay/kcl/adapter.py).
+STREAMS_SOURCES = SOURCE_DIR / "src" / "streams" / "java"
+STREAMS_MAIN_CLASS = "kclrelay.launcher.DynamoDbStreamsLauncher"
 JAVAC_RELEASE = "17"
 JAR_NAME = "kcl-relay-launcher.jar"
 COMPLETE = ".complete"  # written last: a folder without it is a build that did not finish
@@ -42,29 +45,31 @@ def find_javac() -> str:
     return javac
 
 
-def sources() -> list[Path]:
-    found = sorted(SOURCES.rglob("*.java"))
+def sources(adapter: Path | None = None) -> list[Path]:
+    found = sorted(SOURCES.rglob("*.java")) + (sorted(STREAMS_SOURCES.rglob("*.java")) if adapter else [])
     if not found:
         raise SetupError(f"the launcher's sources are missing from {SOURCES}: reinstall kcl-relay")
     return found
 
 
-def build_key(jars: Path, files: list[Path]) -> str:
+def build_key(jars: Path, files: list[Path], adapter: Path | None = None) -> str:
     """Changes with any source or the jar set (names and sizes); javac's --release fixes the class files' level."""
     digest = hashlib.sha256(f"release {JAVAC_RELEASE}\n".encode())
     for path in files:
-        digest.update(str(path.relative_to(SOURCES)).encode() + b"\0" + path.read_bytes() + b"\0")
-    for jar in sorted(jars.glob("*.jar")):
+        root = STREAMS_SOURCES if path.is_relative_to(STREAMS_SOURCES) else SOURCES
+        name = f"{'streams:' if root == STREAMS_SOURCES else ''}{path.relative_to(root)}"
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for jar in sorted([*jars.glob("*.jar"), *([adapter] if adapter else [])]):
         digest.update(f"{jar.name}:{jar.stat().st_size}\n".encode())
     return digest.hexdigest()[:16]
 
 
-def built_dir(jars: Path, folder: Path | None = None) -> Path:
+def built_dir(jars: Path, folder: Path | None = None, adapter: Path | None = None) -> Path:
     """Where the classes of these sources and jars are (or go)."""
-    return (folder or cache_dir()) / f"launcher-{build_key(jars, sources())}"
+    return (folder or cache_dir()) / f"launcher-{build_key(jars, sources(adapter), adapter)}"
 
 
-def ensure_built(jars: Path | None = None, folder: Path | None = None) -> Path:
+def ensure_built(jars: Path | None = None, folder: Path | None = None, adapter: Path | None = None) -> Path:
     """The launcher's jar (for -cp), compiled first when its sources or the jars changed.
 
     A jar, not a class folder: the JVM's class data sharing (daemon.ClassDataArchive) refuses a non-empty folder on
@@ -72,7 +77,7 @@ def ensure_built(jars: Path | None = None, folder: Path | None = None) -> Path:
     at once each compile into a temporary folder; the first rename wins.
     """
     jars = jars or find_jars()
-    target = built_dir(jars, folder)
+    target = built_dir(jars, folder, adapter)
     if (target / COMPLETE).is_file():
         return target / JAR_NAME
     javac = find_javac()
@@ -81,7 +86,8 @@ def ensure_built(jars: Path | None = None, folder: Path | None = None) -> Path:
     try:
         classes = staging / "classes"
         command = [javac, "--release", JAVAC_RELEASE, "-encoding", "UTF-8", "-nowarn", "-d", str(classes)]
-        command += ["-cp", f"{jars}/*", *map(str, sources())]
+        classpath = os.pathsep.join([f"{jars}/*", *([str(adapter)] if adapter else [])])
+        command += ["-cp", classpath, *map(str, sources(adapter))]
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             first = next((line for line in result.stderr.splitlines() if line.strip()), "no output")
@@ -111,9 +117,14 @@ DAEMON_ENV = "KCL_RELAY_DAEMON"  # "multilang": the stock MultiLangDaemon instea
 DAEMON_CHOICES = ("launcher", "multilang")
 
 
-def for_run(jars: Path) -> Path | None:
-    """The launcher's classes for a worker run (built when needed), or None for the stock MultiLangDaemon."""
+def for_run(jars: Path, adapter: Path | None = None) -> Path | None:
+    """The launcher's classes for a worker run (built when needed), or None for the stock MultiLangDaemon.
+
+    `adapter`: the DynamoDB Streams adapter's jar; the build then holds STREAMS_MAIN_CLASS too, and the stock
+    MultiLangDaemon cannot read a DynamoDB stream."""
     choice = os.environ.get(DAEMON_ENV, "launcher").strip().lower() or "launcher"
     if choice not in DAEMON_CHOICES:
         raise SetupError(f"{DAEMON_ENV}={choice!r}: expected one of {', '.join(DAEMON_CHOICES)}")
-    return None if choice == "multilang" else ensure_built(jars)
+    if choice == "multilang" and adapter:
+        raise SetupError(f"{DAEMON_ENV}=multilang: the stock MultiLangDaemon cannot read a DynamoDB stream")
+    return None if choice == "multilang" else ensure_built(jars, adapter=adapter)

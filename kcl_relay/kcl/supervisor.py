@@ -73,6 +73,8 @@ class WorkerPlan:
     # failoverTimeMillis after that.
     hand_back: Callable[[], None] | None = None
     launcher: Path | None = None  # kcl-relay's launcher's classes (kcl_relay.kcl.launcher); None: the MultiLangDaemon
+    launcher_main: str | None = None  # another entry point of the launcher (DynamoDB Streams), with its jars:
+    launcher_classpath: tuple[Path, ...] = ()
 
     def __repr__(self) -> str:
         return masked_repr(self, aws_env=repr(mask_env(self.aws_env)))
@@ -215,7 +217,15 @@ def run_worker(plan: WorkerPlan) -> int:
     inherited = {name: value for name, value in os.environ.items() if name not in plan.drop_env}
     env = {**inherited, **plan.aws_env, **plan.processor.to_env()}
     daemon = Daemon(
-        plan.java, plan.jars, properties_path, state_dir / "kcl.log", env, plan.processor.log_level, plan.launcher
+        plan.java,
+        plan.jars,
+        properties_path,
+        state_dir / "kcl.log",
+        env,
+        plan.processor.log_level,
+        plan.launcher,
+        plan.launcher_main,
+        plan.launcher_classpath,
     )
     metrics = start_metrics(plan, state_dir)
     try:
