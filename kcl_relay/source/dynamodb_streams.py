@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
@@ -18,11 +19,11 @@ from kcl_relay.source.url import SourceError, SourceSpec
 
 __all__ = [
     "NEW_IMAGE_VIEWS",
+    "KinesisView",
     "TableStream",
     "client",
     "describe_shards",
     "find_stream",
-    "is_stream_arn",
     "kcl_properties",
     "prepare_stream",
     "shard_of_sequence_number",
@@ -117,16 +118,10 @@ def prepare_stream(spec: SourceSpec) -> tuple[TableStream, list[dict[str, Any]]]
 
 
 def kcl_properties(stream: TableStream, props: dict[str, str]) -> dict[str, str]:
-    """What differs in the KCL properties of a DynamoDB stream: streamName is its ARN (the launcher's DynamoDB Streams
-    entry class, kcl_relay/java, knows it by that), and GetRecords takes at most 1,000 records."""
+    """What differs in the KCL properties of a DynamoDB stream: streamName is its ARN (what the launcher's DynamoDB
+    Streams entry point, kcl_relay/java, reads), and GetRecords takes at most 1,000 records."""
     records = min(int(props.get("maxRecords", MAX_RECORDS_PER_CALL)), MAX_RECORDS_PER_CALL)
     return {"streamName": stream.arn, "maxRecords": str(records)}
-
-
-def is_stream_arn(name: str) -> bool:
-    """A streamName that names a DynamoDB stream (arn:PARTITION:dynamodb:REGION:ACCOUNT:table/T/stream/LABEL)."""
-    parts = name.split(":", 5)
-    return len(parts) == 6 and parts[0] == "arn" and parts[2] == "dynamodb" and "/stream/" in parts[5]
 
 
 def shard_of_sequence_number(spec: SourceSpec, arn: str, shards: list[dict[str, Any]], seqno: str) -> str:
@@ -143,3 +138,31 @@ def shard_of_sequence_number(spec: SourceSpec, arn: str, shards: list[dict[str, 
         if records and records[0]["dynamodb"]["SequenceNumber"] == seqno:
             return str(shard["ShardId"])
     raise SourceError(f"sequence number {seqno} not found in any shard of the stream of table {spec.stream!r}")
+
+
+class KinesisView:
+    """The two Kinesis calls `kcl-relay status` makes (GetShardIterator, GetRecords), answered by DynamoDB Streams.
+
+    DynamoDB Streams has no MillisBehindLatest: like the adapter, the time since the record read (whole seconds),
+    and 0 for an empty read of an open shard (its tip).
+    """
+
+    def __init__(self, spec: SourceSpec, arn: str) -> None:
+        self.streams, self.arn = client(spec, "dynamodbstreams"), arn
+
+    def get_shard_iterator(self, **request: Any) -> dict[str, Any]:
+        ddb: dict[str, Any] = {"StreamArn": self.arn, "ShardId": request["ShardId"]}
+        ddb["ShardIteratorType"] = request["ShardIteratorType"]
+        if "StartingSequenceNumber" in request:
+            ddb["SequenceNumber"] = request["StartingSequenceNumber"]
+        return dict(self.streams.get_shard_iterator(**ddb))
+
+    def get_records(self, **request: Any) -> dict[str, Any]:
+        answer = dict(self.streams.get_records(**request))
+        records = answer.get("Records", [])
+        if records:
+            created = records[-1]["dynamodb"]["ApproximateCreationDateTime"]
+            answer["MillisBehindLatest"] = max(0, int((time.time() - created.timestamp()) * 1000))
+        elif answer.get("NextShardIterator"):
+            answer["MillisBehindLatest"] = 0
+        return answer

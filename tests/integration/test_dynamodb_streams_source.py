@@ -114,3 +114,22 @@ def test_a_rolled_shard_ends_and_its_child_continues(aws: LocalAws) -> None:
     assert [shard["ShardId"] for shard in filtered] == [child_id]
     none = streams.describe_stream(StreamArn=stream.arn, ShardFilter={"Type": "CHILD_SHARDS", "ShardId": child_id})
     assert none["StreamDescription"]["Shards"] == []
+
+
+def test_status_sees_the_stream_through_kinesis_calls(aws: LocalAws) -> None:
+    table = make_table(aws, "NEW_AND_OLD_IMAGES")
+    aws.client("dynamodb").put_item(TableName=table, Item={"id": {"S": "a"}})
+    stream, (shard,) = dynamodb_streams.prepare_stream(spec_for(aws, table))
+    view = dynamodb_streams.KinesisView(spec_for(aws, table), stream.arn)
+    start = view.get_shard_iterator(StreamName=stream.arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")
+    first = view.get_records(ShardIterator=start["ShardIterator"], Limit=1)
+    assert len(first["Records"]) == 1 and first["MillisBehindLatest"] >= 0
+    seqno = first["Records"][0]["dynamodb"]["SequenceNumber"]
+    after = view.get_shard_iterator(
+        StreamName=stream.arn,
+        ShardId=shard["ShardId"],
+        ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+        StartingSequenceNumber=seqno,
+    )
+    tip = view.get_records(ShardIterator=after["ShardIterator"], Limit=1)
+    assert tip["Records"] == [] and tip["MillisBehindLatest"] == 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
+from kcl_relay.source.table_url import parse_table
 from kcl_relay.source.url import DYNAMODB_STREAMS, KINESIS, SourceError, parse_source
 
 
@@ -54,3 +57,20 @@ def test_application_names_of_the_two_sources_differ() -> None:
     streams = parse_source("dynamodb+cdc://aws/orders")
     assert kinesis.application_name("orders", "db") != streams.application_name("orders", "db")
     assert streams.relay_identity("db") == "DynamoDB stream of table orders -> db"
+
+
+def test_a_full_load_hands_over_to_the_tables_own_dynamodb_stream() -> None:
+    spec = parse_table("dynamodb://127.0.0.1:4566/orders?stream=:dynamodb&once=true&region=eu-west-1&batch-size=50")
+    assert spec.stream is not None and spec.stream.is_dynamodb_streams
+    assert (spec.stream.stream, spec.stream.start, spec.stream.timestamp) == ("orders", "earliest", None)
+    assert (spec.stream.region, spec.stream.batch_size, spec.stream.once) == ("eu-west-1", 50, True)
+    assert spec.stream.endpoint_url == "http://127.0.0.1:4566"
+    # Its trim horizon is before the scan: the start time of a Kinesis stream does not apply.
+    assert spec.stream_from(datetime(2026, 12, 1, tzinfo=timezone.utc)) == spec.stream
+    kinesis = parse_table("dynamodb://aws/orders?stream=orders-cdc")
+    assert kinesis.stream is not None and not kinesis.stream.is_dynamodb_streams
+
+
+def test_stream_names_with_a_colon_are_not_kinesis_streams() -> None:
+    with pytest.raises(SourceError, match="or :dynamodb"):
+        parse_table("dynamodb://aws/orders?stream=:kinesis")
