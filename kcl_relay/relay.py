@@ -304,6 +304,8 @@ class LeaseHandBack:
 
 def run_stream(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> int:
     plan = plan_worker(spec, target, properties)
+    if plan.launcher is not None:  # the launcher hands the leases back in the JVM (kcl_relay/java GracefulStop)
+        return run_worker(plan)
     hand_back = LeaseHandBack(spec, plan.properties, lasting_id=plan.lasting_worker_id)
     plan.hand_back = hand_back
     code = run_worker(plan)

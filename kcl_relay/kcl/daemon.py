@@ -18,6 +18,8 @@ from kcl_relay.logs import logback_xml
 MIN_JAVA = 17
 DAEMON_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"  # the stock one (KCL_RELAY_DAEMON=multilang)
 LAUNCHER_CLASS = "kclrelay.launcher.Launcher"  # kcl-relay's (kcl_relay/java, built by kcl_relay.kcl.launcher)
+LAUNCHER_TELLS = "kcl-relay: "  # the launcher's lines for the user (on the JVM's stderr), repeated by the supervisor
+LAUNCHER_EXIT_VERSION = 3  # the launcher refused the KCL version it found (its one line says which)
 JVM_OPTIONS = [
     # moto rejects the SDK's default CBOR encoding of Kinesis calls; JSON works with AWS and every emulator.
     "-Daws.cborEnabled=false",
@@ -148,13 +150,16 @@ def jvm_command(
     archive: ClassDataArchive | None = None,
     logback: Path | None = None,
     launcher: Path | None = None,
+    settings: dict[str, str] | None = None,
     main_class: str | None = None,
     extra_classpath: tuple[Path, ...] = (),
 ) -> list[str]:
-    """The JVM's command: kcl-relay's launcher (its class folder first on the class path) or, without one, the
-    stock MultiLangDaemon; both read the same properties file. `main_class` and `extra_classpath`: another entry
-    point of the launcher and the jars it needs (the DynamoDB Streams one and its adapter)."""
-    extra = os.environ.get(JVM_OPTIONS_ENV, "").split()
+    """The JVM's command: kcl-relay's launcher (its jar first on the class path) or, without one, the stock
+    MultiLangDaemon; both read the same properties file. `settings`: the launcher's own (-Dkclrelay.NAME=VALUE).
+    `main_class` and `extra_classpath`: another entry point of the launcher and the jars it needs (the DynamoDB
+    Streams one and its adapter)."""
+    extra = [f"-Dkclrelay.{name}={value}" for name, value in (settings or {}).items()] if launcher else []
+    extra += os.environ.get(JVM_OPTIONS_ENV, "").split()
     sharing = archive.options() if archive else []
     logging = [f"-Dlogback.configurationFile={logback}"] if logback else []
     main = main_class or (LAUNCHER_CLASS if launcher else DAEMON_CLASS)
@@ -223,6 +228,7 @@ class Daemon:
         env: dict[str, str],
         log_level: str = "warn",
         launcher: Path | None = None,
+        settings: dict[str, str] | None = None,
         main_class: str | None = None,
         extra_classpath: tuple[Path, ...] = (),
     ) -> None:
@@ -231,7 +237,9 @@ class Daemon:
         # a warning of the JVM itself) go to a file beside it.
         logback = log_path.with_name("logback.xml")
         logback.write_text(logback_xml(log_path, log_level))
-        self.command = jvm_command(java, jars, properties, self.archive, logback, launcher, main_class, extra_classpath)
+        self.command = jvm_command(
+            java, jars, properties, self.archive, logback, launcher, settings, main_class, extra_classpath
+        )
         self.name = "kcl-relay's launcher" if launcher else "MultiLangDaemon"
         self.log_path = log_path
         self.output_path = log_path.with_name(f"{log_path.stem}.stdout.log")
@@ -276,6 +284,14 @@ class Daemon:
             return
         with contextlib.suppress(ProcessLookupError):  # a group without members left
             (os.killpg if group else os.kill)(self.process.pid, signum)
+
+    def told(self) -> list[str]:
+        """What the launcher said for the user (`kcl-relay: ...` lines of the JVM's own output)."""
+        try:
+            text = self.output_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if line.startswith(LAUNCHER_TELLS)]
 
     def tail(self, lines: int = 20) -> str:
         """The last lines of the KCL's log, and of the JVM's own output when it wrote any."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from kcl_relay.kcl.daemon import LAUNCHER_CLASS
 from kcl_relay.localaws.server import LocalAws
 from kcl_relay.localaws.workload import create_stream
 from tests.support.e2e import app_name, source_url, wait_for
@@ -38,8 +39,8 @@ def test_a_second_ctrl_c_kills_the_worker_during_its_graceful_stop(tmp_path: Pat
         try:
             (status_file,) = wait_for(lambda: list(worker.statuses()), 120, "a processor")
             # Only now: before, the supervisor's child may be `java -version` (find_java), not the JVM.
-            jvm = wait_for(worker.jvm_pid, 60, "the MultiLangDaemon")
-            assert "MultiLangDaemon" in Path(f"/proc/{jvm}/cmdline").read_text()
+            jvm = wait_for(worker.jvm_pid, 60, "the KCL's JVM")
+            assert LAUNCHER_CLASS in Path(f"/proc/{jvm}/cmdline").read_text()
             processor = int(status_file.rsplit(".", 1)[1])  # SHARD.PID
             # A processor that does not answer shutdown_requested: the KCL's graceful stop waits for it (up to
             # shutdownGraceMillis), so the second Ctrl-C surely comes during that stop.
@@ -47,7 +48,8 @@ def test_a_second_ctrl_c_kills_the_worker_during_its_graceful_stop(tmp_path: Pat
             worker.process.send_signal(signal.SIGINT)
             assert worker.state_dir is not None
             kcl_log = worker.state_dir / "kcl.log"
-            wait_for(lambda: "will initiate shutdown" in kcl_log.read_text(), 60, "the JVM's graceful stop", 0.1)
+            stopping = "kcl-relay launcher: graceful stop"
+            wait_for(lambda: stopping in kcl_log.read_text(), 60, "the JVM's graceful stop", 0.1)
             assert running(jvm), "the JVM still shuts down"
             worker.process.send_signal(signal.SIGINT)
             assert worker.process.wait(timeout=60) == 1

@@ -41,7 +41,12 @@ def test_the_streams_entry_point_is_built_only_with_the_adapter(tmp_path: Path) 
 def test_the_jvm_runs_the_entry_point_with_the_adapter_on_the_class_path(tmp_path: Path) -> None:
     jar, built = tmp_path / "adapter.jar", tmp_path / "launcher.jar"
     command = jvm_command(
-        "java", tmp_path / "jars", tmp_path / "kcl.properties", None, None, built, launcher.STREAMS_MAIN_CLASS, (jar,)
+        "java",
+        tmp_path / "jars",
+        tmp_path / "kcl.properties",
+        launcher=built,
+        main_class=launcher.STREAMS_MAIN_CLASS,
+        extra_classpath=(jar,),
     )
     classpath = command[command.index("-cp") + 1]
     assert classpath.split(":") == [str(built), str(jar), f"{tmp_path / 'jars'}/*"]

@@ -51,7 +51,7 @@ public final class KclVersion {
         if (EXPECTED.equals(core) && EXPECTED.equals(multilang)) {
             return null;
         }
-        return "kcl-relay launcher: built for KCL " + EXPECTED + ", but the classpath has amazon-kinesis-client "
+        return "the launcher is built for KCL " + EXPECTED + ", but the classpath has amazon-kinesis-client "
                 + (core == null ? "of unknown version" : core) + " and amazon-kinesis-client-multilang "
                 + (multilang == null ? "of unknown version" : multilang)
                 + ": install the KCL " + EXPECTED + " jars (kcl-relay setup-kcl) or use the stock MultiLangDaemon";

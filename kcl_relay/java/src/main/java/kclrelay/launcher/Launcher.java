@@ -1,7 +1,5 @@
 package kclrelay.launcher;
 
-import java.util.concurrent.Future;
-import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import software.amazon.kinesis.coordinator.Scheduler;
@@ -23,7 +21,15 @@ public final class Launcher {
     static final int EXIT_USAGE = 2;
     static final int EXIT_VERSION = 3;
 
+    /** Lines for the user start so: kcl-relay's supervisor repeats them on its stderr (the JVM's own is a file). */
+    static final String TELL = "kcl-relay: ";
+
     private Launcher() {}
+
+    static void tell(final String message) {
+        System.err.println(TELL + message);
+        System.err.flush();
+    }
 
     public static void main(final String[] args) {
         System.exit(run(args, (configs, daemonConfig) -> configs.newScheduler()));
@@ -33,18 +39,19 @@ public final class Launcher {
     public static int run(final String[] args, final SchedulerFactory factory) {
         final String mismatch = KclVersion.mismatch();
         if (mismatch != null) {
-            System.err.println(mismatch);
+            tell(mismatch);
             return EXIT_VERSION;
         }
         final String propertiesFile = propertiesFile(args);
         if (propertiesFile == null) {
-            System.err.println("kcl-relay launcher: usage: --properties-file FILE");
+            tell("the launcher's usage: --properties-file FILE");
             return EXIT_USAGE;
         }
         final Logger log = LoggerFactory.getLogger(Launcher.class);
         final MultiLangDaemonConfig daemonConfig;
         final Scheduler scheduler;
         final Tuning tuning;
+        final GracefulStop stop;
         try {
             daemonConfig = new MultiLangDaemonConfig(propertiesFile);
             final MultiLangDaemonConfiguration configuration = daemonConfig.getMultiLangDaemonConfiguration();
@@ -54,31 +61,25 @@ public final class Launcher {
             tuning.applyTo(configs);
             scheduler = factory.create(configs, daemonConfig);
             LeaderLock.install(scheduler, tuning);
+            stop = new GracefulStop(
+                    scheduler,
+                    LeaderLock.components(scheduler),
+                    configuration.getShutdownGraceMillis(),
+                    configs.leaseManagement().workerUtilizationAwareAssignmentConfig().workerMetricsReporterFreqInMillis(),
+                    log);
         } catch (Exception e) {
             log.error("kcl-relay launcher: cannot start the Scheduler", e);
-            System.err.println("kcl-relay launcher: cannot start the Scheduler: " + e);
+            tell("the KCL cannot start: " + e);
             return EXIT_USAGE;
         }
         log.info("kcl-relay launcher: {}", tuning);
-        final long graceMillis = daemonConfig.getMultiLangDaemonConfiguration().getShutdownGraceMillis();
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> stop(scheduler, graceMillis, log), "kcl-relay-stop"));
+        Runtime.getRuntime().addShutdownHook(new Thread(stop::run, "kcl-relay-stop"));
         try {
             scheduler.run();
             return 0;
         } catch (Throwable t) {
             log.error("kcl-relay launcher: the Scheduler failed", t);
             return EXIT_FAILED;
-        }
-    }
-
-    /** SIGTERM/SIGINT: the MultiLangDaemon's graceful shutdown (processors get shutdown_requested and checkpoint). */
-    static void stop(final Scheduler scheduler, final long graceMillis, final Logger log) {
-        log.info("kcl-relay launcher: stopping");
-        try {
-            final Future<Boolean> done = scheduler.startGracefulShutdown();
-            done.get(graceMillis, TimeUnit.MILLISECONDS);
-        } catch (Exception e) {
-            log.error("kcl-relay launcher: graceful shutdown did not finish", e);
         }
     }
 

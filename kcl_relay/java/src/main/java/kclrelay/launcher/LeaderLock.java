@@ -5,6 +5,7 @@ import java.lang.reflect.Field;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
 import software.amazon.kinesis.coordinator.CoordinatorStateDAO;
+import software.amazon.kinesis.coordinator.DynamicMigrationComponentsInitializer;
 import software.amazon.kinesis.coordinator.Scheduler;
 import software.amazon.kinesis.leader.DynamoDBLockBasedLeaderDecider;
 import software.amazon.kinesis.metrics.MetricsFactory;
@@ -21,8 +22,15 @@ import software.amazon.kinesis.metrics.MetricsFactory;
 final class LeaderLock {
     private LeaderLock() {}
 
+    /** The Scheduler's DynamicMigrationComponentsInitializer: its worker metrics DAO, its leader decider supplier. */
+    static DynamicMigrationComponentsInitializer components(final Scheduler scheduler)
+            throws ReflectiveOperationException {
+        return (DynamicMigrationComponentsInitializer)
+                field(Scheduler.class, "migrationComponentsInitializer").get(scheduler);
+    }
+
     static void install(final Scheduler scheduler, final Tuning tuning) throws ReflectiveOperationException {
-        final Object initializer = field(Scheduler.class, "migrationComponentsInitializer").get(scheduler);
+        final Object initializer = components(scheduler);
         final CoordinatorStateDAO dao =
                 (CoordinatorStateDAO) field(initializer.getClass(), "coordinatorStateDAO").get(initializer);
         final String workerId = scheduler.leaseManagementConfig().workerIdentifier();

@@ -1,6 +1,11 @@
 package kclrelay.launcher;
 
+import java.util.List;
 import software.amazon.kinesis.leases.LeaseManagementConfig;
+import software.amazon.kinesis.worker.platform.Ec2Resource;
+import software.amazon.kinesis.worker.platform.EcsResource;
+import software.amazon.kinesis.worker.platform.EksResource;
+import software.amazon.kinesis.worker.platform.ResourceMetadataProvider;
 
 /**
  * What the launcher sets beyond the properties, derived from failoverTimeMillis (so a properties file alone decides,
@@ -35,5 +40,22 @@ public record Tuning(long leaderLeaseMillis, long leaderHeartbeatMillis, long di
 
     void applyTo(final KclConfigs configs) {
         configs.coordinator().shardConsumerDispatchPollIntervalMillis(dispatchIntervalMillis);
+        chooseWorkerMetrics(configs.leaseManagement().workerUtilizationAwareAssignmentConfig());
+    }
+
+    /**
+     * The KCL picks CPU worker metrics when it finds itself on EC2, ECS or EKS, and otherwise warns ("Did not find an
+     * operating range metadata provider") and runs without any. The same probes here; off those platforms the
+     * same outcome, said as configuration (disableWorkerMetrics), so a clean run logs no warning.
+     */
+    static void chooseWorkerMetrics(final LeaseManagementConfig.WorkerUtilizationAwareAssignmentConfig config) {
+        if (!config.workerMetricList().isEmpty() || config.disableWorkerMetrics()) {
+            return;
+        }
+        final List<ResourceMetadataProvider> platforms =
+                List.of(EcsResource.create(), EksResource.create(), Ec2Resource.create());
+        if (platforms.stream().noneMatch(ResourceMetadataProvider::isOnPlatform)) {
+            config.disableWorkerMetrics(true);
+        }
     }
 }
