@@ -80,3 +80,11 @@ def test_within_one_second_a_child_shards_record_wins_over_its_parents(both_path
     parent = decode(raw(adapter_record("MODIFY", "k", "4000000000000000000099999", same_second, n={"N": "1"})))
     child = decode(raw(adapter_record("MODIFY", "k", "300000000000000000001", same_second, n={"N": "2"}), CHILD))
     assert child.order > parent.order
+
+
+def test_a_ttl_expiry_is_told_apart_as_from_kinesis(both_paths: None) -> None:
+    # The adapter's RecordObjectMapper writes Identity as {"principalId": ..., "type": ...}, as AWS's JSON does.
+    expired = adapter_record("REMOVE", "k", "1100000000017454423011", 1764640000000)
+    expired["userIdentity"] = {"principalId": "dynamodb.amazonaws.com", "type": "Service"}
+    assert decode(raw(expired)).is_ttl_expiry
+    assert not decode(raw(adapter_record("REMOVE", "k", "1100000000017454423012", 1764640000000))).is_ttl_expiry
