@@ -20,7 +20,7 @@ from kcl_relay.cdc.event import canonical_key
 from kcl_relay.cdc.values import from_item
 from kcl_relay.localaws.app import ROLL_PATH
 from kcl_relay.localaws.server import LocalAws
-from kcl_relay.localaws.workload import create_table, run_workload, scan_items
+from kcl_relay.localaws.workload import create_table, fill_table, run_workload, scan_items, write_until
 from kcl_relay.sink.target import parse_target
 from tests.support.e2e import FAST, app_name, run_relay, wait_for
 from tests.support.faults import Worker, leases
@@ -134,3 +134,27 @@ def test_two_workers_a_sigkill_a_rollover_and_a_restart(aws: LocalAws, cratedb_u
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert records_read(resumed.stderr) == stream_records(aws, table) - before
     assert differences(aws, table, cratedb_url, target_table) == ""
+
+
+def test_a_full_load_hands_over_to_the_tables_dynamodb_stream(aws: LocalAws, postgresql_url: str) -> None:
+    """stream=:dynamodb: the scan, then the table's own stream from its trim horizon (changes from before the scan
+    are stale against it); once=true ends it, and the stream relay of the same application goes on from there."""
+    table, target_table, app = new_table(aws), f"ddbs_{uuid.uuid4().hex[:8]}", app_name()
+    ddb = aws.client("dynamodb")
+    fill_table(ddb, table, 60, seed=4)
+    write_until(ddb, table, limit=80, seed=5, n_keys=60)  # in the stream, and older than the scan
+    host = aws.endpoint_url.removeprefix("http://")
+    options = "&".join(f"{name}={value}" for name, value in FAST.items())
+    done = run_relay(
+        f"dynamodb://{host}/{table}?stream=:dynamodb&once=true&app={app}&{options}", postgresql_url, target_table
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "starts at its trim horizon, before the scan begins" in done.stderr
+    assert differences(aws, table, postgresql_url, target_table) == ""
+
+    hint = re.search(r"kcl-relay load table '(dynamodb\+cdc://[^']+)'", done.stderr)
+    assert hint and f"app={app}" in hint.group(1), done.stderr[-2000:]
+    write_until(ddb, table, limit=40, seed=6, n_keys=60)
+    resumed = run_relay(f"{hint.group(1)}&once=true&{options}", postgresql_url, target_table)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert differences(aws, table, postgresql_url, target_table) == ""
