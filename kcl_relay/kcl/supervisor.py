@@ -228,8 +228,8 @@ def run_worker(plan: WorkerPlan) -> int:
         plan.processor.log_level,
         plan.launcher,
         settings,
-        main_class=plan.launcher_main,
-        extra_classpath=plan.launcher_classpath,
+        plan.launcher_main,
+        plan.launcher_classpath,
     )
     metrics = start_metrics(plan, state_dir)
     try:
