@@ -77,9 +77,11 @@ final class GracefulStop {
             Launcher.tell("could not hand back the leases of worker " + me + " (" + e + "); they expire instead");
         }
         final long exitBy = Math.min(deadline, System.currentTimeMillis() + PROCESSORS_EXIT_MILLIS);
-        while (ProcessHandle.current().children().findAny().isPresent() && System.currentTimeMillis() < exitBy) {
+        while (ProcessHandle.current().children().anyMatch(ProcessHandle::isAlive)
+                && System.currentTimeMillis() < exitBy) {
             pause();
         }
+        log.info("kcl-relay launcher: stopped; {} processes left", ProcessHandle.current().children().count());
     }
 
     private boolean shouldHandBack(final String me) throws Exception {

@@ -25,10 +25,11 @@ public record Tuning(long leaderLeaseMillis, long leaderHeartbeatMillis, long di
     public static Tuning of(final LeaseManagementConfig leases) {
         final long failover = leases.failoverTimeMillis();
         // KCL 3.1.3 hard-codes a 2-minute lock lease renewed every 30 s (DynamoDBLockBasedLeaderDecider): a crashed
-        // leader stalled every lease assignment (and so every shard it held) for 2-2.5 minutes. Half failoverTime:
-        // the lock changes hands while the dead leader's shard leases expire, so a leader's crash costs about what
-        // any worker's does. A third of the lease between heartbeats, as dynamodb-lock-client asks.
-        final long lease = Long.getLong("kclrelay.leaderLeaseMillis", Math.max(MIN_LEADER_LEASE_MILLIS, failover / 2));
+        // leader stalled every lease assignment (and so every shard it held) for 2-2.5 minutes. A third of
+        // failoverTime: a survivor holds the lock a few seconds after the crash, then (the new leader's view of the
+        // leases starts afresh) the dead leader's leases expire after failoverTime, as any dead worker's do. A
+        // third of the lease between heartbeats, as dynamodb-lock-client asks: one small write per heartbeat.
+        final long lease = Long.getLong("kclrelay.leaderLeaseMillis", Math.max(MIN_LEADER_LEASE_MILLIS, failover / 3));
         final long heartbeat = Long.getLong("kclrelay.leaderHeartbeatMillis", Math.max(1L, lease / 3));
         final long dispatch = Long.getLong("kclrelay.dispatchIntervalMillis", DISPATCH_INTERVAL_MILLIS);
         if (lease < 2 * heartbeat) {
