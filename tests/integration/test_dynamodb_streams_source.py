@@ -133,3 +133,15 @@ def test_status_sees_the_stream_through_kinesis_calls(aws: LocalAws) -> None:
     )
     tip = view.get_records(ShardIterator=after["ShardIterator"], Limit=1)
     assert tip["Records"] == [] and tip["MillisBehindLatest"] == 0
+
+
+def test_start_at_a_sequence_number_finds_its_shard(aws: LocalAws) -> None:
+    table = make_table(aws, "NEW_IMAGE")
+    aws.client("dynamodb").put_item(TableName=table, Item={"id": {"S": "a"}})
+    spec = spec_for(aws, table)
+    stream, shards = dynamodb_streams.prepare_stream(spec)
+    (record,), _ended = records(aws, stream.arn, shards[0]["ShardId"])
+    seqno = record["dynamodb"]["SequenceNumber"]
+    assert dynamodb_streams.shard_of_sequence_number(spec, stream.arn, shards, seqno) == shards[0]["ShardId"]
+    with pytest.raises(SourceError, match="not found in any shard"):
+        dynamodb_streams.shard_of_sequence_number(spec, stream.arn, shards, str(int(seqno) + 1000))
