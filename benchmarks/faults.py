@@ -2,10 +2,10 @@
 
     python -m benchmarks.faults [--short] [-k EXPRESSION]
 
-Runs the scenarios (three workers sharing a stream, a graceful stop, a crash, restarts of every worker, poison
-records, and tests/e2e/test_outage_e2e.py's database outage) with KCL_RELAY_FAULTS_LONG=1 (unless --short) and
-KCL_RELAY_FAULTS_REPORT pointing at benchmarks/results/faults.json, then writes benchmarks/results/faults.md from it.
-Set KCL_RELAY_FAULTS_KILL=leader to crash the KCL leader in the crash scenario instead of another worker.
+Runs the scenarios (three workers sharing a stream, a graceful stop, a crash, the KCL leader's crash, restarts of
+every worker, poison records, and tests/e2e/test_outage_e2e.py's database outage) with KCL_RELAY_FAULTS_LONG=1
+(unless --short) and KCL_RELAY_FAULTS_REPORT pointing at benchmarks/results/faults.json, then writes
+benchmarks/results/faults.md from it. `-k leader` runs the leader's crash alone.
 The tests assert the outcomes (exact final state, exit codes, time bounds); this only keeps the figures.
 """
 
@@ -37,6 +37,10 @@ LABELS = {  # figure -> what it means, in the order of the table
     "sigkill_of_leader": "SIGKILL: the crashed worker was the KCL leader",
     "sigkill_lease_takeover_s": "SIGKILL: until another worker holds them (s)",
     "sigkill_first_apply_s": "SIGKILL: until it applied records of each of them (s)",
+    "leader_leases": "leader crash: leases the leader held",
+    "leader_lock_takeover_s": "leader crash: until another worker holds the leader lock (s)",
+    "leader_lease_takeover_s": "leader crash: until other workers hold its leases (s)",
+    "leader_first_apply_s": "leader crash: until they applied records of each of them (s)",
     "graceful_restart_resume_s": "graceful restart: until records applied again (s)",
     "graceful_restart_redelivered": "graceful restart: records delivered again",
     "crash_restart_resume_s": "crash restart: until records applied again (s)",

@@ -103,8 +103,11 @@ def load_table(source: str, target: str | None, table: str | None) -> None:
     (HOST "aws": AWS's endpoints of the region; any other HOST:PORT: one endpoint
     for Kinesis and the KCL lease table, e.g. LocalStack), or
     kinesis+dynamodb+cdc:///ABS/PATH.ndjson to replay a file of CDC records, or
+    dynamodb+cdc://[KEY:SECRET@]HOST[:PORT]/TABLE[?options] for the table's own
+    DynamoDB stream (docs/sources.md), or
     dynamodb://[KEY:SECRET@]HOST[:PORT]/TABLE[?options] to copy a whole table
-    (full load), with stream=STREAM followed by the table's Kinesis stream.
+    (full load), with stream=STREAM followed by the table's Kinesis stream
+    (stream=:dynamodb: by its DynamoDB stream).
     """
     if is_table_url(source):
         _load_dynamodb_table(source, target, table)

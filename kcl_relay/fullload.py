@@ -1,5 +1,6 @@
 """The full load: copy a DynamoDB table into the target with parallel Scan segments; with `stream=`, follow the
-table's Kinesis stream from a point before the scan began, so that nothing between the two is lost.
+table's Kinesis stream from a point before the scan began, so that nothing between the two is lost (with
+`stream=:dynamodb`, the table's own DynamoDB stream from its trim horizon, earlier still).
 
 Why the two together converge on the DynamoDB table, even while writers change it during the scan:
 
@@ -379,6 +380,8 @@ def _scan_and_stream(spec: TableSpec, target: TargetSpec, snapshot: Snapshot, cl
             f"application {application} has a lease table: shards with a checkpoint resume from it, the others "
             f"start at {start.isoformat()}"
         )
+    elif stream.is_dynamodb_streams:
+        say(f"the DynamoDB stream of table {stream.stream} starts at its trim horizon, before the scan begins")
     else:
         say(f"stream {stream.stream} starts at {start.isoformat()}, before the scan begins")
     plan.companion = SnapshotCompanion(snapshot, settle=1.0 + 3 * stream.idle_sleep, once=stream.once)
@@ -407,4 +410,6 @@ def _stream_url(spec: TableSpec, application: str) -> str:
     from urllib.parse import urlsplit
 
     host = urlsplit(spec.endpoint_url).netloc if spec.endpoint_url else "aws"
+    if spec.stream is not None and spec.stream.is_dynamodb_streams:
+        return f"dynamodb+cdc://{host}/{spec.table}?region={spec.region}&app={application}"
     return f"kinesis+dynamodb+cdc://{host}/{spec.stream_name}?region={spec.region}&app={application}"

@@ -11,7 +11,8 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kcl_relay import rates
-from kcl_relay.kcl import consumer
+from kcl_relay.kcl import consumer, launcher
+from kcl_relay.kcl.adapter import find_adapter_jar
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import find_jars, find_java
 from kcl_relay.kcl.leases import (
@@ -34,7 +35,7 @@ from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, TOMBSTONES_SUFFIX
 from kcl_relay.sink.options import sink_options
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import open_sink
-from kcl_relay.source import kinesis
+from kcl_relay.source import dynamodb_streams, kinesis
 from kcl_relay.source.replay import batched, read_records
 from kcl_relay.source.url import SourceError, SourceSpec
 
@@ -111,15 +112,29 @@ def plan_worker(
     """
     quiet_http_libraries(spec.log_level)
     java, jars = find_java(), find_jars()
+    adapter_jar = find_adapter_jar(jars) if spec.is_dynamodb_streams else None
+    # None: the stock MultiLangDaemon (KCL_RELAY_DAEMON=multilang)
+    launcher_classes = launcher.for_run(jars, adapter_jar)
     check_reachable(target)
     check_target_mapping(spec, target)
     check_access(target, spec.route_tables)
-    shards = kinesis.prepare_stream(spec)
-    seqno_shard = kinesis.shard_of_sequence_number(spec, shards, spec.seqno) if spec.seqno else None
     application = application_name(spec, target)
     props = build_properties(spec, application)
+    if spec.is_dynamodb_streams:
+        table_stream, shards = dynamodb_streams.prepare_stream(spec)
+        seqno_shard = (
+            dynamodb_streams.shard_of_sequence_number(spec, table_stream.arn, shards, spec.seqno)
+            if spec.seqno
+            else None
+        )
+        say(f"DynamoDB stream {table_stream.arn} ({table_stream.view_type}) of table {table_stream.table}")
+    else:
+        shards = kinesis.prepare_stream(spec)
+        seqno_shard = kinesis.shard_of_sequence_number(spec, shards, spec.seqno) if spec.seqno else None
     if properties:  # run --properties: the user's file wins, but the processor and its protocol needs are ours
         props = {**props, **properties, **{key: props[key] for key in PROCESSOR_KEYS}}
+    if spec.is_dynamodb_streams:  # the stream's ARN, and DynamoDB Streams' own limits, whatever the file says
+        props |= dynamodb_streams.kcl_properties(table_stream, props)
     tables = LeaseTables.of(props)
     origin = "set by app= / applicationName" if spec.app else f"derived from {spec.relay_identity(target.identity())}"
     say(f"application {props['applicationName']} (lease table {tables.leases}), {origin}")
@@ -141,7 +156,8 @@ def plan_worker(
         if stable is None:
             lasting_worker_id = False
             say(f"no worker slot could be locked in {folder}: a random worker id")
-    prepare_lease_table(spec, props)
+    if not spec.is_dynamodb_streams:  # the adapter's leases are its own: the KCL writes them
+        prepare_lease_table(spec, props)
     state_dir = make_state_dir(props["applicationName"])
     processor = ProcessorConfig(
         target_url=target.url.render_as_string(hide_password=False),
@@ -170,6 +186,8 @@ def plan_worker(
         }
 
     def open_shards() -> set[str]:
+        if spec.is_dynamodb_streams:
+            return kinesis.open_shard_ids(dynamodb_streams.describe_shards(spec, props["streamName"]))
         assert spec.stream is not None  # prepare_stream above has checked that stream
         return kinesis.open_shard_ids(kinesis.list_shards(kinesis.client(spec, "kinesis"), spec.stream))
 
@@ -188,6 +206,9 @@ def plan_worker(
         metrics_host=spec.metrics_host,
         metrics_port=spec.metrics_port,
         lasting_worker_id=lasting_worker_id,
+        launcher=launcher_classes,
+        launcher_main=launcher.STREAMS_MAIN_CLASS if adapter_jar else None,
+        launcher_classpath=(adapter_jar,) if adapter_jar else (),
     )
 
 
@@ -307,6 +328,8 @@ class LeaseHandBack:
 
 def run_stream(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> int:
     plan = plan_worker(spec, target, properties)
+    if plan.launcher is not None:  # the launcher hands the leases back in the JVM (kcl_relay/java GracefulStop)
+        return run_worker(plan)
     hand_back = LeaseHandBack(spec, plan.properties, lasting_id=plan.lasting_worker_id)
     plan.hand_back = hand_back
     code = run_worker(plan)

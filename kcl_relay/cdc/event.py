@@ -21,22 +21,31 @@ LINEAGE_WIDTH = 13  # shardId-NNNNNNNNNNNN (12 digits) plus one: room for the sn
 SNAPSHOT_SHARD = "snapshot"
 _SNAPSHOT_RANK = 10**LINEAGE_WIDTH - 1
 _SHARD_PREFIX = "shardId-"
+_DDB_CREATED_DIGITS = 20
 
 
 def lineage_rank(shard_id: str) -> int:
     """Where a shard stands in its stream's lineage: a child shard always ranks above its parents.
 
     Kinesis numbers shards in creation order (shardId-000000000000, -000000000001, ...), and the children of a split
-    or merge are created after their parents, so the number orders any shard after its ancestors. An item's records
-    sit in one shard at a time, so (rank, sequence number) orders them across resharding, where sequence numbers of
-    two shards alone are not comparable. Records with no stream position (lines of a replayed file) rank 0; a
-    snapshot item ranks above every shard: its version is taken before the item was read, so it already holds every
-    change of that version.
+    or merge are created after their parents, so the number orders any shard after its ancestors. DynamoDB Streams
+    names a shard after its creation time in milliseconds, which orders a child after its parent the same way. An
+    item's records sit in one shard at a time, so (rank, sequence number) orders them across resharding, where
+    sequence numbers of two shards alone are not comparable. Records with no stream position (lines of a replayed
+    file) rank 0; a snapshot item ranks above every shard: its version is taken before the item was read, so it
+    already holds every change of that version.
     """
     if shard_id.startswith(_SHARD_PREFIX):
         number = shard_id[len(_SHARD_PREFIX) :]
         if number.isascii() and number.isdigit() and len(number) < LINEAGE_WIDTH:
             return int(number) + 1
+        # DynamoDB Streams: shardId-<creation time, epoch ms, 20 digits>-<8 hex>, a child created when its parent
+        # closed (the adapter reads that time the same way: KinesisMapperUtil.getShardCreationTime).
+        created, dash, _suffix = number.partition("-")
+        if dash and len(created) == _DDB_CREATED_DIGITS and created.isascii() and created.isdigit():
+            rank = int(created) + 1
+            if rank < _SNAPSHOT_RANK:
+                return rank
     if shard_id == SNAPSHOT_SHARD:
         return _SNAPSHOT_RANK
     return 0

@@ -13,7 +13,16 @@ from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
 from kcl_relay.kcl.consumer import CONSUMER_NAME_KEY, consumer_name
-from kcl_relay.source.url import CONTROL, OPTIONS, SCHEME, SourceError, SourceSpec, closest, parse_source
+from kcl_relay.source.url import (
+    CONTROL,
+    OPTIONS,
+    SCHEME,
+    STREAMS_SCHEME,
+    SourceError,
+    SourceSpec,
+    closest,
+    parse_source,
+)
 
 INITIAL_POSITION = {
     "earliest": "TRIM_HORIZON",
@@ -240,7 +249,9 @@ def _unescape(text: str) -> str:
 
 
 RELAY_PREFIX = "kclrelay."
-RELAY_KEYS = (*OPTIONS, "table")  # kclrelay.NAME: the source options, and the target table
+# kclrelay.NAME: the source options, the target table, and the DynamoDB table whose own stream is read (instead of
+# streamName: kcl-relay finds the stream's ARN, which changes whenever the stream is enabled again).
+RELAY_KEYS = (*OPTIONS, "table", "dynamodb-table")
 
 # The keys the KCL 3.1.3 MultiLangDaemon reads from a properties file: the setters of MultiLangDaemonConfiguration
 # and of the config beans it flattens (PollingConfigBean, FanoutConfigBean, GracefulLeaseHandoffConfigBean,
@@ -382,8 +393,14 @@ def spec_from_properties(
     kcl_props = {key: value for key, value in values.items() if not key.startswith(RELAY_PREFIX)}
     relay_props = {key[len(RELAY_PREFIX) :]: value for key, value in values.items() if key.startswith(RELAY_PREFIX)}
     stream = kcl_props.get("streamName")
-    if not stream:
-        raise SourceError(f"{source.path} names no streamName")
+    dynamodb_table = relay_props.pop("dynamodb-table", None)
+    if dynamodb_table and stream:
+        raise SourceError(
+            f"{source.where('streamName')}: sets both streamName and {RELAY_PREFIX}dynamodb-table: keep one "
+            "(kcl-relay finds the table's stream itself)"
+        )
+    if not stream and not dynamodb_table:
+        raise SourceError(f"{source.path} names no streamName (nor {RELAY_PREFIX}dynamodb-table)")
     if not kcl_props.get("applicationName"):
         raise SourceError(f"{source.path} names no applicationName")
     for key, (option, _convert) in KCL_TO_OPTION.items():
@@ -422,7 +439,8 @@ def spec_from_properties(
             f"{source.where('kinesisEndpoint')}: kinesisEndpoint must be an http:// or https:// URL, got {endpoint!r}"
         )
     try:
-        spec = parse_source(f"{SCHEME}://{host}/{quote(stream)}?{urlencode(options)}")
+        scheme, name = (STREAMS_SCHEME, dynamodb_table) if dynamodb_table else (SCHEME, stream)
+        spec = parse_source(f"{scheme}://{host}/{quote(name or '')}?{urlencode(options)}")
     except SourceError as error:
         raise SourceError(f"{source.path}: {in_properties_words(str(error), used)}") from None
     spec = dataclasses.replace(spec, from_properties=True)

@@ -282,9 +282,25 @@ def show(spec: SourceSpec, lease_table: str, as_json: bool = False, out: Callabl
     assert spec.stream is not None
     where = spec.endpoint_url or f"AWS {spec.region}"
     try:
-        reports = collect(
-            kinesis.client(spec, "kinesis"), kinesis.client(spec, "dynamodb"), spec.stream, lease_table, spec.timestamp
-        )
+        if spec.is_dynamodb_streams:  # the table's DynamoDB stream, seen through the two Kinesis calls made here
+            from kcl_relay.source import dynamodb_streams
+
+            arn = dynamodb_streams.prepare_stream(spec)[0].arn
+            reports = collect(
+                dynamodb_streams.KinesisView(spec, arn),
+                kinesis.client(spec, "dynamodb"),
+                arn,
+                lease_table,
+                list_shards=lambda _view, _arn: dynamodb_streams.describe_shards(spec, arn),
+            )
+        else:
+            reports = collect(
+                kinesis.client(spec, "kinesis"),
+                kinesis.client(spec, "dynamodb"),
+                spec.stream,
+                lease_table,
+                spec.timestamp,
+            )
     except LeaseTableMissing:
         at = spec.dynamodb_endpoint or where
         print(

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from moto.core.serialize import BaseJSONSerializer
+from moto.dynamodb.models import dynamodb_backends
 from moto.kinesis.models import Shard
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-__all__ = ["app", "wire_attribute"]
+from kcl_relay.localaws import dynamodb_streams
+
+__all__ = ["ROLL_PATH", "app", "wire_attribute"]
+
+ROLL_PATH = "/_kcl_relay/roll-stream-shard"  # POST ?table=T[&region=R]: close the stream shard, open its child
+ACCOUNT = "123456789012"  # moto's default account
 
 
 def _first_sequence_number(shard: Shard) -> int:
@@ -72,6 +79,27 @@ def _speed_up_attribute_values() -> None:
     BaseJSONSerializer._serialize_type_structure = serialize  # type: ignore[method-assign]
 
 
+def with_test_hooks(moto_app: Any) -> Callable[[dict[str, Any], Any], Any]:
+    """The emulator's own endpoint beside moto's: roll a table's DynamoDB stream shard (what AWS does every ~4 h)."""
+
+    def application(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") != ROLL_PATH:
+            return moto_app(environ, start_response)
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        region = query.get("region", ["us-east-1"])[0]
+        try:
+            table = dynamodb_backends[ACCOUNT][region].get_table(query["table"][0])
+            child = dynamodb_streams.roll_shard(table)
+        except Exception as error:  # a test hook: say what went wrong, to the test
+            start_response("400 Bad Request", [("Content-Type", "text/plain")])
+            return [f"{type(error).__name__}: {error}".encode()]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [child.id.encode()]
+
+    return application
+
+
 _speed_up_kinesis_puts()
 _speed_up_attribute_values()
-app = DomainDispatcherApplication(create_backend_app)
+dynamodb_streams.install()
+app = with_test_hooks(DomainDispatcherApplication(create_backend_app))

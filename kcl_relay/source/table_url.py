@@ -3,7 +3,8 @@
 HOST `aws` means AWS's own endpoints of the region; any other HOST[:PORT] is one endpoint for DynamoDB (and, with
 `stream=`, for Kinesis and the KCL's lease table too), like the stream URL. `stream=NAME` makes it a full load
 followed by the stream: the options of the stream URL that still make sense (once, app, idle-sleep, ...) are given
-in the same query; those the full load decides itself (start, timestamp, ...) are refused.
+in the same query; those the full load decides itself (start, timestamp, ...) are refused. `stream=:dynamodb`
+follows the table's own DynamoDB stream instead, from its trim horizon (which is before the scan begins).
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ DECIDED = (
     "dynamodb-endpoint",
 )
 _PLACEHOLDER_START = datetime(1970, 1, 1, tzinfo=timezone.utc)  # replaced by the real start point at run time
+# stream= of the table's own DynamoDB stream: a colon is in no Kinesis stream name, so no stream is mistaken for it.
+OWN_STREAM = ":dynamodb"
+
+
+def _stream_name(text: str) -> str:
+    if text == OWN_STREAM:
+        return text
+    return _name(STREAM_NAME, f"Kinesis stream name (1-128 of a-z A-Z 0-9 _ . -) or {OWN_STREAM}")(text)
 
 
 @dataclass(frozen=True)
@@ -90,8 +99,13 @@ class TableSpec:
     stream: SourceSpec | None = None
 
     def stream_from(self, start: datetime) -> SourceSpec:
-        """The stream to follow, starting at `start` (a moment before the scan began)."""
+        """The stream to follow, starting at `start` (a moment before the scan began).
+
+        A DynamoDB stream has no AT_TIMESTAMP iterator: it starts at its trim horizon, which is earlier still (the
+        stream exists before the scan begins: plan_worker finds it first)."""
         assert self.stream is not None
+        if self.stream.is_dynamodb_streams:
+            return self.stream
         return dataclasses.replace(self.stream, timestamp=start)
 
 
@@ -129,8 +143,9 @@ TABLE_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "delete-mode": ("delete_mode", STREAM_OPTIONS["delete-mode"][1], STREAM_OPTIONS["delete-mode"][2]),
     "stream": (
         "stream_name",
-        _name(STREAM_NAME, "Kinesis stream name (1-128 of a-z A-Z 0-9 _ . -)"),
-        "Kinesis stream of the table's changes: full load, then follow the stream (see below)",
+        _stream_name,
+        f"Kinesis stream of the table's changes, or {OWN_STREAM} for the table's DynamoDB stream: full load, then "
+        "follow the stream (see below)",
     ),
 }
 
@@ -216,6 +231,10 @@ def parse_table(url: str) -> TableSpec:
 def _stream_spec(spec: TableSpec, options: dict[str, str]) -> SourceSpec:
     """The stream side through the stream URL's own parser: the same validation, defaults and messages."""
     assert spec.stream_name is not None
+    if spec.stream_name == OWN_STREAM:  # the table's DynamoDB stream, from its trim horizon (before the scan)
+        query = urlencode({**options, "start": "earliest"})
+        stream = parse_source(f"{stream_url.STREAMS_SCHEME}://aws/{quote(spec.table)}?{query}")
+        return dataclasses.replace(stream, endpoint_url=spec.endpoint_url, credentials=spec.credentials)
     decided = {
         "start": "at-timestamp",
         "timestamp": _PLACEHOLDER_START.isoformat(),

@@ -2,7 +2,8 @@
 
 HOST `aws` means AWS's own endpoints of the region; any other HOST[:PORT] is one endpoint for Kinesis and for the
 KCL's DynamoDB lease table (LocalStack style). An empty host with an absolute path is a file to replay:
-`kinesis+dynamodb+cdc:///ABS/PATH.ndjson`.
+`kinesis+dynamodb+cdc:///ABS/PATH.ndjson`. `dynamodb+cdc://[KEY:SECRET@]HOST[:PORT]/TABLE[?options]` reads the
+table's own DynamoDB stream instead (source/dynamodb_streams.py), with the options that apply there.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from kcl_relay.masking import masked_eq
 
 SCHEME = "kinesis+dynamodb+cdc"
+STREAMS_SCHEME = "dynamodb+cdc"  # the table's DynamoDB stream, read through the DynamoDB Streams Kinesis adapter
+KINESIS = "kinesis"
+DYNAMODB_STREAMS = "dynamodb-streams"
+TABLE_NAME = re.compile(r"[a-zA-Z0-9_.-]{3,255}")
 START_POSITIONS = ("earliest", "latest", "seqno-at", "seqno-after", "at-timestamp")
 TTL_MODES = ("delete", "ignore")
 DELETE_MODES = ("hard", "soft")  # kcl_relay.sink.dialect.DELETE_MODES (not imported: --help stays fast)
@@ -83,10 +88,15 @@ class SourceSpec:
     kcl_metrics: str = "none"
     consumer: str = "polling"
     mapping: str | None = None  # the mapping file's path (kcl_relay/mapping), checked when the URL is parsed
+    kind: str = KINESIS  # DYNAMODB_STREAMS: `stream` is the DynamoDB table whose stream is read
 
     @property
     def is_file(self) -> bool:
         return self.path is not None
+
+    @property
+    def is_dynamodb_streams(self) -> bool:
+        return self.kind == DYNAMODB_STREAMS
 
     def application_name(self, target_table: str, target_identity: str = "") -> str:
         """The KCL application (and lease table) name: explicit, else derived from stream and target.
@@ -99,11 +109,14 @@ class SourceSpec:
             return self.app
         identity = self.relay_identity(target_identity) if target_identity else ""
         suffix = f"-{hashlib.sha256(identity.encode()).hexdigest()[:8]}" if identity else ""
-        name = re.sub(r"[^a-zA-Z0-9_.-]", "-", f"kcl-relay-{self.stream}-{target_table}")
+        label = f"{self.stream}.ddbstream" if self.is_dynamodb_streams else self.stream
+        name = re.sub(r"[^a-zA-Z0-9_.-]", "-", f"kcl-relay-{label}-{target_table}")
         return name[: 255 - len(suffix)] + suffix
 
     def relay_identity(self, target_identity: str) -> str:
         """What a derived application name stands for, printed at start: `stream S -> TARGET table T`."""
+        if self.is_dynamodb_streams:
+            return f"DynamoDB stream of table {self.stream} -> {target_identity}"
         return f"stream {self.stream} -> {target_identity}"
 
 
@@ -311,6 +324,16 @@ FILE_OPTIONS = frozenset(
         "mapping",
     }
 )
+# Options a DynamoDB stream has no use for, and why (one line each). Its start positions: STREAMS_START_POSITIONS.
+NOT_FOR_DYNAMODB_STREAMS = {
+    "create": "the stream is the table's own: enable it on the table (StreamViewType NEW_AND_OLD_IMAGES)",
+    "create-shards": "DynamoDB manages the shards of a table's stream",
+    "timestamp": "DynamoDB Streams has no AT_TIMESTAMP iterator; use start=earliest (24 h retention) or latest",
+    "route-tables": "a DynamoDB stream carries one table",
+    "source-table": "a DynamoDB stream carries one table: the one in the URL",
+    "consumer": "DynamoDB Streams has no enhanced fan-out (at most two readers per shard)",
+}
+STREAMS_START_POSITIONS = ("earliest", "latest", "seqno-at", "seqno-after")
 
 
 def closest(name: str, candidates: list[str]) -> str | None:
@@ -326,8 +349,12 @@ def closest(name: str, candidates: list[str]) -> str | None:
 def parse_source(url: str) -> SourceSpec:
     """Parse and validate a source URL; raise SourceError with a one-line message."""
     parts = urlsplit(url)
-    if parts.scheme != SCHEME:
-        raise SourceError(f"source URL must start with {SCHEME}://, got {parts.scheme or 'no scheme'}://")
+    if parts.scheme not in (SCHEME, STREAMS_SCHEME):
+        raise SourceError(
+            f"source URL must start with {SCHEME}:// (Kinesis) or {STREAMS_SCHEME}:// (DynamoDB Streams), "
+            f"got {parts.scheme or 'no scheme'}://"
+        )
+    streams = parts.scheme == STREAMS_SCHEME
     if "@" not in parts.netloc and "@" in parts.path + parts.query + parts.fragment:
         # An unencoded "/", "?" or "#" in a secret ends the host early: say so without echoing any part of it.
         raise SourceError("source URL credentials must be URL-encoded (/ as %2F, ? as %3F, # as %23, @ as %40)")
@@ -345,11 +372,23 @@ def parse_source(url: str) -> SourceSpec:
             meant = closest(name, list(OPTIONS))
             hint = f" (did you mean {meant}?)" if meant else ""
             raise SourceError(f"unknown source option {name!r}{hint}; valid options: {', '.join(OPTIONS)}")
+        # consumer=polling is what a DynamoDB stream does anyway (the templates say retrievalMode = POLLING).
+        if streams and name in NOT_FOR_DYNAMODB_STREAMS and not (name == "consumer" and raw == "polling"):
+            raise SourceError(
+                f"source option {name!r} does not apply to {STREAMS_SCHEME}: {NOT_FOR_DYNAMODB_STREAMS[name]}"
+            )
         attr, parser, _help = OPTIONS[name]
         try:
             values[attr] = parser(raw)
         except ValueError as error:
             raise SourceError(f"bad value {raw!r} for source option {name!r}: {error}") from None
+    if streams:
+        values["kind"] = DYNAMODB_STREAMS
+        if values.get("start", "earliest") not in STREAMS_START_POSITIONS:
+            raise SourceError(
+                f"start={values['start']} does not apply to {STREAMS_SCHEME}: DynamoDB Streams has no AT_TIMESTAMP "
+                f"iterator; use one of {', '.join(STREAMS_START_POSITIONS)}"
+            )
 
     try:
         host, port = parts.hostname, parts.port
@@ -357,15 +396,24 @@ def parse_source(url: str) -> SourceSpec:
         raise SourceError(f"bad port in source URL host {parts.netloc.rsplit('@', 1)[-1]!r}") from None
     if parts.username is not None and not parts.username:
         raise SourceError("source URL credentials must be KEY:SECRET with a non-empty KEY")
+    if streams and not host:
+        raise SourceError(
+            f"source URL names no host: {STREAMS_SCHEME}://aws/TABLE or {STREAMS_SCHEME}://HOST:PORT/TABLE"
+        )
     if not host:
         if not parts.path or parts.path == "/":
             raise SourceError("source URL names no host and no file: use HOST/STREAM or /ABS/PATH.ndjson")
         values["path"] = unquote(parts.path)
     else:
         stream = unquote(parts.path.lstrip("/"))
-        if not stream:
+        if streams:
+            if not stream:
+                raise SourceError(f"source URL names no table: {STREAMS_SCHEME}://HOST/TABLE")
+            if not TABLE_NAME.fullmatch(stream):
+                raise SourceError(f"bad table name {stream!r}: 3-255 of a-z A-Z 0-9 _ . -")
+        elif not stream:
             raise SourceError("source URL names no stream: kinesis+dynamodb+cdc://HOST/STREAM")
-        if not STREAM_NAME.fullmatch(stream):
+        elif not STREAM_NAME.fullmatch(stream):
             raise SourceError(f"bad stream name {stream!r}: 1-128 of a-z A-Z 0-9 _ . -")
         values["stream"] = stream
         if host != "aws":  # emulators and LocalStack speak plain HTTP on loopback
