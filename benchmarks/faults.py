@@ -78,8 +78,10 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [
         "# Fault scenarios: measured figures",
         "",
-        f"Run: `{meta['command']}` on {meta['machine']}, {meta['finished']}; pytest exit code {meta['exit_code']}. "
-        "Moto under hypercorn on loopback, real KCL MultiLangDaemon workers, item writes on the emulated DynamoDB "
+        f"Run: `{meta['command']}` on {meta['machine']}, {meta['finished']}; pytest exit code {meta['exit_code']}; "
+        f"load average {meta.get('load', 'unknown')}. A run with -k replaces only its own scenarios' sections (each "
+        "says when it was recorded). Moto under hypercorn on loopback, real KCL workers (kcl-relay's launcher of the "
+        "KCL 3.1.3 Scheduler since 2026-12-02; the MultiLangDaemon before), item writes on the emulated DynamoDB "
         "table pumped into Kinesis. What each scenario does and asserts: docs/faults.md.",
         "",
     ]
@@ -112,7 +114,10 @@ def main() -> int:
     code = run(args.short, args.expression, report)
     results = json.loads(report.read_text()) if report.exists() else {}
     meta = {
-        "command": "python -m benchmarks.faults" + (" --short" if args.short else ""),
+        "command": "python -m benchmarks.faults"
+        + (" --short" if args.short else "")
+        + (f" -k {args.expression}" if args.expression else ""),
+        "load": " / ".join(f"{value:.1f}" for value in os.getloadavg()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "exit_code": code,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kcl_relay.kcl import launcher
-from kcl_relay.kcl.daemon import SetupError, find_jars, find_java
+from kcl_relay.kcl.daemon import DAEMON_CLASS, LAUNCHER_CLASS, SetupError, find_jars, find_java, jvm_command
 
 POM_PROPERTIES = "META-INF/maven/software.amazon.kinesis/amazon-kinesis-client/pom.properties"
 
@@ -64,7 +64,7 @@ def test_built_once_then_cached_and_rebuilt_when_a_source_changes(tmp_path: Path
 @needs_jdk
 def test_a_kcl_of_another_version_is_refused_with_one_line(tmp_path: Path) -> None:
     assert JARS is not None
-    jar = launcher.ensure_built(JARS, folder=tmp_path / "cache")
+    jar = launcher.ensure_built(JARS)  # the build setup made (or made now, once, in the user cache)
     core = next(JARS.glob("amazon-kinesis-client-3*.jar"))
     other = tmp_path / "amazon-kinesis-client-3.2.0.jar"
     with zipfile.ZipFile(core) as source, zipfile.ZipFile(other, "w") as copy:
@@ -100,3 +100,18 @@ def test_the_daemon_choice_is_checked(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv(launcher.DAEMON_ENV, "stock")
     with pytest.raises(SetupError, match="KCL_RELAY_DAEMON='stock': expected one of launcher, multilang"):
         launcher.for_run(tmp_path)
+
+
+def test_the_jvm_runs_the_launcher_jar_first_on_the_class_path(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("KCL_RELAY_JVM_OPTIONS", "-Dkclrelay.leaderLeaseMillis=5000")
+    jar = tmp_path / "kcl-relay-launcher.jar"
+    command = jvm_command(
+        "java", tmp_path / "jars", tmp_path / "kcl.properties", launcher=jar, settings={"handBack": "always"}
+    )
+    assert command[-3:] == [LAUNCHER_CLASS, "--properties-file", str(tmp_path / "kcl.properties")]
+    assert command[command.index("-cp") + 1] == f"{jar}:{tmp_path / 'jars'}/*"
+    # Our settings first, the user's JVM options after them (a later -D wins).
+    assert command.index("-Dkclrelay.handBack=always") < command.index("-Dkclrelay.leaderLeaseMillis=5000")
+    stock = jvm_command("java", tmp_path / "jars", tmp_path / "kcl.properties", settings={"handBack": "always"})
+    assert stock[-3] == DAEMON_CLASS and "-Dkclrelay.handBack=always" not in stock
+    assert stock[stock.index("-cp") + 1] == f"{tmp_path / 'jars'}/*"

@@ -22,6 +22,8 @@ public record Tuning(long leaderLeaseMillis, long leaderHeartbeatMillis, long di
      */
     static final long DISPATCH_INTERVAL_MILLIS = 100L;
 
+    static final long EMPTY_CAPTURE_MILLIS = 10L;
+
     public static Tuning of(final LeaseManagementConfig leases) {
         final long failover = leases.failoverTimeMillis();
         // KCL 3.1.3 hard-codes a 2-minute lock lease renewed every 30 s (DynamoDBLockBasedLeaderDecider): a crashed
@@ -57,6 +59,11 @@ public record Tuning(long leaderLeaseMillis, long leaderHeartbeatMillis, long di
                 List.of(EcsResource.create(), EksResource.create(), Ec2Resource.create());
         if (platforms.stream().noneMatch(ResourceMetadataProvider::isOnPlatform)) {
             config.disableWorkerMetrics(true);
+            // The worker's first metrics report comes 2 x this after start, its first lease assignment at once: a
+            // worker not reported yet gets no lease ("Not able to assign all expiredOrUnAssignedLeases", a warning).
+            // Without metrics a capture is an empty loop, so it can run often enough to report first.
+            config.inMemoryWorkerMetricsCaptureFrequencyMillis(
+                    Math.min(config.inMemoryWorkerMetricsCaptureFrequencyMillis(), EMPTY_CAPTURE_MILLIS));
         }
     }
 }
