@@ -291,6 +291,46 @@ def run_properties(
     run_guarded(lambda: relay.run_stream(spec, resolved, kcl_props))
 
 
+@cli.command("setup-kcl")
+@click.option(
+    "--maven-repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="PATH",
+    help="A local Maven repository to take the jars from, offline (a copy of ~/.m2/repository, for a machine "
+    "without network).",
+)
+@click.option("--offline", is_flag=True, help="Take the jars from Maven's own local repository (~/.m2), offline.")
+@click.option("--force", is_flag=True, help="Fetch the jars again even where they are already.")
+def setup_kcl(maven_repo: Path | None, offline: bool, force: bool) -> None:
+    """Fetch the KCL MultiLangDaemon's jars through Maven (mvn), and build the launcher.
+
+    \b
+    The jars go to $KCL_RELAY_JARS when set, else into amazon-kclpy's own jars
+    folder when writable, else ~/.cache/kcl-relay; `run` and `load table` find them
+    there. Needs Java 17+ and Maven; nothing else is downloaded.
+    """
+    from kcl_relay.kcl import jars
+
+    if maven_repo is not None and not maven_repo.is_dir():
+        fail(f"no local Maven repository at {maven_repo}")
+    try:
+        jars.fetch(maven_repo=maven_repo, offline=offline or maven_repo is not None, force=force)
+    except jars.JarsError as error:
+        click.echo(f"kcl-relay: error: {error}", err=True)
+        sys.exit(1)
+    run_guarded(build_launcher)
+
+
+def build_launcher() -> int:
+    """The launcher's build, the one call site setup-kcl has for it (until kcl_relay/kcl/launcher.py exists: none)."""
+    try:
+        from kcl_relay.kcl import launcher  # type: ignore[attr-defined]
+    except ImportError:
+        return 0
+    launcher.ensure_built()
+    return 0
+
+
 ADMIN_TARGET_HELP = f"Target database URL; default: ${TARGET_ENV}, else {EMBEDDED_DEFAULT}."
 
 
