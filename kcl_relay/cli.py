@@ -191,7 +191,7 @@ def verify(
 def status(
     source: str | None, target: str | None, table: str | None, properties_file: Path | None, as_json: bool
 ) -> None:
-    """Show each shard's lease owner, checkpoint and lag, from the stream and the KCL lease table.
+    """Show each shard's lease owner (alive or gone), checkpoint and lag, and the shards that wait for a new owner.
 
     \b
     SOURCE and the target as given to `load table` (they name the application, so its
@@ -199,7 +199,9 @@ def status(
     dynamodb://HOST/TABLE?stream=STREAM. Per shard: the worker holding its lease, the
     checkpoint (a sequence number, TRIM_HORIZON, LATEST, AT_TIMESTAMP or SHARD_END),
     whether it is closed (resharded) and finished (SHARD_END checkpointed), and how far
-    the checkpoint is behind the tip (the stream's MillisBehindLatest).
+    the checkpoint is behind the tip (the stream's MillisBehindLatest). An owner is alive while
+    its KCL worker metrics entry is fresh (or, without one, its leases' counters move); a gone
+    owner's leases, and leases without an owner, wait for a new one.
     Exit 0; 1 when the lease table does not exist; 2 on bad input.
     """
     if (source is None) == (properties_file is None):
@@ -214,6 +216,7 @@ def status(
         from kcl_relay.kcl.leases import LeaseTables
 
         lease_table = LeaseTables.of(kcl_props).leases
+        worker_props = kcl_props
         dynamodb_endpoint = kcl_props.get("dynamoDBEndpoint")
         if dynamodb_endpoint and dynamodb_endpoint != spec.endpoint_url:
             spec = dataclasses.replace(spec, dynamodb_endpoint=dynamodb_endpoint)
@@ -225,9 +228,10 @@ def status(
 
         resolved = resolve_target(target, table, routed_table_name(default_table))
         lease_table = application_name(spec, resolved)  # as the relay names it: the same lease table
+        worker_props = {}
     from kcl_relay.kcl import report
 
-    run_guarded(lambda: report.show(spec, lease_table, as_json=as_json, out=click.echo))
+    run_guarded(lambda: report.show(spec, lease_table, as_json=as_json, out=click.echo, kcl_props=worker_props))
 
 
 def _stream_of(source: str) -> tuple[SourceSpec, str]:
