@@ -64,20 +64,26 @@ def renewing(
     counters: Callable[[], Mapping[str, tuple[str | None, int | None]]],
     owners: set[str],
     timing: Timing,
+    first: Mapping[str, tuple[str | None, int | None]] | None = None,
+    started: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, str]:
     """Owners whose leases' counters move (ALIVE) or stay still for failoverTimeMillis (GONE), read again and again.
 
-    `counters()` reads the lease table: lease key -> (owner, leaseCounter). A lease that changed owner meanwhile
-    proves nothing about the old one; an owner left with no lease is GONE (its leases were taken over).
+    `counters()` reads the lease table: lease key -> (owner, leaseCounter); `first`, a reading taken at `started`
+    (monotonic), when there is one already. A lease that changed owner meanwhile proves nothing about the old one; an
+    owner left with no lease is GONE (its leases were taken over).
     """
-    first = {key: value for key, value in counters().items() if value[0] in owners}
+    if first is None or started is None:
+        started, first = clock(), counters()
+    first = {key: value for key, value in first.items() if value[0] in owners}
     verdicts: dict[str, str] = {}
-    deadline = clock() + timing.failover_millis / 1000
-    while len(verdicts) < len(owners) and clock() < deadline:
+    deadline = started + timing.failover_millis / 1000
+    looked = False  # once at least, even when the first reading is older than the failover time already
+    while len(verdicts) < len(owners) and not (looked and clock() >= deadline):
         sleep(min(timing.renewal_seconds / 2, max(0.0, deadline - clock())))
-        now = counters()
+        now, looked = counters(), True
         for owner in owners - set(verdicts):
             mine = [key for key, (who, _) in first.items() if who == owner]
             if any(now.get(key, (None, None))[0] == owner and now[key][1] != first[key][1] for key in mine):

@@ -170,14 +170,17 @@ def judge_owners(
     timing: Timing,
     counters: Callable[[], dict[str, tuple[str | None, int | None]]],
     now: float | None = None,
+    first: dict[str, tuple[str | None, int | None]] | None = None,
+    started: float | None = None,
 ) -> None:
-    """Fill in whether each owner is alive: gone by a stale worker metrics entry, else by its leases' counters."""
+    """Fill in whether each owner is alive: gone by a stale worker metrics entry, else by its leases' counters
+    (`first`: the lease table's counters read at `started`, monotonic, the watch's start)."""
     ages = metrics_ages(metrics, time.time() if now is None else now)
     owners = {report.owner for report in reports if report.owner and not report.finished}
     verdicts = judge(owners, ages, timing)
     undecided = {owner for owner, verdict in verdicts.items() if verdict is None}
     if undecided:
-        verdicts.update(renewing(counters, undecided, timing))
+        verdicts.update(renewing(counters, undecided, timing, first, started))
     for report in reports:
         if report.owner in verdicts:
             report.owner_state = verdicts[report.owner]
@@ -203,8 +206,12 @@ def read_metrics(dynamodb: Any, table: str) -> list[dict[str, Any]]:
 
 def lease_counters(dynamodb: Any, table: str) -> dict[str, tuple[str | None, int | None]]:
     """Lease key -> (owner, leaseCounter), for watching counters move."""
+    return counters_of(read_leases(dynamodb, table))
+
+
+def counters_of(leases: dict[str, dict[str, Any]]) -> dict[str, tuple[str | None, int | None]]:
     counters: dict[str, tuple[str | None, int | None]] = {}
-    for shard_id, item in read_leases(dynamodb, table).items():
+    for shard_id, item in leases.items():
         counter = item.get("leaseCounter", {}).get("N")
         counters[shard_id] = (item.get("leaseOwner", {}).get("S"), int(counter) if counter is not None else None)
     return counters
@@ -258,13 +265,20 @@ def collect(
     `metrics_table` and `timing`, whether each owner is alive."""
     from kcl_relay.source.kinesis import list_shards as list_all
 
+    started = time.monotonic()
     leases = read_leases(dynamodb, lease_table)
     reports = merge((list_shards or list_all)(kinesis, stream), leases)
-    if metrics_table is not None and timing is not None:
-        metrics = read_metrics(dynamodb, metrics_table)
-        judge_owners(reports, metrics, timing, lambda: lease_counters(dynamodb, lease_table))
-    with ThreadPoolExecutor(max_workers=LAG_THREADS) as pool:
+
+    def judge_all() -> None:  # the counters' watch from the first reading on, beside the lag calls
+        if metrics_table is not None and timing is not None:
+            metrics = read_metrics(dynamodb, metrics_table)
+            counters = lambda: lease_counters(dynamodb, lease_table)  # noqa: E731
+            judge_owners(reports, metrics, timing, counters, first=counters_of(leases), started=started)
+
+    with ThreadPoolExecutor(max_workers=LAG_THREADS + 1) as pool:
+        judged = pool.submit(judge_all)
         list(pool.map(lambda report: measure_lag(kinesis, stream, report, start_timestamp), reports))
+        judged.result()
     return reports
 
 

@@ -81,6 +81,21 @@ def test_renewing_stops_once_every_owner_is_judged() -> None:
     assert verdicts == {"w": ALIVE} and clock.now < TIMING.renewal_seconds
 
 
+def test_renewing_from_an_earlier_reading_looks_once_at_least() -> None:
+    """The first reading is the one status made before the lag calls: the watch counts from then on."""
+    clock = Clock()
+    clock.now = 100.0
+    reads: list[int] = []
+
+    def counters() -> dict[str, tuple[str | None, int | None]]:
+        reads.append(1)
+        return {"s1": ("w", 3), "s2": ("v", 8)}
+
+    first = {"s1": ("w", 2), "s2": ("v", 8)}
+    verdicts = renewing(counters, {"w", "v"}, TIMING, first, started=50.0, sleep=clock.sleep, clock=clock)
+    assert verdicts == {"w": ALIVE, "v": GONE} and len(reads) == 1 and clock.now == 100.0
+
+
 def reports() -> list[ShardReport]:
     return [
         ShardReport("s0", leased=True, owner="w1", checkpoint="1", millis_behind=0),
