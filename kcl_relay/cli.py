@@ -314,9 +314,14 @@ def setup_kcl(maven_repo: Path | None, offline: bool, force: bool) -> None:
     there. Needs Java 17+ and Maven; nothing else is downloaded.
     """
     from kcl_relay.kcl import jars
+    from kcl_relay.kcl.daemon import find_java
 
     if maven_repo is not None and not maven_repo.is_dir():
         fail(f"no local Maven repository at {maven_repo}")
+    try:
+        find_java()  # Maven, the launcher's build and the KCL all run on it
+    except SetupError as error:
+        fail(str(error))
     try:
         jars.fetch(maven_repo=maven_repo, offline=offline or maven_repo is not None, force=force)
     except jars.JarsError as error:

@@ -133,7 +133,7 @@ def fetch(
     """Copy the jars into `dest` (install_folder() by default) with mvn; the folder they are in.
 
     Jars already in place are kept unless `force`. The new set is copied beside `dest` first, so a failed fetch
-    leaves what was there; then the old jars are removed and the new ones moved in.
+    leaves what was there; then it is moved in, and old jars it does not hold are removed.
     """
     if not force and dest is None and (found := jar_dir()) is not None:
         say(f"KCL jars already there: {found} (--force fetches them again)")
@@ -152,9 +152,13 @@ def fetch(
         new = sorted(staged.glob("*.jar"))
         if len(new) != len(wanted):
             raise JarsError(f"mvn copied {len(new)} jars, {len(wanted)} expected: setup-kcl again with --force")
-        for old in dest.glob("*.jar"):
-            old.unlink()
+        # New jars in first (os.replace: a jar of the same name is never missing, for a worker starting meanwhile),
+        # then the old ones that are not in the new set out.
         for jar in new:
             os.replace(jar, dest / jar.name)
+        names = {jar.name for jar in new}
+        for old in dest.glob("*.jar"):
+            if old.name not in names:
+                old.unlink()
     say(f"KCL {KCL_VERSION} jars: {len(new)} in {dest}")
     return dest

@@ -142,3 +142,33 @@ def test_commands_that_need_the_jars_say_setup_kcl_in_one_line(tmp_path: Path, c
         "kcl-relay: error: KCL jars not found: run `kcl-relay setup-kcl` (fetches them with mvn; --maven-repo PATH "
         "for an offline local repository)"
     ], done.stderr
+
+
+def test_setup_kcl_fetches_offline_from_a_local_repository(tmp_path: Path) -> None:
+    """The command's wiring, with a stand-in mvn first on PATH: offline against --maven-repo, into KCL_RELAY_JARS."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    _fake_mvn(tools)
+    (tmp_path / "m2").mkdir()
+    env = {
+        **os.environ,
+        "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}",
+        jars.JARS_ENV: str(tmp_path / "jars"),
+        "PYTHONPATH": str(REPO),
+    }
+    command = [sys.executable, "-m", "kcl_relay", "setup-kcl", "--maven-repo", str(tmp_path / "m2")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "jars").glob("*.jar"))) == len(jars.artifacts())
+    assert f"KCL {jars.KCL_VERSION} jars: 79 in {tmp_path / 'jars'}" in done.stderr
+    assert not list(tmp_path.glob(".kcl-jars-*"))  # the staging folder went with the fetch
+    assert f"-Dmaven.repo.local={tmp_path / 'm2'} --offline" in done.stderr
+
+    missing = subprocess.run([*command[:-1], str(tmp_path / "no-repo")], env=env, capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == [f"kcl-relay: error: no local Maven repository at {tmp_path / 'no-repo'}"]
+    no_java = subprocess.run(
+        command, env={**env, "JAVA_HOME": str(tmp_path / "no-jdk")}, capture_output=True, text=True
+    )
+    assert no_java.returncode == 2 and len(no_java.stderr.splitlines()) == 1
+    assert "Java 17+ not found" in no_java.stderr
