@@ -70,7 +70,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     java = {p.relative_to(REPO).as_posix() for p in (checkout / "kcl_relay" / "java").glob("**/*") if p.is_file()}
     assert {name for name in java if "/target/" not in name} <= names
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    # Without its own pip (ensurepip costs ~15 s): the system's, seen through --system-site-packages, installs into it.
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
     subprocess.run([*pip, str(wheel)], check=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     return venv / "bin"
