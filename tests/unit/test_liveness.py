@@ -198,3 +198,14 @@ def test_collect_judges_owners_from_the_worker_metrics_table() -> None:
         quick = Timing(report_millis=1000, failover_millis=300)
         got = collect(kinesis, dynamodb, "s", "app", metrics_table=tables.worker_metrics, timing=quick)
         assert [r.owner_state for r in got] == [GONE, GONE]  # nobody bumps these counters
+
+
+def test_status_takes_the_workers_timing_from_their_properties_else_the_relays() -> None:
+    from kcl_relay.kcl.report import timing_of
+    from kcl_relay.source.url import parse_source
+
+    spec = parse_source("kinesis+dynamodb+cdc://aws/s?failover-time=6")
+    assert timing_of(spec, {}) == Timing(report_millis=3000, failover_millis=6000)  # as the relay runs its workers
+    assert timing_of(spec, {"failoverTimeMillis": "20000"}) == Timing(report_millis=10_000, failover_millis=20_000)
+    custom = {"failoverTimeMillis": "20000", "workerMetricsReporterFreqInMillis": "30000"}
+    assert timing_of(spec, custom) == Timing(report_millis=30_000, failover_millis=20_000)
