@@ -2,10 +2,10 @@
 
     python -m benchmarks.faults [--short] [-k EXPRESSION]
 
-Runs the scenarios (three workers sharing a stream, a graceful stop, a crash, restarts of every worker, poison
-records, and tests/e2e/test_outage_e2e.py's database outage) with KCL_RELAY_FAULTS_LONG=1 (unless --short) and
-KCL_RELAY_FAULTS_REPORT pointing at benchmarks/results/faults.json, then writes benchmarks/results/faults.md from it.
-Set KCL_RELAY_FAULTS_KILL=leader to crash the KCL leader in the crash scenario instead of another worker.
+Runs the scenarios (three workers sharing a stream, a graceful stop, a crash, the KCL leader's crash, restarts of
+every worker, poison records, and tests/e2e/test_outage_e2e.py's database outage) with KCL_RELAY_FAULTS_LONG=1
+(unless --short) and KCL_RELAY_FAULTS_REPORT pointing at benchmarks/results/faults.json, then writes
+benchmarks/results/faults.md from it. `-k leader` runs the leader's crash alone.
 The tests assert the outcomes (exact final state, exit codes, time bounds); this only keeps the figures.
 """
 
@@ -37,6 +37,10 @@ LABELS = {  # figure -> what it means, in the order of the table
     "sigkill_of_leader": "SIGKILL: the crashed worker was the KCL leader",
     "sigkill_lease_takeover_s": "SIGKILL: until another worker holds them (s)",
     "sigkill_first_apply_s": "SIGKILL: until it applied records of each of them (s)",
+    "leader_leases": "leader crash: leases the leader held",
+    "leader_lock_takeover_s": "leader crash: until another worker holds the leader lock (s)",
+    "leader_lease_takeover_s": "leader crash: until other workers hold its leases (s)",
+    "leader_first_apply_s": "leader crash: until they applied records of each of them (s)",
     "graceful_restart_resume_s": "graceful restart: until records applied again (s)",
     "graceful_restart_redelivered": "graceful restart: records delivered again",
     "crash_restart_resume_s": "crash restart: until records applied again (s)",
@@ -74,8 +78,10 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [
         "# Fault scenarios: measured figures",
         "",
-        f"Run: `{meta['command']}` on {meta['machine']}, {meta['finished']}; pytest exit code {meta['exit_code']}. "
-        "Moto under hypercorn on loopback, real KCL MultiLangDaemon workers, item writes on the emulated DynamoDB "
+        f"Run: `{meta['command']}` on {meta['machine']}, {meta['finished']}; pytest exit code {meta['exit_code']}; "
+        f"load average {meta.get('load', 'unknown')}. A run with -k replaces only its own scenarios' sections (each "
+        "says when it was recorded). Moto under hypercorn on loopback, real KCL workers (kcl-relay's launcher of the "
+        "KCL 3.1.3 Scheduler since 2026-12-02; the MultiLangDaemon before), item writes on the emulated DynamoDB "
         "table pumped into Kinesis. What each scenario does and asserts: docs/faults.md.",
         "",
     ]
@@ -108,7 +114,10 @@ def main() -> int:
     code = run(args.short, args.expression, report)
     results = json.loads(report.read_text()) if report.exists() else {}
     meta = {
-        "command": "python -m benchmarks.faults" + (" --short" if args.short else ""),
+        "command": "python -m benchmarks.faults"
+        + (" --short" if args.short else "")
+        + (f" -k {args.expression}" if args.expression else ""),
+        "load": " / ".join(f"{value:.1f}" for value in os.getloadavg()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "exit_code": code,

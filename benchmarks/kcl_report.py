@@ -9,6 +9,7 @@ TARGETS = {
     "backlog": 5_000,
     "fresh": 10.0,
     "restart": 5.0,
+    "stop": 3.0,
     "p99_defaults": 2_000,
     "p99_tuned": 500,
     "processor_rss": 100.0,
@@ -94,6 +95,44 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]
                         _verdict(median <= TARGETS[phase]),
                     )
                 )
+    if "restart" in results and not _failed(results["restart"]):
+        for key in ("idle", "under_load"):
+            row = results["restart"].get(key)
+            median = _median(row["restart_first_record_s"]) if row else None
+            if median is None:
+                continue
+            rows.append(
+                (
+                    f"2b. first record after a restart, {row['load']}",
+                    f"<= {TARGETS['restart']:.0f} s",
+                    f"{median:.1f} s (median of {', '.join(f'{v:.1f}' for v in row['restart_first_record_s'])})",
+                    "",
+                    _verdict(median <= TARGETS["restart"]),
+                )
+            )
+            stop = _median(row["stop_s"])
+            if stop is not None:
+                rows.append(
+                    (
+                        f"2b. graceful stop (SIGTERM to exit), {row['load']}",
+                        f"<= {TARGETS['stop']:.0f} s",
+                        f"{stop:.1f} s (median of {', '.join(f'{v:.1f}' for v in row['stop_s'])})",
+                        "",
+                        _verdict(stop <= TARGETS["stop"]),
+                    )
+                )
+        once = _median(results["restart"].get("once_stop_s", []))
+        if once is not None:
+            values = results["restart"]["once_stop_s"]
+            rows.append(
+                (
+                    "2b. once=true: from every shard caught up to the exit",
+                    f"<= {TARGETS['stop']:.0f} s",
+                    f"{once:.1f} s (median of {', '.join(f'{v:.1f}' for v in values)})",
+                    "",
+                    _verdict(once <= TARGETS["stop"]),
+                )
+            )
     if "latency" in results and not _failed(results["latency"]):
         for key, label, target in (
             ("defaults", "4. put-to-visible, defaults", "p99_defaults"),
@@ -209,7 +248,7 @@ def markdown(results: dict[str, Any]) -> str:
         *(f"| {' | '.join(row)} |" for row in summary_rows(results)),
         "",
     ]
-    for name in ("cli", "start", "backlog", "sustained", "latency", "memory", "scaling", "components"):
+    for name in ("cli", "start", "restart", "backlog", "sustained", "latency", "memory", "scaling", "components"):
         if _failed(results.get(name)):
             lines += [f"Scenario {name} failed: {results[name]['error'][:500]}", ""]
     if "backlog" in results and not _failed(results["backlog"]):

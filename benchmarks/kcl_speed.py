@@ -68,6 +68,8 @@ class Sizes:
     scaling_shards: tuple[int, ...] = (1, 2, 4)
     scaling_workers: tuple[int, ...] = (1, 2)
     component_records: int = 10_000
+    restart_repeats: int = 3
+    restart_rate: int = 500  # records/s put while a worker stops and starts again ("under load")
     with_seed: bool = True
 
     @classmethod
@@ -85,6 +87,8 @@ class Sizes:
             scaling_shards=(2,),
             scaling_workers=(1,),
             component_records=200,
+            restart_repeats=1,
+            restart_rate=50,
             with_seed=False,
         )
 
@@ -184,6 +188,80 @@ def scenario_start(bench: Bench) -> dict[str, Any]:
             if phase == "fresh":
                 put_backlog(bench.kinesis, stream, 10, run=f"r{repeat}")
     return rows
+
+
+# ---- 2b. restart and graceful stop --------------------------------------------------------------------------------
+
+RESTART_SHARDS = 2
+
+
+def restart_load(rate: int) -> str:
+    return (
+        f"{rate} records/s of ~450 B (PutRecords) into {RESTART_SHARDS} shards, from before the stop until after the "
+        "restart's first record"
+        if rate
+        else f"idle: 10 records waiting in {RESTART_SHARDS} shards"
+    )
+
+
+def scenario_restart(bench: Bench) -> dict[str, Any]:
+    """A lone worker at default options (its stable default id: it keeps its leases at a graceful stop) stopped by
+    SIGTERM and started again, idle and under load: seconds from SIGTERM to its exit, and from the restart's spawn to
+    its first record in the target. Then once=true: seconds from "every shard is caught up" to the exit."""
+    found: dict[str, Any] = {}
+    for name, rate in (("idle", 0), ("under_load", bench.sizes.restart_rate)):
+        row: dict[str, Any] = {"load": restart_load(rate), "stop_s": [], "restart_first_record_s": [], "exit": []}
+        for repeat in range(bench.sizes.restart_repeats):
+            stream = new_stream(bench.aws, RESTART_SHARDS)
+            put_backlog(bench.kinesis, stream, 10)
+            app = app_name("restart")
+            target, _ = bench.target("restart")
+            first = bench.relay(stream, f"restart-{name}-1", app=app, target=target).start()
+            writer: RateWriter | None = None
+            try:
+                first.wait_first_record(timeout=180)
+                if rate:
+                    writer = RateWriter(bench.kinesis, stream, rate, 120.0, run=f"load{repeat}")
+                    writer.start()
+                    floor = first.applied() + rate
+                    wait_until(lambda relay=first, floor=floor: relay.applied() > floor, 120, "the load applied first")
+                stopping = time.monotonic()
+            finally:
+                code = first.stop()
+            row["stop_s"].append(round(time.monotonic() - stopping, 2))
+            if not rate:
+                put_backlog(bench.kinesis, stream, 10, run=f"r{repeat}")  # something new for the restart
+            second = bench.relay(stream, f"restart-{name}-2", app=app, target=target).start()
+            try:
+                seconds = second.wait_first_record(timeout=180)
+            finally:
+                row["exit"].append([code, second.stop()])
+                if writer is not None:
+                    writer.seconds = 0  # no more writes (a daemon thread: it idles out at its deadline)
+            row["restart_first_record_s"].append(round(seconds, 2))
+            say(f"restart {name}: stopped in {row['stop_s'][-1]:.1f} s, first record {seconds:.1f} s after restart")
+        found[name] = row
+    once: list[float] = []
+    for _ in range(bench.sizes.restart_repeats):
+        stream = new_stream(bench.aws, RESTART_SHARDS)
+        put_backlog(bench.kinesis, stream, 10)
+        relay = bench.relay(stream, "restart-once", once="true").start()
+        wait_until(lambda relay=relay: "every shard is caught up" in relay.stderr, 180, "once=true caught up")
+        caught_up = time.monotonic()
+        assert relay.process is not None
+        relay.process.wait(timeout=120)
+        once.append(round(time.monotonic() - caught_up, 2))
+        say(f"once=true: exited {once[-1]:.1f} s after every shard was caught up (exit {relay.process.returncode})")
+    found["once_stop_s"] = once
+    return found
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 # ---- 1. throughput ------------------------------------------------------------------------------------------------
@@ -544,6 +622,7 @@ def scenario_cli(bench: Bench) -> dict[str, Any]:
 SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "cli": scenario_cli,
     "start": scenario_start,
+    "restart": scenario_restart,
     "backlog": scenario_backlog,
     "sustained": scenario_sustained,
     "latency": scenario_latency,

@@ -11,6 +11,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kcl_relay import rates
+from kcl_relay.kcl import launcher
 from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.daemon import find_jars, find_java
 from kcl_relay.kcl.leases import (
@@ -93,6 +94,7 @@ def plan_worker(
     """
     quiet_http_libraries(spec.log_level)
     java, jars = find_java(), find_jars()
+    launcher_classes = launcher.for_run(jars)  # None: the stock MultiLangDaemon (KCL_RELAY_DAEMON=multilang)
     check_reachable(target)
     shards = kinesis.prepare_stream(spec)
     seqno_shard = kinesis.shard_of_sequence_number(spec, shards, spec.seqno) if spec.seqno else None
@@ -163,6 +165,7 @@ def plan_worker(
         metrics_host=spec.metrics_host,
         metrics_port=spec.metrics_port,
         lasting_worker_id=lasting_worker_id,
+        launcher=launcher_classes,
     )
 
 
@@ -282,6 +285,8 @@ class LeaseHandBack:
 
 def run_stream(spec: SourceSpec, target: TargetSpec, properties: dict[str, str] | None = None) -> int:
     plan = plan_worker(spec, target, properties)
+    if plan.launcher is not None:  # the launcher hands the leases back in the JVM (kcl_relay/java GracefulStop)
+        return run_worker(plan)
     hand_back = LeaseHandBack(spec, plan.properties, lasting_id=plan.lasting_worker_id)
     plan.hand_back = hand_back
     code = run_worker(plan)

@@ -1,4 +1,4 @@
-"""Find Java and the KCL jars, and run the MultiLangDaemon as a child process."""
+"""Find Java and the KCL jars, and run the KCL (kcl-relay's launcher, or the stock MultiLangDaemon) as a child."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from pathlib import Path
 from kcl_relay.logs import logback_xml
 
 MIN_JAVA = 17
-DAEMON_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
+DAEMON_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"  # the stock one (KCL_RELAY_DAEMON=multilang)
+LAUNCHER_CLASS = "kclrelay.launcher.Launcher"  # kcl-relay's (kcl_relay/java, built by kcl_relay.kcl.launcher)
+LAUNCHER_TELLS = "kcl-relay: "  # the launcher's lines for the user (on the JVM's stderr), repeated by the supervisor
+LAUNCHER_EXIT_VERSION = 3  # the launcher refused the KCL version it found (its one line says which)
 JVM_OPTIONS = [
     # moto rejects the SDK's default CBOR encoding of Kinesis calls; JSON works with AWS and every emulator.
     "-Daws.cborEnabled=false",
@@ -76,6 +79,11 @@ def find_jars() -> Path:
     return folder
 
 
+def cache_dir() -> Path:
+    """kcl-relay's folder in the user's cache (systemd's CacheDirectory= through XDG_CACHE_HOME)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kcl-relay"
+
+
 class ClassDataArchive:
     """A class data sharing archive of the KCL's classes: the JVM maps them instead of loading them, ~1 s sooner.
 
@@ -84,11 +92,12 @@ class ClassDataArchive:
     file of its own, which `finish` moves into place, so workers starting together never share a half-written one.
     """
 
-    def __init__(self, java: str, jars: Path, folder: Path | None = None) -> None:
+    def __init__(self, java: str, jars: Path, folder: Path | None = None, launcher: Path | None = None) -> None:
         self.java = java
-        self.folder = folder or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kcl-relay"
+        self.folder = folder or cache_dir()
         listing = sorted(f"{jar.name}:{jar.stat().st_size}" for jar in jars.glob("*.jar"))
-        identity = "\n".join([os.path.realpath(java), str(java_major(java)), *listing])
+        # The archive is valid for one class path only: the launcher's build folder (named by its sources) is in it.
+        identity = "\n".join([os.path.realpath(java), str(java_major(java)), str(launcher or ""), *listing])
         self.path = self.folder / f"kcl-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.jsa"
         self.pending: Path | None = None
 
@@ -130,26 +139,33 @@ def jvm_command(
     properties: Path,
     archive: ClassDataArchive | None = None,
     logback: Path | None = None,
+    launcher: Path | None = None,
+    settings: dict[str, str] | None = None,
 ) -> list[str]:
-    extra = os.environ.get(JVM_OPTIONS_ENV, "").split()
+    """The JVM's command: kcl-relay's launcher (its jar first on the class path) or, without one, the stock
+    MultiLangDaemon; both read the same properties file. `settings`: the launcher's own (-Dkclrelay.NAME=VALUE)."""
+    extra = [f"-Dkclrelay.{name}={value}" for name, value in (settings or {}).items()] if launcher else []
+    extra += os.environ.get(JVM_OPTIONS_ENV, "").split()
     sharing = archive.options() if archive else []
     logging = [f"-Dlogback.configurationFile={logback}"] if logback else []
-    daemon = [DAEMON_CLASS, "--properties-file", str(properties)]
-    return [java, *JVM_OPTIONS, *sharing, *logging, *extra, "-cp", f"{jars}/*", *daemon]
+    main = LAUNCHER_CLASS if launcher else DAEMON_CLASS
+    classpath = f"{launcher}{os.pathsep}{jars}/*" if launcher else f"{jars}/*"
+    daemon = [main, "--properties-file", str(properties)]
+    return [java, *JVM_OPTIONS, *sharing, *logging, *extra, "-cp", classpath, *daemon]
 
 
 # The JVM stops when kcl-relay dies, even by SIGKILL: its own session keeps terminal signals away from it, so without
 # this a `kill -9` of kcl-relay left a headless worker holding its leases; with it the JVM gets SIGTERM and stops
 # gracefully (processors flush and checkpoint), and its leases expire.
 #
-# How: PR_SET_PDEATHSIG, set in the child before it becomes the JVM, by a launcher: a fresh interpreter exec'd by
+# How: PR_SET_PDEATHSIG, set in the child before it becomes the JVM, by a shim: a fresh interpreter exec'd by
 # the child, which sets it, checks that kcl-relay is still its parent (it may have died before), then execs java.
 # Not preexec_fn: Python code between fork and exec can deadlock once threads run (the metrics server, the full
 # load's scan), on any lock a thread held at the fork. Not `setpriv --pdeathsig`: not on every Linux (busybox has
 # none), and it cannot see a parent that died before the call. A fresh interpreter has no threads, and costs
 # milliseconds beside the JVM's second. The death signal comes when the thread that forked exits: the main thread,
 # in the supervisor.
-_LAUNCHER = """
+_DEATH_SIGNAL_SHIM = """
 import ctypes, os, signal, sys
 try:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (linux/prctl.h)
@@ -162,11 +178,11 @@ os.execvp(sys.argv[2], sys.argv[2:])
 
 
 def launched(command: list[str], parent: int | None = None) -> list[str]:
-    """`command` started through the launcher that ties its life to `parent`, this process (Linux; elsewhere as it
-    is); started by another process, the launcher exits instead."""
+    """`command` started through the shim that ties its life to `parent`, this process (Linux; elsewhere as it
+    is); started by another process, the shim exits instead."""
     if not sys.platform.startswith("linux") or not sys.executable:
         return command
-    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(parent or os.getpid()), *command]
+    return [sys.executable, "-I", "-S", "-c", _DEATH_SIGNAL_SHIM, str(parent or os.getpid()), *command]
 
 
 def spawn(command: list[str], env: dict[str, str], output: Path) -> subprocess.Popen[bytes]:
@@ -183,17 +199,30 @@ def spawn(command: list[str], env: dict[str, str], output: Path) -> subprocess.P
 
 
 class Daemon:
-    """One MultiLangDaemon JVM in its own session: terminal signals reach kcl-relay only, which stops it gracefully."""
+    """One KCL JVM in its own session: terminal signals reach kcl-relay only, which stops it gracefully.
+
+    `launcher`: kcl-relay's launcher's class folder (kcl_relay.kcl.launcher.ensure_built); None runs the stock
+    MultiLangDaemon.
+    """
 
     def __init__(
-        self, java: str, jars: Path, properties: Path, log_path: Path, env: dict[str, str], log_level: str = "warn"
+        self,
+        java: str,
+        jars: Path,
+        properties: Path,
+        log_path: Path,
+        env: dict[str, str],
+        log_level: str = "warn",
+        launcher: Path | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
-        self.archive = ClassDataArchive(java, jars)
+        self.archive = ClassDataArchive(java, jars, launcher=launcher)
         # The KCL's log: logback writes and rotates it (kcl_relay.logs); the JVM's own stdout and stderr (a crash,
         # a warning of the JVM itself) go to a file beside it.
         logback = log_path.with_name("logback.xml")
         logback.write_text(logback_xml(log_path, log_level))
-        self.command = jvm_command(java, jars, properties, self.archive, logback)
+        self.command = jvm_command(java, jars, properties, self.archive, logback, launcher, settings)
+        self.name = "kcl-relay's launcher" if launcher else "MultiLangDaemon"
         self.log_path = log_path
         self.output_path = log_path.with_name(f"{log_path.stem}.stdout.log")
         self.env = env
@@ -237,6 +266,14 @@ class Daemon:
             return
         with contextlib.suppress(ProcessLookupError):  # a group without members left
             (os.killpg if group else os.kill)(self.process.pid, signum)
+
+    def told(self) -> list[str]:
+        """What the launcher said for the user (`kcl-relay: ...` lines of the JVM's own output)."""
+        try:
+            text = self.output_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if line.startswith(LAUNCHER_TELLS)]
 
     def tail(self, lines: int = 20) -> str:
         """The last lines of the KCL's log, and of the JVM's own output when it wrote any."""

@@ -112,8 +112,13 @@ class RelayProcessor(processor.RecordProcessorBase):
 
     def lease_lost(self, lease_lost_input) -> None:
         # Another worker owns the shard now and resumes from the last checkpoint: drop what is staged, never checkpoint.
-        log.warning(
-            "shard %s: lease lost, %d staged records left to the new owner", self.status.shard_id, self.pipeline.pending
+        # After shutdown_requested (a graceful stop) the KCL drops the lease itself, having let us checkpoint: the
+        # lease lost that follows is the expected end, not a warning.
+        log.log(
+            logging.INFO if self.status.stopped else logging.WARNING,
+            "shard %s: lease lost, %d staged records left to the new owner",
+            self.status.shard_id,
+            self.pipeline.pending,
         )
         self.status.lease_lost = True
         self._write_status(force=True)

@@ -1,4 +1,4 @@
-"""Run one KCL worker: start the MultiLangDaemon, report progress, stop gracefully on a signal or once caught up."""
+"""Run one KCL worker: start the KCL's JVM, report progress, stop gracefully on a signal or once caught up."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from kcl_relay import rates
 from kcl_relay.kcl.config import ProcessorConfig
-from kcl_relay.kcl.daemon import Daemon, SetupError
+from kcl_relay.kcl.daemon import LAUNCHER_EXIT_VERSION, Daemon, SetupError
 from kcl_relay.kcl.processor_log import PROCESSOR_LOG, failure_cause
 from kcl_relay.kcl.properties import SHUTDOWN_GRACE_MILLIS, write_properties
 from kcl_relay.kcl.status import ShardStatus, StatusReader, latest_by_shard
@@ -70,8 +70,9 @@ class WorkerPlan:
     lasting_worker_id: bool = True  # False: a random id no later run carries
     # Hands this worker's leases back (conditional on the owner); called during a graceful stop once every
     # processor has flushed and checkpointed, as KCL 3.1.3's own shutdown keeps the JVM (and its leases) for up to
-    # failoverTimeMillis after that.
+    # failoverTimeMillis after that. For the stock MultiLangDaemon only: the launcher does it in the JVM.
     hand_back: Callable[[], None] | None = None
+    launcher: Path | None = None  # kcl-relay's launcher's classes (kcl_relay.kcl.launcher); None: the MultiLangDaemon
 
     def __repr__(self) -> str:
         return masked_repr(self, aws_env=repr(mask_env(self.aws_env)))
@@ -213,7 +214,19 @@ def run_worker(plan: WorkerPlan) -> int:
     properties_path = write_properties(state_dir / "kcl.properties", plan.properties)
     inherited = {name: value for name, value in os.environ.items() if name not in plan.drop_env}
     env = {**inherited, **plan.aws_env, **plan.processor.to_env()}
-    daemon = Daemon(plan.java, plan.jars, properties_path, state_dir / "kcl.log", env, plan.processor.log_level)
+    # The launcher hands the leases back itself at a graceful stop; a worker alone keeps them for its restart, unless
+    # its id is one no later run carries.
+    settings = {"handBack": "auto" if plan.lasting_worker_id else "always"}
+    daemon = Daemon(
+        plan.java,
+        plan.jars,
+        properties_path,
+        state_dir / "kcl.log",
+        env,
+        plan.processor.log_level,
+        plan.launcher,
+        settings,
+    )
     metrics = start_metrics(plan, state_dir)
     try:
         return _supervise(plan, daemon, state_dir)
@@ -350,6 +363,8 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
             _stop_within(daemon, STOP_TIMEOUT)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    for line in daemon.told():  # the launcher's own lines: leases handed back or kept, a refused KCL version
+        print(line, file=sys.stderr, flush=True)
     statuses = statuses_of()
     progress.report(statuses, final=True)
     if companion_failed:
@@ -368,7 +383,9 @@ def _supervise(plan: WorkerPlan, daemon: Daemon, state_dir: Path) -> int:
     if killed:
         say("stopped by force: records since the last checkpoint will be delivered again (writes are idempotent)")
         return 1
-    say(f"the KCL MultiLangDaemon exited on its own with code {code}; last lines of {daemon.log_path}:")
+    if plan.launcher is not None and code == LAUNCHER_EXIT_VERSION:
+        return 2  # bad setup, said in the launcher's line above: a restart cannot fix it
+    say(f"the KCL ({daemon.name}) exited on its own with code {code}; last lines of {daemon.log_path}:")
     print(daemon.tail(), file=sys.stderr)
     return 1
 

@@ -48,3 +48,6 @@ class ScriptedDaemon:
 
     def tail(self) -> str:
         return ""
+
+    def told(self) -> list[str]:
+        return []

@@ -48,6 +48,9 @@ class FakeDaemon:
     def tail(self) -> str:
         return ""
 
+    def told(self) -> list[str]:
+        return []
+
 
 class FakeCompanion:
     def __init__(self, state_dir: Path) -> None:
