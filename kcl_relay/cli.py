@@ -323,20 +323,20 @@ def setup_kcl(maven_repo: Path | None, offline: bool, force: bool) -> None:
     except SetupError as error:
         fail(str(error))
     try:
-        jars.fetch(maven_repo=maven_repo, offline=offline or maven_repo is not None, force=force)
+        folder = jars.fetch(maven_repo=maven_repo, offline=offline or maven_repo is not None, force=force)
     except jars.JarsError as error:
         click.echo(f"kcl-relay: error: {error}", err=True)
         sys.exit(1)
-    run_guarded(build_launcher)
+    run_guarded(lambda: build_launcher(folder))
 
 
-def build_launcher() -> int:
-    """The launcher's build, the one call site setup-kcl has for it (until kcl_relay/kcl/launcher.py exists: none)."""
-    try:
-        from kcl_relay.kcl import launcher  # type: ignore[attr-defined]
-    except ImportError:
-        return 0
-    launcher.ensure_built()
+def build_launcher(jar_folder: Path) -> int:
+    """setup-kcl's one call site of the launcher's build: javac against the jars (none with KCL_RELAY_DAEMON=multilang,
+    the stock MultiLangDaemon, which needs no JDK)."""
+    from kcl_relay.kcl import launcher
+
+    built = launcher.for_run(jar_folder)
+    click.echo(f"kcl-relay: KCL launcher: {built or 'not built (the stock MultiLangDaemon runs)'}", err=True)
     return 0
 
 

@@ -1,6 +1,7 @@
 """`pip install` of a wheel gives a working kcl-relay: built from a copy of the checkout as git sees it, installed
 into a fresh virtualenv, the KCL jars fetched by `kcl-relay setup-kcl` from the local Maven repository (offline: no
-network, seconds), then a relay (once=true) through the real KCL on the emulators with nothing from this checkout.
+network, seconds) and the launcher built from the wheel's Java sources, then a relay (once=true) through the real KCL
+on the emulators with nothing from this checkout.
 
 The virtualenv sees the system's site-packages (the dependencies are installed there already: pip installs the wheel
 alone, with --no-deps, in seconds and offline); its own kcl-relay comes first on its path, and the jars are looked
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -120,6 +122,8 @@ def test_wheel_then_setup_kcl_then_a_relay(installed: Path, tmp_path: Path) -> N
         )
         assert setup.returncode == 0, setup.stderr[-3000:]
         assert len(list((tmp_path / "jars").glob("*.jar"))) == 79
+        built = re.search(r"KCL launcher: (\S+\.jar)", setup.stderr)  # from the wheel's Java sources
+        assert built and Path(built.group(1)).is_file(), setup.stderr[-3000:]
 
         done = subprocess.run(relay, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]

@@ -154,6 +154,7 @@ def test_setup_kcl_fetches_offline_from_a_local_repository(tmp_path: Path) -> No
         "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}",
         jars.JARS_ENV: str(tmp_path / "jars"),
         "PYTHONPATH": str(REPO),
+        "KCL_RELAY_DAEMON": "multilang",  # no launcher build against these stand-in jars
     }
     command = [sys.executable, "-m", "kcl_relay", "setup-kcl", "--maven-repo", str(tmp_path / "m2")]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -162,6 +163,7 @@ def test_setup_kcl_fetches_offline_from_a_local_repository(tmp_path: Path) -> No
     assert f"KCL {jars.KCL_VERSION} jars: 79 in {tmp_path / 'jars'}" in done.stderr
     assert not list(tmp_path.glob(".kcl-jars-*"))  # the staging folder went with the fetch
     assert f"-Dmaven.repo.local={tmp_path / 'm2'} --offline" in done.stderr
+    assert "kcl-relay: KCL launcher: not built (the stock MultiLangDaemon runs)" in done.stderr
 
     missing = subprocess.run([*command[:-1], str(tmp_path / "no-repo")], env=env, capture_output=True, text=True)
     assert missing.returncode == 2
