@@ -70,7 +70,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert {f"{p.name}" for p in (REPO / "properties").glob("*.properties")} == {
         Path(name).name for name in names if "/share/kcl-relay/properties/" in name
     }
-    java = {p.relative_to(REPO).as_posix() for p in (checkout / "kcl_relay" / "java").glob("**/*") if p.is_file()}
+    java = {p.relative_to(checkout).as_posix() for p in (checkout / "kcl_relay" / "java").glob("**/*") if p.is_file()}
     assert {name for name in java if "/target/" not in name} <= names
     # Without its own pip (ensurepip costs ~15 s): the system's, seen through --system-site-packages, installs into it.
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)

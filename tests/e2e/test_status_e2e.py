@@ -86,6 +86,5 @@ def test_status_tells_a_live_owner_from_a_stopped_and_a_killed_one(
         report = status(url, target)
         return report if owners(report) == [(second.worker_id, False, True)] * 2 else None
 
-    # gone once its worker metrics entry is two reports old: 2 x 1 s at failover-time=2, plus lut's whole second
-    killed = wait_for(gone, 60, "status to call the killed owner gone and its shards waiting")
-    assert all(s["owner_last_report_seconds"] > 3 for s in killed["shards"])
+    # gone once its counters stood still for the failover time (2 s), or its metrics entry is two reports old
+    wait_for(gone, 60, "status to call the killed owner gone and its shards waiting")
