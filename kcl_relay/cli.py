@@ -199,9 +199,10 @@ def status(
     dynamodb://HOST/TABLE?stream=STREAM. Per shard: the worker holding its lease, the
     checkpoint (a sequence number, TRIM_HORIZON, LATEST, AT_TIMESTAMP or SHARD_END),
     whether it is closed (resharded) and finished (SHARD_END checkpointed), and how far
-    the checkpoint is behind the tip (the stream's MillisBehindLatest). An owner is alive while
-    its KCL worker metrics entry is fresh (or, without one, its leases' counters move); a gone
-    owner's leases, and leases without an owner, wait for a new one.
+    the checkpoint is behind the tip (the stream's MillisBehindLatest). An owner is alive when
+    one of its leases' counters moves (its KCL renews them every third of the failover time),
+    gone when its KCL worker metrics entry is stale or its counters stand still for the
+    failover time; a gone owner's leases, and leases without one, wait for a new owner.
     Exit 0; 1 when the lease table does not exist; 2 on bad input.
     """
     if (source is None) == (properties_file is None):
