@@ -1,7 +1,7 @@
-"""Fault scenarios through real workers: separate `kcl-relay load table` processes (the KCL MultiLangDaemon and our
-processors) on the emulators, item writes going on in the DynamoDB emulator (pumped into the Kinesis stream as
-"Kinesis Data Streams for DynamoDB" would), and a Scan of the DynamoDB table as the oracle: at the end the target
-equals it exactly (nothing lost, nothing extra, nothing stale).
+"""Fault scenarios through real workers: separate `kcl-relay load table` processes (the KCL through kcl-relay's
+launcher, and our processors) on the emulators, item writes going on in the DynamoDB emulator (pumped into the
+Kinesis stream as "Kinesis Data Streams for DynamoDB" would), and a Scan of the DynamoDB table as the oracle: at the
+end the target equals it exactly (nothing lost, nothing extra, nothing stale).
 
 | scenario | test |
 | --- | --- |
@@ -618,7 +618,7 @@ def test_the_jvm_stops_when_kcl_relay_is_killed(tmp_path: Path) -> None:
             "t",
             tmp_path / "w.log",
         )
-        jvm = wait_for(worker.jvm_pid, 60, "the MultiLangDaemon")
+        jvm = wait_for(worker.jvm_pid, 60, "the KCL's JVM")
         try:
             wait_for(lambda: worker.statuses(), 120, "a processor")
             worker.process.send_signal(signal.SIGKILL)

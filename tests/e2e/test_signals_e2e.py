@@ -130,3 +130,21 @@ def test_the_stock_multilang_daemon_still_relays(tmp_path: Path, monkeypatch: py
     kcl_log = (state_dir(done.stderr) / "kcl.log").read_text()
     assert "will initiate shutdown" in kcl_log  # the MultiLangDaemon's own shutdown hook
     assert "kcl-relay launcher" not in kcl_log
+
+
+def test_a_clean_run_logs_no_warning(tmp_path: Path) -> None:
+    """once=true at the default log level (warn), through the graceful stop: the KCL's log and the processors' are
+    empty (they held the KCL's worker-metrics and lease-assignment warnings at start, "lease lost" at each stop)."""
+    target = "sqlite:///" + str(tmp_path / "t.db")
+    with LocalAws() as aws:
+        kinesis = aws.client("kinesis")
+        create_stream(kinesis, STREAM, shards=2)
+        put_records(kinesis, STREAM, [cdc_record("INSERT", f"k{i}", 1_795_000_000_000_000 + i) for i in range(10)])
+        url = source_url(aws.endpoint_url, STREAM, app=app_name(), once="true", **{"log-level": "warn"})
+        done = run_relay(url, target, "t")
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = state_dir(done.stderr)
+    kcl_log = (folder / "kcl.log").read_text() if (folder / "kcl.log").exists() else ""
+    processor_log = (folder / "processor.log").read_text() if (folder / "processor.log").exists() else ""
+    assert kcl_log == "", kcl_log[:3000]
+    assert processor_log == "", processor_log[:3000]
