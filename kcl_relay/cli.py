@@ -194,7 +194,7 @@ def verify(
 def status(
     source: str | None, target: str | None, table: str | None, properties_file: Path | None, as_json: bool
 ) -> None:
-    """Show each shard's lease owner, checkpoint and lag, from the stream and the KCL lease table.
+    """Show each shard's lease owner (alive or gone), checkpoint and lag, and the shards that wait for a new owner.
 
     \b
     SOURCE and the target as given to `load table` (they name the application, so its
@@ -202,7 +202,10 @@ def status(
     dynamodb://HOST/TABLE?stream=STREAM. Per shard: the worker holding its lease, the
     checkpoint (a sequence number, TRIM_HORIZON, LATEST, AT_TIMESTAMP or SHARD_END),
     whether it is closed (resharded) and finished (SHARD_END checkpointed), and how far
-    the checkpoint is behind the tip (the stream's MillisBehindLatest).
+    the checkpoint is behind the tip (the stream's MillisBehindLatest). An owner is alive when
+    one of its leases' counters moves (its KCL renews them every third of the failover time),
+    gone when its KCL worker metrics entry is stale or its counters stand still for the
+    failover time; a gone owner's leases, and leases without one, wait for a new owner.
     Exit 0; 1 when the lease table does not exist; 2 on bad input.
     """
     if (source is None) == (properties_file is None):
@@ -217,6 +220,7 @@ def status(
         from kcl_relay.kcl.leases import LeaseTables
 
         lease_table = LeaseTables.of(kcl_props).leases
+        worker_props = kcl_props
         dynamodb_endpoint = kcl_props.get("dynamoDBEndpoint")
         if dynamodb_endpoint and dynamodb_endpoint != spec.endpoint_url:
             spec = dataclasses.replace(spec, dynamodb_endpoint=dynamodb_endpoint)
@@ -228,9 +232,10 @@ def status(
 
         resolved = resolve_target(target, table, routed_table_name(default_table))
         lease_table = application_name(spec, resolved)  # as the relay names it: the same lease table
+        worker_props = {}
     from kcl_relay.kcl import report
 
-    run_guarded(lambda: report.show(spec, lease_table, as_json=as_json, out=click.echo))
+    run_guarded(lambda: report.show(spec, lease_table, as_json=as_json, out=click.echo, kcl_props=worker_props))
 
 
 def _stream_of(source: str) -> tuple[SourceSpec, str]:
@@ -423,6 +428,51 @@ def _file_keys(path: Path, route_tables: bool) -> dict[str, Any]:
         if not route_tables:
             break
     return found
+
+
+@cli.command("setup-kcl")
+@click.option(
+    "--maven-repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="PATH",
+    help="A local Maven repository to take the jars from, offline (a copy of ~/.m2/repository, for a machine "
+    "without network).",
+)
+@click.option("--offline", is_flag=True, help="Take the jars from Maven's own local repository (~/.m2), offline.")
+@click.option("--force", is_flag=True, help="Fetch the jars again even where they are already.")
+def setup_kcl(maven_repo: Path | None, offline: bool, force: bool) -> None:
+    """Fetch the KCL MultiLangDaemon's jars through Maven (mvn), and build the launcher.
+
+    \b
+    The jars go to $KCL_RELAY_JARS when set, else into amazon-kclpy's own jars
+    folder when writable, else ~/.cache/kcl-relay; `run` and `load table` find them
+    there. Needs Java 17+ and Maven; nothing else is downloaded.
+    """
+    from kcl_relay.kcl import jars
+    from kcl_relay.kcl.daemon import find_java
+
+    if maven_repo is not None and not maven_repo.is_dir():
+        fail(f"no local Maven repository at {maven_repo}")
+    try:
+        find_java()  # Maven, the launcher's build and the KCL all run on it
+    except SetupError as error:
+        fail(str(error))
+    try:
+        folder = jars.fetch(maven_repo=maven_repo, offline=offline or maven_repo is not None, force=force)
+    except jars.JarsError as error:
+        click.echo(f"kcl-relay: error: {error}", err=True)
+        sys.exit(1)
+    run_guarded(lambda: build_launcher(folder))
+
+
+def build_launcher(jar_folder: Path) -> int:
+    """setup-kcl's one call site of the launcher's build: javac against the jars (none with KCL_RELAY_DAEMON=multilang,
+    the stock MultiLangDaemon, which needs no JDK)."""
+    from kcl_relay.kcl import launcher
+
+    built = launcher.for_run(jar_folder)
+    click.echo(f"kcl-relay: KCL launcher: {built or 'not built (the stock MultiLangDaemon runs)'}", err=True)
+    return 0
 
 
 ADMIN_TARGET_HELP = f"Target database URL; default: ${TARGET_ENV}, else {EMBEDDED_DEFAULT}."

@@ -70,23 +70,13 @@ def java_major(java: str) -> int:
 
 
 def find_jars() -> Path:
-    """KCL_RELAY_JARS, else the jars amazon-kclpy was installed with (by scripts/install-kcl-jars)."""
-    candidates = []
-    if os.environ.get("KCL_RELAY_JARS"):
-        candidates.append(Path(os.environ["KCL_RELAY_JARS"]))
-    try:
-        import amazon_kclpy
+    """The KCL jars' folder (kcl_relay.kcl.jars: KCL_RELAY_JARS, amazon-kclpy's, the cache; setup-kcl fills it)."""
+    from kcl_relay.kcl import jars
 
-        candidates.append(Path(amazon_kclpy.__file__).parent / "jars")
-    except ImportError:
-        pass
-    for folder in candidates:
-        if any(folder.glob("amazon-kinesis-client-multilang-*.jar")):
-            return folder
-    raise SetupError(
-        "KCL jars not found: run scripts/install-kcl-jars (fetches them with mvn) "
-        "or set KCL_RELAY_JARS to a folder of them"
-    )
+    folder = jars.jar_dir()
+    if folder is None:
+        raise SetupError(f"KCL jars not found: {jars.SETUP_HINT}")
+    return folder
 
 
 def cache_dir() -> Path:

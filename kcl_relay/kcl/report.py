@@ -1,13 +1,16 @@
-"""`kcl-relay status`: per shard, who holds its lease, where it is checkpointed and how far behind it is.
+"""`kcl-relay status`: per shard, who holds its lease (and whether that worker is alive), where it is checkpointed
+and how far behind it is, and which shards wait for a new owner.
 
 Read from where any worker's state lives, not from a running worker: the stream's shards (ListShards) and the
 application's KCL lease table in DynamoDB. The lag is the stream's own answer: an iterator just after the checkpoint
 and one GetRecords of one record give MillisBehindLatest, how far that position is behind the tip of the shard.
+Whether an owner is alive comes from the KCL's worker metrics and lease counters (kcl_relay.kcl.liveness).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from kcl_relay.kcl.liveness import ALIVE, GONE, Timing, judge, metrics_ages, renewing
 from kcl_relay.source.url import SourceError, SourceSpec
 
 SHARD_END = "SHARD_END"
@@ -35,6 +39,8 @@ class ShardReport:
     closed: bool = False  # has an EndingSequenceNumber: split or merged, no new records
     leased: bool = False  # the lease table has a lease for it
     owner: str | None = None
+    owner_state: str | None = None  # liveness.ALIVE or GONE; None: not judged
+    owner_report_age: float | None = None  # seconds since the owner's last worker metrics report
     checkpoint: str | None = None  # a sequence number, or TRIM_HORIZON / LATEST / AT_TIMESTAMP / SHARD_END
     lease_counter: int | None = None
     handoff_to: str | None = None  # checkpointOwner: a graceful lease handoff under way
@@ -46,6 +52,16 @@ class ShardReport:
     @property
     def finished(self) -> bool:
         return self.checkpoint == SHARD_END
+
+    @property
+    def holder(self) -> str | None:
+        """The owner, unless it is gone: a dead worker holds nothing (the KCL takes its leases over)."""
+        return None if self.owner_state == GONE else self.owner
+
+    @property
+    def waiting(self) -> bool:
+        """Waits for a new owner: leased, not finished, and no owner or a gone one."""
+        return self.leased and not self.finished and self.holder is None
 
     @property
     def caught_up(self) -> bool:
@@ -74,6 +90,9 @@ class ShardReport:
             "finished": self.finished,
             "leased": self.leased,
             "owner": self.owner,
+            "owner_alive": None if self.owner_state is None else self.owner_state == ALIVE,
+            "owner_last_report_seconds": None if self.owner_report_age is None else round(self.owner_report_age, 1),
+            "waiting_for_owner": self.waiting,
             "checkpoint": self.checkpoint,
             "lease_counter": self.lease_counter,
             "handoff_to": self.handoff_to,
@@ -145,6 +164,59 @@ def merge(shards: list[dict[str, Any]], leases: dict[str, dict[str, Any]]) -> li
     return [reports[shard_id] for shard_id in sorted(reports)]
 
 
+def judge_owners(
+    reports: list[ShardReport],
+    metrics: list[dict[str, Any]],
+    timing: Timing,
+    counters: Callable[[], dict[str, tuple[str | None, int | None]]],
+    now: float | None = None,
+    first: dict[str, tuple[str | None, int | None]] | None = None,
+    started: float | None = None,
+) -> None:
+    """Fill in whether each owner is alive: gone by a stale worker metrics entry, else by its leases' counters
+    (`first`: the lease table's counters read at `started`, monotonic, the watch's start)."""
+    ages = metrics_ages(metrics, time.time() if now is None else now)
+    owners = {report.owner for report in reports if report.owner and not report.finished}
+    verdicts = judge(owners, ages, timing)
+    undecided = {owner for owner, verdict in verdicts.items() if verdict is None}
+    if undecided:
+        verdicts.update(renewing(counters, undecided, timing, first, started))
+    for report in reports:
+        if report.owner in verdicts:
+            report.owner_state = verdicts[report.owner]
+            report.owner_report_age = ages.get(report.owner)
+
+
+def read_metrics(dynamodb: Any, table: str) -> list[dict[str, Any]]:
+    """The WorkerMetricStats items; none when the table does not exist (a daemon that writes no metrics)."""
+    items: list[dict[str, Any]] = []
+    request: dict[str, Any] = {"TableName": table, "ConsistentRead": True, "ProjectionExpression": "wid, lut"}
+    while True:
+        try:
+            page = dynamodb.scan(**request)
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ResourceNotFoundException":
+                return items
+            raise
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def lease_counters(dynamodb: Any, table: str) -> dict[str, tuple[str | None, int | None]]:
+    """Lease key -> (owner, leaseCounter), for watching counters move."""
+    return counters_of(read_leases(dynamodb, table))
+
+
+def counters_of(leases: dict[str, dict[str, Any]]) -> dict[str, tuple[str | None, int | None]]:
+    counters: dict[str, tuple[str | None, int | None]] = {}
+    for shard_id, item in leases.items():
+        counter = item.get("leaseCounter", {}).get("N")
+        counters[shard_id] = (item.get("leaseOwner", {}).get("S"), int(counter) if counter is not None else None)
+    return counters
+
+
 def iterator_request(stream: str, report: ShardReport, start_timestamp: datetime | None = None) -> dict[str, Any]:
     """GetShardIterator's arguments for the position right after the shard's checkpoint.
 
@@ -186,14 +258,27 @@ def collect(
     lease_table: str,
     start_timestamp: datetime | None = None,
     list_shards: Callable[[Any, str], list[dict]] | None = None,
+    metrics_table: str | None = None,
+    timing: Timing | None = None,
 ) -> list[ShardReport]:
-    """Every shard's report: its lease first (LeaseTableMissing before anything else), then the stream."""
+    """Every shard's report: its lease first (LeaseTableMissing before anything else), then the stream; with
+    `metrics_table` and `timing`, whether each owner is alive."""
     from kcl_relay.source.kinesis import list_shards as list_all
 
+    started = time.monotonic()
     leases = read_leases(dynamodb, lease_table)
     reports = merge((list_shards or list_all)(kinesis, stream), leases)
-    with ThreadPoolExecutor(max_workers=LAG_THREADS) as pool:
+
+    def judge_all() -> None:  # the counters' watch from the first reading on, beside the lag calls
+        if metrics_table is not None and timing is not None:
+            metrics = read_metrics(dynamodb, metrics_table)
+            counters = lambda: lease_counters(dynamodb, lease_table)  # noqa: E731
+            judge_owners(reports, metrics, timing, counters, first=counters_of(leases), started=started)
+
+    with ThreadPoolExecutor(max_workers=LAG_THREADS + 1) as pool:
+        judged = pool.submit(judge_all)
         list(pool.map(lambda report: measure_lag(kinesis, stream, report, start_timestamp), reports))
+        judged.result()
     return reports
 
 
@@ -212,10 +297,14 @@ class Heading:
 
 def summary(reports: list[ShardReport]) -> str:
     leased = sum(report.leased for report in reports)
-    owners = {report.owner for report in reports if report.owner}
+    holders = {report.holder for report in reports if report.holder}
+    gone = sorted({report.owner for report in reports if report.owner and report.owner_state == GONE})
+    waiting = sum(report.waiting for report in reports)
     behind = [report for report in reports if not report.caught_up]
     open_shards = sum(not report.closed for report in reports if report.listed)
-    text = f"{len(reports)} shards ({open_shards} open), {leased} leases, {len(owners)} workers holding leases; "
+    text = f"{len(reports)} shards ({open_shards} open), {leased} leases, {len(holders)} workers holding leases; "
+    if waiting:
+        text += f"{waiting} waiting for a new owner" + (f" ({', '.join(gone)} gone)" if gone else "") + "; "
     if not behind:
         return text + "every shard caught up"
     known = [report.millis_behind for report in behind if report.millis_behind is not None]
@@ -239,7 +328,9 @@ def render_text(heading: Heading, reports: list[ShardReport]) -> str:
 
 
 def _row(report: ShardReport) -> tuple[str, ...]:
-    owner = report.owner or ("(none)" if report.leased else "(no lease)")
+    owner = report.owner or ("(waiting)" if report.waiting else "(none)" if report.leased else "(no lease)")
+    if report.owner and report.owner_state == GONE:
+        owner += " (gone, waiting)" if report.waiting else " (gone)"
     if report.handoff_to:
         owner += f" -> {report.handoff_to}"
     closed = "yes" if report.closed else "no"
@@ -271,17 +362,38 @@ def render_json(heading: Heading, reports: list[ShardReport]) -> str:
 # ---- the command -------------------------------------------------------------------------------------------------
 
 
-def show(spec: SourceSpec, lease_table: str, as_json: bool = False, out: Callable[[str], None] = print) -> int:
-    """`kcl-relay status`: 0 shown; 1 when the lease table does not exist; SourceError (exit 2) for bad input."""
+def timing_of(spec: SourceSpec, kcl_props: dict[str, str]) -> Timing:
+    """The workers' failover time and metrics report interval: the properties' when they say, else the relay's."""
+    from kcl_relay.kcl.properties import worker_metrics_report_millis
+
+    failover = int(kcl_props.get("failoverTimeMillis") or round(spec.failover_time * 1000))
+    report = kcl_props.get("workerMetricsReporterFreqInMillis")
+    return Timing(report_millis=int(report or worker_metrics_report_millis(failover / 1000)), failover_millis=failover)
+
+
+def show(
+    spec: SourceSpec,
+    lease_table: str,
+    as_json: bool = False,
+    out: Callable[[str], None] = print,
+    kcl_props: dict[str, str] | None = None,
+) -> int:
+    """`kcl-relay status`: 0 shown; 1 when the lease table does not exist; SourceError (exit 2) for bad input.
+
+    `kcl_props`: a worker's KCL properties (`status --properties`): the metrics table's name and the timing."""
     import sys
 
     from botocore.exceptions import EndpointConnectionError
 
+    from kcl_relay.kcl.leases import LeaseTables
     from kcl_relay.source import kinesis
 
     assert spec.stream is not None
     where = spec.endpoint_url or f"AWS {spec.region}"
+    kcl_props = kcl_props or {}
+    metrics_table = LeaseTables.of({"applicationName": lease_table, **kcl_props}).worker_metrics
     try:
+        timing = timing_of(spec, kcl_props)
         if spec.is_dynamodb_streams:  # the table's DynamoDB stream, seen through the two Kinesis calls made here
             from kcl_relay.source import dynamodb_streams
 
@@ -292,6 +404,8 @@ def show(spec: SourceSpec, lease_table: str, as_json: bool = False, out: Callabl
                 arn,
                 lease_table,
                 list_shards=lambda _view, _arn: dynamodb_streams.describe_shards(spec, arn),
+                metrics_table=metrics_table,
+                timing=timing,
             )
         else:
             reports = collect(
@@ -300,6 +414,8 @@ def show(spec: SourceSpec, lease_table: str, as_json: bool = False, out: Callabl
                 spec.stream,
                 lease_table,
                 spec.timestamp,
+                metrics_table=metrics_table,
+                timing=timing,
             )
     except LeaseTableMissing:
         at = spec.dynamodb_endpoint or where

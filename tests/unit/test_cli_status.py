@@ -51,8 +51,11 @@ def test_finds_the_lease_table_the_relay_names_after_stream_and_target(aws: tupl
     assert done.exit_code == 0, done.output
     lines = done.stdout.splitlines()
     assert lines[0] == f"lease table {application} (application {application}), stream {STREAM} at AWS eu-central-1"
-    assert lines[1] == "2 shards (2 open), 2 leases, 0 workers holding leases; every shard caught up"
-    assert [line.split()[1:4] for line in lines[4:]] == [["(none)", "LATEST", "no"]] * 2
+    assert (
+        lines[1]
+        == "2 shards (2 open), 2 leases, 0 workers holding leases; 2 waiting for a new owner; every shard caught up"
+    )
+    assert [line.split()[1:4] for line in lines[4:]] == [["(waiting)", "LATEST", "no"]] * 2
 
 
 def test_another_target_table_is_another_application(aws: tuple[Any, Any], tmp_path: Path) -> None:

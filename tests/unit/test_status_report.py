@@ -130,7 +130,7 @@ def test_text_names_the_lease_table_first_then_one_row_per_shard() -> None:
     assert lines[0] == "lease table app-1 (application app-1), stream orders-cdc at http://127.0.0.1:4566"
     assert lines[3].split() == ["SHARD", "OWNER", "CHECKPOINT", "CLOSED", "FINISHED", "LAG"]
     assert lines[4].split() == ["shardId-000000000000", "host-a", SEQ, "no", "no", "caught", "up"]
-    assert lines[5].split() == ["shardId-000000000001", "(none)", "TRIM_HORIZON", "no", "no", "2.5", "s", "behind"]
+    assert lines[5].split() == ["shardId-000000000001", "(waiting)", "TRIM_HORIZON", "no", "no", "2.5", "s", "behind"]
     assert lines[6].split()[:3] == ["shardId-000000000002", "(no", "lease)"]
     assert lines[4].index(SEQ) == lines[5].index("TRIM_HORIZON")  # columns line up
 
