@@ -462,16 +462,28 @@ def setup_kcl(maven_repo: Path | None, offline: bool, force: bool) -> None:
     except jars.JarsError as error:
         click.echo(f"kcl-relay: error: {error}", err=True)
         sys.exit(1)
-    run_guarded(lambda: build_launcher(folder))
+    run_guarded(lambda: build_launcher(folder, fetch_adapter=not (offline or maven_repo is not None)))
 
 
-def build_launcher(jar_folder: Path) -> int:
+def build_launcher(jar_folder: Path, fetch_adapter: bool = True) -> int:
     """setup-kcl's one call site of the launcher's build: javac against the jars (none with KCL_RELAY_DAEMON=multilang,
-    the stock MultiLangDaemon, which needs no JDK)."""
+    the stock MultiLangDaemon, which needs no JDK); with the DynamoDB Streams adapter's jar too, so a dynamodb+cdc://
+    source starts without fetching or building anything."""
     from kcl_relay.kcl import launcher
+    from kcl_relay.kcl.adapter import find_adapter_jar
 
     built = launcher.for_run(jar_folder)
     click.echo(f"kcl-relay: KCL launcher: {built or 'not built (the stock MultiLangDaemon runs)'}", err=True)
+    if built is None:
+        return 0
+    try:
+        adapter = find_adapter_jar(jar_folder, fetch=fetch_adapter)
+    except SetupError as error:  # only dynamodb+cdc:// needs it; it is fetched at its first run then
+        click.echo(f"kcl-relay: the DynamoDB Streams adapter is not set up ({error})", err=True)
+        return 0
+    click.echo(
+        f"kcl-relay: KCL launcher with the DynamoDB Streams adapter: {launcher.for_run(jar_folder, adapter)}", err=True
+    )
     return 0
 
 
