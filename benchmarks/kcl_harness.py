@@ -314,7 +314,7 @@ def _peak_rss_mb(pid: int) -> float | None:
 def component_of(cmdline: str) -> str:
     if "kcl_relay.kcl.processor" in cmdline:
         return "processors"
-    if "MultiLangDaemon" in cmdline:
+    if "MultiLangDaemon" in cmdline or "kclrelay.launcher." in cmdline:  # the stock daemon, or kcl-relay's launcher
         return "jvm"
     if "kcl_relay.localaws.server" in cmdline:
         return "emulator"
