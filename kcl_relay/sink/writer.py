@@ -80,6 +80,7 @@ from kcl_relay.cdc.event import ChangeEvent, DeadLetter, KeyType
 from kcl_relay.cdc.jsonenc import dumps
 from kcl_relay.cdc.layout import Row, split
 from kcl_relay.mapping.spec import MappingFile, TableMapping
+from kcl_relay.options import TOMBSTONE_RETENTION
 from kcl_relay.sink import ddl
 from kcl_relay.sink.base import ApplyResult, Sink
 from kcl_relay.sink.crate_types import DataTypes
@@ -92,7 +93,7 @@ __all__ = ["TableWriter", "dialect_for", "open_sink"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOMBSTONE_RETENTION = timedelta(hours=24)
+DEFAULT_TOMBSTONE_RETENTION = timedelta(seconds=TOMBSTONE_RETENTION)  # the tombstone-retention option's
 DEFAULT_PURGE_INTERVAL = timedelta(minutes=5)
 DEFAULT_CHUNK_SIZE = 1000  # rows per bulk statement: bounds one request's size
 MAX_DELETE_ROUNDS = 5
