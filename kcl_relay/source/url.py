@@ -32,6 +32,29 @@ class SourceError(ValueError):
     """A bad source URL or option: reported as one line, exit code 2."""
 
 
+@dataclass(frozen=True)
+class Words:
+    """How a message names an option and a setting: the source URL's `start=latest`, or, given `keys` (option ->
+    the key a properties file set it with), the file's `initialPositionInStream = latest` or `kclrelay.start`."""
+
+    keys: dict[str, str] | None = None  # None: the URL's names
+    prefix: str = "kclrelay."  # a properties file's key of an option it did not set
+
+    def key(self, name: str) -> str:
+        return (self.keys or {}).get(name, f"{self.prefix}{name}")
+
+    def option(self, name: str) -> str:
+        return f"source option {name!r}" if self.keys is None else self.key(name)
+
+    def setting(self, name: str, value: str = "") -> str:
+        if self.keys is None:
+            return f"{name}={value}"
+        return f"{self.key(name)} = {value}" if value else self.key(name)
+
+
+URL_WORDS = Words()
+
+
 @masked_eq  # an assertion diff of two credentials (or of specs holding them) never shows the secret
 @dataclass(frozen=True, eq=False)
 class Credentials:
@@ -134,11 +157,12 @@ FILE_OPTIONS = frozenset(
         "mapping",
     }
 )
-# Options a DynamoDB stream has no use for, and why (one line each). Its start positions: STREAMS_START_POSITIONS.
+# Options a DynamoDB stream has no use for, and why (one line each; {earliest}: start=earliest in the user's words).
+# Its start positions: STREAMS_START_POSITIONS.
 NOT_FOR_DYNAMODB_STREAMS = {
     "create": "the stream is the table's own: enable it on the table (StreamViewType NEW_AND_OLD_IMAGES)",
     "create-shards": "DynamoDB manages the shards of a table's stream",
-    "timestamp": "DynamoDB Streams has no AT_TIMESTAMP iterator; use start=earliest (24 h retention) or latest",
+    "timestamp": "DynamoDB Streams has no AT_TIMESTAMP iterator; use {earliest} (24 h retention) or latest",
     "route-tables": "a DynamoDB stream carries one table",
     "source-table": "a DynamoDB stream carries one table: the one in the URL",
     "consumer": "DynamoDB Streams has no enhanced fan-out (at most two readers per shard)",
@@ -182,23 +206,11 @@ def parse_source(url: str) -> SourceSpec:
             meant = closest(name, list(OPTIONS))
             hint = f" (did you mean {meant}?)" if meant else ""
             raise SourceError(f"unknown source option {name!r}{hint}; valid options: {', '.join(OPTIONS)}")
-        # consumer=polling is what a DynamoDB stream does anyway (the templates say retrievalMode = POLLING).
-        if streams and name in NOT_FOR_DYNAMODB_STREAMS and not (name == "consumer" and raw == "polling"):
-            raise SourceError(
-                f"source option {name!r} does not apply to {STREAMS_SCHEME}: {NOT_FOR_DYNAMODB_STREAMS[name]}"
-            )
-        attr, parser, _help = OPTIONS[name]
-        try:
-            values[attr] = parser(raw)
-        except ValueError as error:
-            raise SourceError(f"bad value {raw!r} for source option {name!r}: {error}") from None
+        attr, value = parse_option(name, raw, streams=streams)
+        values[attr] = value
     if streams:
         values["kind"] = DYNAMODB_STREAMS
-        if values.get("start", "earliest") not in STREAMS_START_POSITIONS:
-            raise SourceError(
-                f"start={values['start']} does not apply to {STREAMS_SCHEME}: DynamoDB Streams has no AT_TIMESTAMP "
-                f"iterator; use one of {', '.join(STREAMS_START_POSITIONS)}"
-            )
+        check_streams_start(values)
 
     try:
         host, port = parts.hostname, parts.port
@@ -216,16 +228,11 @@ def parse_source(url: str) -> SourceSpec:
         values["path"] = unquote(parts.path)
     else:
         stream = unquote(parts.path.lstrip("/"))
-        if streams:
-            if not stream:
+        if not stream:
+            if streams:
                 raise SourceError(f"source URL names no table: {STREAMS_SCHEME}://HOST/TABLE")
-            if not TABLE_NAME.fullmatch(stream):
-                raise SourceError(f"bad table name {stream!r}: 3-255 of a-z A-Z 0-9 _ . -")
-        elif not stream:
             raise SourceError("source URL names no stream: kinesis+dynamodb+cdc://HOST/STREAM")
-        elif not STREAM_NAME.fullmatch(stream):
-            raise SourceError(f"bad stream name {stream!r}: 1-128 of a-z A-Z 0-9 _ . -")
-        values["stream"] = stream
+        values["stream"] = check_stream_name(stream, streams=streams)
         if host != "aws":  # emulators and LocalStack speak plain HTTP on loopback
             netloc = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
             values["endpoint_url"] = f"http://{netloc}:{port}" if port else f"http://{netloc}"
@@ -240,21 +247,57 @@ def parse_source(url: str) -> SourceSpec:
             f"valid there: {', '.join(sorted(FILE_OPTIONS))}"
         )
     spec = SourceSpec(**values)
-    _check_combinations(spec)
+    check_combinations(spec)
     return spec
 
 
-def _check_combinations(spec: SourceSpec) -> None:
+def parse_option(name: str, raw: str, *, streams: bool, words: Words = URL_WORDS) -> tuple[str, Any]:
+    """A known option's text -> (SourceSpec field, value); a SourceError in `words` (the URL's or a file's)."""
+    if CONTROL.search(raw):
+        raise SourceError(f"{words.option(name)} holds a control character")
+    # consumer=polling is what a DynamoDB stream does anyway (the templates say retrievalMode = POLLING).
+    if streams and name in NOT_FOR_DYNAMODB_STREAMS and not (name == "consumer" and raw == "polling"):
+        reason = NOT_FOR_DYNAMODB_STREAMS[name].format(earliest=words.setting("start", "earliest"))
+        raise SourceError(f"{words.option(name)} does not apply to {STREAMS_SCHEME}: {reason}")
+    option = SOURCE_OPTIONS[name]
+    try:
+        return option.attr, option.parse(raw)
+    except ValueError as error:
+        raise SourceError(f"bad value {raw!r} for {words.option(name)}: {error}") from None
+
+
+def check_streams_start(values: dict[str, Any], words: Words = URL_WORDS) -> None:
+    """A DynamoDB stream's start position (`values`: SourceSpec fields)."""
+    if values.get("start", "earliest") not in STREAMS_START_POSITIONS:
+        raise SourceError(
+            f"{words.setting('start', values['start'])} does not apply to {STREAMS_SCHEME}: DynamoDB Streams has no "
+            f"AT_TIMESTAMP iterator; use one of {', '.join(STREAMS_START_POSITIONS)}"
+        )
+
+
+def check_stream_name(name: str, *, streams: bool) -> str:
+    """A Kinesis stream's name, or the DynamoDB table's whose stream is read."""
+    if streams:
+        if not TABLE_NAME.fullmatch(name):
+            raise SourceError(f"bad table name {name!r}: 3-255 of a-z A-Z 0-9 _ . -")
+    elif not STREAM_NAME.fullmatch(name):
+        raise SourceError(f"bad stream name {name!r}: 1-128 of a-z A-Z 0-9 _ . -")
+    return name
+
+
+def check_combinations(spec: SourceSpec, words: Words = URL_WORDS) -> None:
+    """What the options say together; in `words` (the URL's or a properties file's)."""
+    say = words.setting
     if spec.start in ("seqno-at", "seqno-after") and not spec.seqno:
-        raise SourceError(f"start={spec.start} needs seqno=SEQUENCE_NUMBER")
+        raise SourceError(f"{say('start', spec.start)} needs {say('seqno', 'SEQUENCE_NUMBER')}")
     if spec.seqno and spec.start not in ("seqno-at", "seqno-after"):
-        raise SourceError("seqno= needs start=seqno-at or start=seqno-after")
+        raise SourceError(f"{say('seqno')} needs {say('start', 'seqno-at')} or {say('start', 'seqno-after')}")
     if spec.start == "at-timestamp" and not spec.timestamp:
-        raise SourceError("start=at-timestamp needs timestamp=ISO-8601")
+        raise SourceError(f"{say('start', 'at-timestamp')} needs {say('timestamp', 'ISO-8601')}")
     if spec.timestamp and spec.start != "at-timestamp":
-        raise SourceError("timestamp= needs start=at-timestamp")
+        raise SourceError(f"{say('timestamp')} needs {say('start', 'at-timestamp')}")
     if spec.route_tables and spec.source_table:
-        raise SourceError("route-tables=true and source-table= exclude each other")
+        raise SourceError(f"{say('route-tables', 'true')} and {say('source-table')} exclude each other")
 
 
 def describe_options() -> str:

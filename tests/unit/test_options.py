@@ -12,7 +12,13 @@ from click.testing import CliRunner
 from kcl_relay import options
 from kcl_relay.cli import cli
 from kcl_relay.kcl.config import ProcessorConfig
-from kcl_relay.kcl.properties import KCL_TO_OPTION, RELAY_KEYS, read_properties
+from kcl_relay.kcl.properties import (
+    KCL_TO_OPTION,
+    RELAY_KEYS,
+    read_properties,
+    read_properties_file,
+    spec_from_properties,
+)
 from kcl_relay.kcl.worker_id import stable_worker_id
 from kcl_relay.options import SCOPES, SOURCE_OPTIONS, TABLE_OPTIONS
 from kcl_relay.pipeline import PipelineOptions
@@ -20,7 +26,7 @@ from kcl_relay.redrive import _Settings
 from kcl_relay.sink.retry import RetryPolicy
 from kcl_relay.sink.writer import DEFAULT_TOMBSTONE_RETENTION
 from kcl_relay.source.table_url import TableSpec, parse_table
-from kcl_relay.source.url import SourceSpec, parse_source
+from kcl_relay.source.url import SourceError, SourceSpec, parse_source
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "options.md"
@@ -131,3 +137,48 @@ def test_the_run_commands_flags_come_from_the_table() -> None:
         if option.cli:
             assert re.search(rf"{option.cli}\b", text), option.cli
             assert option.help.split(";")[0].split(" (")[0].lower() in text.lower(), option.cli
+
+
+# ---- a properties file is read into the settings directly, in its own words (no URL, no rewriting) ---------------
+
+HEAD = "streamName = {stream}\napplicationName = relay-app\n"
+
+
+def _error_of(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "orders.properties"
+    path.write_text(text)
+    with pytest.raises(SourceError) as error:
+        spec_from_properties(read_properties_file(path))
+    return str(error.value).removeprefix(f"{path}")
+
+
+def test_a_value_that_looks_like_an_option_is_quoted_as_written(tmp_path: Path) -> None:
+    message = _error_of(tmp_path, HEAD.format(stream="start=latest"))
+    assert message == ": bad stream name 'start=latest': 1-128 of a-z A-Z 0-9 _ . -"
+
+
+def test_a_combination_names_the_keys_the_file_used(tmp_path: Path) -> None:
+    text = HEAD.format(stream="orders") + "kclrelay.route-tables = true\nkclrelay.source-table = orders\n"
+    message = _error_of(tmp_path, text)
+    assert message == ": kclrelay.route-tables = true and kclrelay.source-table exclude each other"
+
+
+def test_a_bad_endpoint_port_is_said_in_the_files_words(tmp_path: Path) -> None:
+    message = _error_of(tmp_path, HEAD.format(stream="orders") + "kinesisEndpoint = http://localhost:port\n")
+    assert message == " line 3: kinesisEndpoint has a bad port: 'http://localhost:port'"
+
+
+def test_properties_and_url_give_the_same_settings(tmp_path: Path) -> None:
+    path = tmp_path / "orders.properties"
+    path.write_text(
+        HEAD.format(stream="orders")
+        + "regionName = eu-west-1\nfailoverTimeMillis = 2500\nkclrelay.batch-size = 7\nkclrelay.ttl = ignore\n"
+        + "kclrelay.start = seqno-after\nkclrelay.seqno = 42\nkinesisEndpoint = https://kinesis.example:8443\n"
+    )
+    spec, _, _ = spec_from_properties(read_properties_file(path))
+    url = parse_source(
+        "kinesis+dynamodb+cdc://kinesis.example:8443/orders?region=eu-west-1&failover-time=2.5&batch-size=7"
+        "&ttl=ignore&start=seqno-after&seqno=42&app=relay-app"
+    )
+    assert spec == dataclasses.replace(url, endpoint_url="https://kinesis.example:8443")
+    assert spec.from_properties
