@@ -182,3 +182,28 @@ def test_properties_and_url_give_the_same_settings(tmp_path: Path) -> None:
     )
     assert spec == dataclasses.replace(url, endpoint_url="https://kinesis.example:8443")
     assert spec.from_properties
+
+
+def test_the_choices_agree_with_the_modules_that_act_on_them() -> None:
+    from kcl_relay import logs
+    from kcl_relay.sink import dialect
+
+    assert options.DELETE_MODES == dialect.DELETE_MODES  # not imported by options: --help stays fast
+    assert options.LOG_LEVELS == logs.LOG_LEVELS
+
+
+def test_the_workers_and_writers_parameters_default_to_the_table() -> None:
+    import inspect
+
+    from kcl_relay.kcl.daemon import Daemon
+    from kcl_relay.kcl.processor import configure_logging
+    from kcl_relay.kcl.supervisor import WorkerPlan
+    from kcl_relay.sink.writer import TableWriter
+
+    def default_of(function: object, name: str) -> object:
+        return inspect.signature(function).parameters[name].default  # type: ignore[arg-type]
+
+    assert default_of(TableWriter, "delete_mode") == SOURCE_OPTIONS["delete-mode"].default
+    assert default_of(Daemon, "log_level") == SOURCE_OPTIONS["log-level"].default
+    assert default_of(configure_logging, "level") == SOURCE_OPTIONS["log-level"].default
+    assert _defaults(WorkerPlan)["metrics_host"] == SOURCE_OPTIONS["metrics-host"].default
