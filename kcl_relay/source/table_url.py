@@ -15,13 +15,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from kcl_relay.options import CONTROL, OWN_STREAM, SOURCE_OPTIONS
 from kcl_relay.options import TABLE_OPTIONS as FULL_LOAD_OPTIONS
 from kcl_relay.options import default as _default
 from kcl_relay.source import url as stream_url
-from kcl_relay.source.url import Credentials, SourceError, SourceSpec, closest, parse_source
+from kcl_relay.source.url import (
+    DYNAMODB_STREAMS,
+    Credentials,
+    SourceError,
+    SourceSpec,
+    check_combinations,
+    check_stream_name,
+    closest,
+    parse_option,
+)
 
 STREAM_OPTIONS = stream_url.OPTIONS
 
@@ -183,21 +192,27 @@ def parse_table(url: str) -> TableSpec:
 
 
 def _stream_spec(spec: TableSpec, options: dict[str, str]) -> SourceSpec:
-    """The stream side through the stream URL's own parser: the same validation, defaults and messages."""
+    """The stream side, read directly by the stream URL's own parsers and checks: the same defaults and messages."""
     assert spec.stream_name is not None
-    if spec.stream_name == OWN_STREAM:  # the table's DynamoDB stream, from its trim horizon (before the scan)
-        query = urlencode({**options, "start": "earliest"})
-        stream = parse_source(f"{stream_url.STREAMS_SCHEME}://aws/{quote(spec.table)}?{query}")
-        return dataclasses.replace(stream, endpoint_url=spec.endpoint_url, credentials=spec.credentials)
-    decided = {
-        "start": "at-timestamp",
-        "timestamp": _PLACEHOLDER_START.isoformat(),
-        "source-table": spec.table,
-    }
-    query = urlencode({**options, **decided})
-    stream = parse_source(f"{stream_url.SCHEME}://aws/{quote(spec.stream_name)}?{query}")
-    # One endpoint for the table, the stream and the lease table (LocalStack style), like the stream URL's host.
-    return dataclasses.replace(stream, endpoint_url=spec.endpoint_url, credentials=spec.credentials)
+    own = spec.stream_name == OWN_STREAM  # the table's DynamoDB stream, from its trim horizon (before the scan)
+    decided = (
+        {"start": "earliest"}
+        if own
+        else {"start": "at-timestamp", "timestamp": _PLACEHOLDER_START.isoformat(), "source-table": spec.table}
+    )
+    settings: dict[str, Any] = {"kind": DYNAMODB_STREAMS} if own else {}
+    for name, raw in {**options, **decided}.items():
+        attr, value = parse_option(name, raw, streams=own)
+        settings[attr] = value
+    stream = SourceSpec(
+        **settings,
+        stream=check_stream_name(spec.table if own else spec.stream_name, streams=own),
+        # One endpoint for the table, the stream and the lease table (LocalStack style), like the stream URL's host.
+        endpoint_url=spec.endpoint_url,
+        credentials=spec.credentials,
+    )
+    check_combinations(stream)
+    return stream
 
 
 def describe_table_options() -> str:
