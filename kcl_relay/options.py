@@ -458,6 +458,7 @@ TABLE_OPTIONS = _table(
         None,
         SOURCE,
         "items per Scan request (Limit); by default DynamoDB's 1 MB pages",
+        shown_default="DynamoDB's 1 MB pages",
     ),
     Option(
         "batch-size",
@@ -475,6 +476,7 @@ TABLE_OPTIONS = _table(
         SINK,
         "delete target rows the scan did not find and no newer change wrote (false for a target that keeps rows of "
         "deleted items on purpose; with ttl=ignore it defaults to false)",
+        shown_default="true (false with `ttl=ignore`)",
     ),
     SOURCE_OPTIONS["mapping"],
     SOURCE_OPTIONS["tombstone-retention"],

@@ -207,3 +207,24 @@ def test_the_workers_and_writers_parameters_default_to_the_table() -> None:
     assert default_of(Daemon, "log_level") == SOURCE_OPTIONS["log-level"].default
     assert default_of(configure_logging, "level") == SOURCE_OPTIONS["log-level"].default
     assert _defaults(WorkerPlan)["metrics_host"] == SOURCE_OPTIONS["metrics-host"].default
+
+
+def test_the_full_load_docs_table_lists_every_table_option_with_its_default() -> None:
+    from kcl_relay.source.table_url import STREAM_PASSTHROUGH
+
+    text = (REPO / "docs" / "full-load.md").read_text()
+    start = text.index("| option | default | effect |")
+    rows: dict[str, str] = {}
+    passthrough: list[str] = []
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        names, default = (cell.strip() for cell in line.strip().strip("|").split("|", 2)[:2])
+        if "," in names:
+            passthrough = [name.strip().strip("`") for name in names.split(",")]
+        else:
+            rows[names.strip("`")] = default
+    assert set(rows) == set(TABLE_OPTIONS), set(rows) ^ set(TABLE_OPTIONS)
+    for name, option in TABLE_OPTIONS.items():
+        assert rows[name] == option.default_in_docs(), f"docs/full-load.md: the default of {name}"
+    assert passthrough == list(STREAM_PASSTHROUGH)
