@@ -15,6 +15,7 @@ from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.properties import (
     KCL_TO_OPTION,
     RELAY_KEYS,
+    is_kcl_key,
     read_properties,
     read_properties_file,
     spec_from_properties,
@@ -118,8 +119,13 @@ def test_the_properties_reader_knows_every_option_and_its_kcl_keys() -> None:
 def test_every_kclrelay_key_of_a_template_is_an_option(template: Path) -> None:
     keys = [key[len("kclrelay.") :] for key in read_properties(template) if key.startswith("kclrelay.")]
     assert keys
+    # also those named in comments and the commented-out settings a user may uncomment
+    text = template.read_text()
+    keys += re.findall(r"kclrelay\.([a-z][a-z-]*[a-z])", text)
     for key in keys:
         assert key in RELAY_KEYS, f"{template.name}: kclrelay.{key}"
+    for key in re.findall(r"^#([A-Za-z][\w.]*)\s*=", text, flags=re.M):  # `#key = value`: one to uncomment
+        assert key.startswith("kclrelay.") or is_kcl_key(key), f"{template.name}: #{key}"
 
 
 def test_the_help_of_worker_id_says_what_the_code_does(tmp_path: Path) -> None:
