@@ -21,6 +21,7 @@ import click
 
 from kcl_relay.kcl.daemon import SetupError
 from kcl_relay.kcl.properties import read_properties_file, spec_from_properties
+from kcl_relay.options import SOURCE_OPTIONS
 from kcl_relay.source.table_url import describe_table_options, is_table_url, parse_table
 from kcl_relay.source.url import SourceError, SourceSpec, describe_options, parse_source
 
@@ -268,12 +269,13 @@ def _stream_of(source: str) -> tuple[SourceSpec, str]:
 @click.option(
     "--reset",
     is_flag=True,
-    help="Start over: delete the application's lease table (its checkpoints) first, as kclrelay.reset = true does.",
+    help=f"{SOURCE_OPTIONS['reset'].help.capitalize()}; as kclrelay.reset = true does.",
 )
 @click.option(
     "--worker-id",
     metavar="ID",
-    help="The KCL worker id; wins over workerId in the file (the systemd template unit passes %H-%i).",
+    help=f"{SOURCE_OPTIONS['worker-id'].help}; wins over workerId in the file (the systemd template unit passes "
+    "%H-%i).",
 )
 def run_properties(
     properties_file: Path, target: str | None, table: str | None, reset: bool, worker_id: str | None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from kcl_relay.cdc.batch import coalesce
 from kcl_relay.cdc.decode import DecodeError, decode
 from kcl_relay.cdc.event import ChangeEvent, DeadLetter, Position, RawRecord
+from kcl_relay.options import default
 from kcl_relay.sink.base import Sink
 from kcl_relay.sink.target import TargetSpec
 
@@ -28,11 +29,11 @@ SinkFactory = Callable[[str | None], Sink]  # DynamoDB table name (when routing)
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    batch_size: int = 100
-    buffer_time: float = 0.5
-    ttl: str = "delete"  # or "ignore": TTL expiries keep the row
-    route_tables: bool = False
-    source_table: str | None = None
+    batch_size: int = default("batch-size")
+    buffer_time: float = default("buffer-time")
+    ttl: str = default("ttl")  # or "ignore": TTL expiries keep the row
+    route_tables: bool = default("route-tables")
+    source_table: str | None = default("source-table")
 
     @classmethod
     def of(cls, settings: object) -> PipelineOptions:

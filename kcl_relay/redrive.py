@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.pool import NullPool
 
 from kcl_relay.cdc.event import Position, RawRecord
+from kcl_relay.options import default
 from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions
 from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX
 from kcl_relay.sink.options import sink_options
@@ -42,8 +43,8 @@ class RedriveReport:
 
 @dataclass(frozen=True)
 class _Settings:
-    tombstone_retention: float = 86400.0
-    retry_timeout: float = 300.0
+    tombstone_retention: float = default("tombstone-retention")
+    retry_timeout: float = default("retry-timeout")
 
 
 def _row_identity(spec: TargetSpec) -> str:

@@ -10,6 +10,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from kcl_relay.masking import mask_secrets, masked_eq, masked_repr
+from kcl_relay.options import default
 
 ENV_NAME = "KCL_RELAY_PROCESSOR"
 
@@ -20,20 +21,21 @@ class ProcessorConfig:
     target_url: str  # may carry the database password: masked in repr and str
     table: str | None
     state_dir: str
-    batch_size: int = 100
-    buffer_time: float = 0.5
-    idle_sleep: float = 0.5  # the KCL's pause after a read that reached the tip: when the next delivery comes
-    ttl: str = "delete"
-    route_tables: bool = False
-    source_table: str | None = None
-    tombstone_retention: float = 86400.0
-    delete_mode: str = "hard"
-    retry_timeout: float = 300.0
-    start: str = "earliest"
-    seqno: str | None = None
+    batch_size: int = default("batch-size")
+    buffer_time: float = default("buffer-time")
+    # the KCL's pause after a read that reached the tip: when the next delivery comes
+    idle_sleep: float = default("idle-sleep")
+    ttl: str = default("ttl")
+    route_tables: bool = default("route-tables")
+    source_table: str | None = default("source-table")
+    tombstone_retention: float = default("tombstone-retention")
+    delete_mode: str = default("delete-mode")
+    retry_timeout: float = default("retry-timeout")
+    start: str = default("start")
+    seqno: str | None = default("seqno")
     seqno_shard: str | None = None  # the shard that holds `seqno`
-    log_level: str = "warn"  # warn, info, debug (kcl_relay.logs)
-    mapping: str | None = None  # the mapping file (kcl_relay/mapping)
+    log_level: str = default("log-level")  # warn, info, debug (kcl_relay.logs)
+    mapping: str | None = default("mapping")  # the mapping file (kcl_relay/mapping)
 
     def __repr__(self) -> str:
         return masked_repr(self, target_url=repr(mask_secrets(self.target_url)))

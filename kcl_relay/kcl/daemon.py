@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from kcl_relay.logs import logback_xml
+from kcl_relay.options import default
 
 MIN_JAVA = 17
 DAEMON_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"  # the stock one (KCL_RELAY_DAEMON=multilang)
@@ -216,7 +217,7 @@ class Daemon:
         properties: Path,
         log_path: Path,
         env: dict[str, str],
-        log_level: str = "warn",
+        log_level: str = default("log-level"),
         launcher: Path | None = None,
         settings: dict[str, str] | None = None,
         main_class: str | None = None,

@@ -21,6 +21,7 @@ from kcl_relay.kcl.config import ProcessorConfig
 from kcl_relay.kcl.properties import MIN_MILLIS_BETWEEN_READS
 from kcl_relay.kcl.status import ShardStatus, write_status
 from kcl_relay.logs import configure_file_logging
+from kcl_relay.options import default
 from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, settle_heap, target_for
 from kcl_relay.sink.base import Sink
 from kcl_relay.sink.options import sink_options
@@ -210,7 +211,7 @@ class RelayProcessor(processor.RecordProcessorBase):
             self._status_written = now
 
 
-def configure_logging(state_dir: Path, level: str = "warn") -> None:
+def configure_logging(state_dir: Path, level: str = default("log-level")) -> None:
     configure_file_logging(state_dir / "processor.log", level)
 
 

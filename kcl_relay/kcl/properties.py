@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote, urlencode, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 from kcl_relay.kcl.consumer import CONSUMER_NAME_KEY, consumer_name
 from kcl_relay.source.url import (
     CONTROL,
+    DYNAMODB_STREAMS,
     OPTIONS,
-    SCHEME,
-    STREAMS_SCHEME,
     SourceError,
     SourceSpec,
+    Words,
+    check_combinations,
+    check_stream_name,
+    check_streams_start,
     closest,
-    parse_source,
+    parse_option,
 )
 
 INITIAL_POSITION = {
@@ -378,6 +380,16 @@ def _check_max_records(value: str, where: str = "the properties file") -> None:
         raise SourceError(f"{where}: bad value {value!r} for maxRecords: 1 to {MAX_RECORDS_PER_CALL}")
 
 
+def _check_endpoint(endpoint: str, where: str) -> None:
+    parts = urlsplit(endpoint)
+    if not parts.netloc or parts.scheme not in ("http", "https"):
+        raise SourceError(f"{where}: kinesisEndpoint must be an http:// or https:// URL, got {endpoint!r}")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise SourceError(f"{where}: kinesisEndpoint has a bad port: {endpoint!r}") from None
+
+
 def spec_from_properties(
     props: dict[str, str] | PropertiesFile,
 ) -> tuple[SourceSpec, dict[str, str], dict[str, str]]:
@@ -433,35 +445,23 @@ def spec_from_properties(
         options["start"] = "at-timestamp"
     options.update({key: value for key, value in relay_props.items() if key != "table"})
     endpoint = kcl_props.get("kinesisEndpoint")
-    host = urlsplit(endpoint).netloc if endpoint else "aws"
-    if endpoint and (not host or urlsplit(endpoint).scheme not in ("http", "https")):
-        raise SourceError(
-            f"{source.where('kinesisEndpoint')}: kinesisEndpoint must be an http:// or https:// URL, got {endpoint!r}"
-        )
-    try:
-        scheme, name = (STREAMS_SCHEME, dynamodb_table) if dynamodb_table else (SCHEME, stream)
-        spec = parse_source(f"{scheme}://{host}/{quote(name or '')}?{urlencode(options)}")
-    except SourceError as error:
-        raise SourceError(f"{source.path}: {in_properties_words(str(error), used)}") from None
-    spec = dataclasses.replace(spec, from_properties=True)
     if endpoint:
-        spec = dataclasses.replace(spec, endpoint_url=endpoint)  # keep the user's scheme (http or https)
+        _check_endpoint(endpoint, source.where("kinesisEndpoint"))
+    # Read into the settings directly, by the URL's own parsers and checks, in the file's words (`used`).
+    streams = bool(dynamodb_table)
+    words = Words(keys=used, prefix=RELAY_PREFIX)
+    try:
+        settings: dict[str, Any] = {}
+        for option, raw in options.items():
+            attr, value = parse_option(option, raw, streams=streams, words=words)
+            settings[attr] = value
+        if streams:
+            settings["kind"] = DYNAMODB_STREAMS
+            check_streams_start(settings, words)
+        settings["stream"] = check_stream_name(dynamodb_table or stream or "", streams=streams)
+        spec = SourceSpec(**settings, endpoint_url=endpoint or None, from_properties=True)  # the user's http or https
+        check_combinations(spec, words)
+    except SourceError as error:
+        raise SourceError(f"{source.path}: {error}") from None
     kcl_props = {key: value for key, value in kcl_props.items() if key not in RENDERED_KCL_KEYS}
     return spec, kcl_props, relay_props
-
-
-def in_properties_words(message: str, used: dict[str, str]) -> str:
-    """A source URL message (`start=seqno-at needs seqno=...`) in a properties file's words (`kclrelay.seqno`)."""
-
-    def key_of(option: str) -> str:
-        return used.get(option, f"{RELAY_PREFIX}{option}")
-
-    def setting(match: re.Match[str]) -> str:
-        option, value = match[1], match[2]
-        if option not in OPTIONS:
-            return match[0]
-        return f"{key_of(option)} = {value}" if value else key_of(option)
-
-    message = re.sub(r"\b([a-z][a-z-]*)=(\S*)", setting, message)
-    message = re.sub(r"source option '([a-z-]+)'", lambda m: key_of(m[1]), message)
-    return message.replace("source option", "key")

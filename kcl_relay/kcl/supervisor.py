@@ -21,6 +21,7 @@ from kcl_relay.kcl.processor_log import PROCESSOR_LOG, failure_cause
 from kcl_relay.kcl.properties import SHUTDOWN_GRACE_MILLIS, write_properties
 from kcl_relay.kcl.status import ShardStatus, StatusReader, latest_by_shard
 from kcl_relay.masking import mask_env, masked_eq, masked_repr
+from kcl_relay.options import default
 
 if TYPE_CHECKING:
     from kcl_relay.kcl.metrics import MetricsServer
@@ -65,7 +66,7 @@ class WorkerPlan:
     open_shards: Callable[[], set[str]] | None = None  # for once=true: the shards that must be caught up
     drop_env: tuple[str, ...] = ()  # variables of ours the JVM must not inherit
     companion: Companion | None = None  # runs beside the worker; once=true also waits for it
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str = default("metrics-host")
     metrics_port: int | None = None  # serve Prometheus metrics from the status files on this port
     lasting_worker_id: bool = True  # False: a random id no later run carries
     # Hands this worker's leases back (conditional on the owner); called during a graceful stop once every

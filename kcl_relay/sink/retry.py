@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from kcl_relay.options import RETRY_TIMEOUT
+
 __all__ = ["RetryPolicy", "TransientError", "call_with_retry", "describe_error", "is_transient"]
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ class TransientError(RuntimeError):
     """Raised by the relay itself for a condition worth retrying (e.g. rows kept changing under a delete)."""
 
 
-DEFAULT_RETRY_TIMEOUT = 300.0  # seconds: a database restart or failover fits; a dead one stops the worker
+DEFAULT_RETRY_TIMEOUT = RETRY_TIMEOUT  # the retry-timeout option's (kcl_relay.options says why 300 s)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ from kcl_relay.cdc.event import ChangeEvent, DeadLetter, KeyType
 from kcl_relay.cdc.jsonenc import dumps
 from kcl_relay.cdc.layout import Row, split
 from kcl_relay.mapping.spec import MappingFile, TableMapping
+from kcl_relay.options import TOMBSTONE_RETENTION, default
 from kcl_relay.sink import ddl
 from kcl_relay.sink.base import ApplyResult, Sink
 from kcl_relay.sink.crate_types import DataTypes
@@ -92,7 +93,7 @@ __all__ = ["TableWriter", "dialect_for", "open_sink"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOMBSTONE_RETENTION = timedelta(hours=24)
+DEFAULT_TOMBSTONE_RETENTION = timedelta(seconds=TOMBSTONE_RETENTION)  # the tombstone-retention option's
 DEFAULT_PURGE_INTERVAL = timedelta(minutes=5)
 DEFAULT_CHUNK_SIZE = 1000  # rows per bulk statement: bounds one request's size
 MAX_DELETE_ROUNDS = 5
@@ -141,7 +142,7 @@ class TableWriter(Sink):
         clock: Callable[[], datetime] = _utcnow,
         engine: Engine | None = None,
         mapping: MappingFile | TableMapping | None = None,
-        delete_mode: str | None = "hard",
+        delete_mode: str | None = default("delete-mode"),
     ) -> None:
         if delete_mode is not None and delete_mode not in DELETE_MODES:
             raise ValueError(f"delete_mode must be one of {', '.join(DELETE_MODES)}, not {delete_mode!r}")
@@ -239,7 +240,8 @@ class TableWriter(Sink):
         """The table's delete mode: the first writer's (in the settings table, like the source table). A table is
         one or the other for good: hard deletes keep tombstones beside the rows, soft deletes keep the rows, and the
         guards of one do not know the other's. A writer of the other mode stops here, before writing anything."""
-        wanted = self.delete_mode or "hard"  # no mode given (a redrive): the table's, hard for a table without one
+        # no mode given (a redrive): the table's, the default (hard) for a table without one
+        wanted = self.delete_mode or default("delete-mode")
         ddl.ensure(self.executor, ddl.plan(self.dialect, None, settings=True)[-1:])  # the settings table, if missing
 
         def claim(cursor: Any) -> str:

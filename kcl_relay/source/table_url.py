@@ -15,20 +15,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
+from kcl_relay.options import CONTROL, OWN_STREAM, SOURCE_OPTIONS
+from kcl_relay.options import TABLE_OPTIONS as FULL_LOAD_OPTIONS
+from kcl_relay.options import default as _default
 from kcl_relay.source import url as stream_url
 from kcl_relay.source.url import (
-    CONTROL,
-    STREAM_NAME,
+    DYNAMODB_STREAMS,
     Credentials,
     SourceError,
     SourceSpec,
-    _bool,
-    _name,
-    _positive_int,
+    check_combinations,
+    check_stream_name,
     closest,
-    parse_source,
+    parse_option,
 )
 
 STREAM_OPTIONS = stream_url.OPTIONS
@@ -37,7 +38,6 @@ __all__ = ["SCHEME", "TABLE_OPTIONS", "TableSpec", "describe_table_options", "is
 
 SCHEME = "dynamodb"
 TABLE_NAME = re.compile(r"[a-zA-Z0-9_.-]{3,255}")
-MAX_SEGMENTS = 100  # one thread (and one database connection) per segment
 # Stream URL options that also mean something for a full load followed by the stream; given in the table URL.
 STREAM_PASSTHROUGH = (
     "once",
@@ -68,14 +68,10 @@ DECIDED = (
     "dynamodb-endpoint",
 )
 _PLACEHOLDER_START = datetime(1970, 1, 1, tzinfo=timezone.utc)  # replaced by the real start point at run time
-# stream= of the table's own DynamoDB stream: a colon is in no Kinesis stream name, so no stream is mistaken for it.
-OWN_STREAM = ":dynamodb"
 
 
-def _stream_name(text: str) -> str:
-    if text == OWN_STREAM:
-        return text
-    return _name(STREAM_NAME, f"Kinesis stream name (1-128 of a-z A-Z 0-9 _ . -) or {OWN_STREAM}")(text)
+def default(name: str) -> Any:
+    return _default(name, FULL_LOAD_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -85,16 +81,18 @@ class TableSpec:
     table: str
     endpoint_url: str | None = None  # None: AWS's endpoints
     credentials: Credentials | None = None  # None: the usual AWS chain
-    region: str = "us-east-1"
-    segments: int = 4
-    consistent_read: bool = False
-    page_size: int | None = None  # None: DynamoDB's own 1 MB pages
-    batch_size: int = 500
-    prune: bool = True
-    tombstone_retention: float = 86400.0
-    mapping: str | None = None  # the mapping file (kcl_relay/mapping): the target table is created with it
-    delete_mode: str = "hard"
-    stream_name: str | None = None
+    region: str = default("region")
+    segments: int = default("segments")
+    consistent_read: bool = default("consistent-read")
+    page_size: int | None = default("page-size")  # None: DynamoDB's own 1 MB pages
+    batch_size: int = default("batch-size")
+    prune: bool = default("prune")
+    tombstone_retention: float = default("tombstone-retention")
+    mapping: str | None = default(
+        "mapping"
+    )  # the mapping file (kcl_relay/mapping): the target table is created with it
+    delete_mode: str = default("delete-mode")
+    stream_name: str | None = default("stream")
     # The stream side, fully validated; its start (at-timestamp) is filled in by stream_from().
     stream: SourceSpec | None = None
 
@@ -109,44 +107,9 @@ class TableSpec:
         return dataclasses.replace(self.stream, timestamp=start)
 
 
-# option name -> (TableSpec field, parser, help text). One source of truth for parsing, --help and docs.
+# option name -> (TableSpec field, parser, help text): a view of kcl_relay.options, where each is declared once.
 TABLE_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
-    "region": ("region", STREAM_OPTIONS["region"][1], "AWS region"),
-    "segments": (
-        "segments",
-        _positive_int(MAX_SEGMENTS),
-        "parallel Scan segments (TotalSegments), each read and written by its own thread",
-    ),
-    "consistent-read": (
-        "consistent_read",
-        _bool,
-        "strongly consistent Scan reads (twice the read capacity); see docs/full-load.md",
-    ),
-    "page-size": (
-        "page_size",
-        _positive_int(100000),
-        "items per Scan request (Limit); by default DynamoDB's 1 MB pages",
-    ),
-    "batch-size": ("batch_size", _positive_int(10000), "items per database batch (with stream=: records, too)"),
-    "prune": (
-        "prune",
-        _bool,
-        "delete target rows the scan did not find and no newer change wrote (false for a target that keeps rows of "
-        "deleted items on purpose; with ttl=ignore it defaults to false)",
-    ),
-    "mapping": ("mapping", STREAM_OPTIONS["mapping"][1], STREAM_OPTIONS["mapping"][2]),
-    "tombstone-retention": (
-        "tombstone_retention",
-        STREAM_OPTIONS["tombstone-retention"][1],  # the stream URL's own rules
-        STREAM_OPTIONS["tombstone-retention"][2],
-    ),
-    "delete-mode": ("delete_mode", STREAM_OPTIONS["delete-mode"][1], STREAM_OPTIONS["delete-mode"][2]),
-    "stream": (
-        "stream_name",
-        _stream_name,
-        f"Kinesis stream of the table's changes, or {OWN_STREAM} for the table's DynamoDB stream: full load, then "
-        "follow the stream (see below)",
-    ),
+    name: (option.attr, option.parse, option.help) for name, option in FULL_LOAD_OPTIONS.items()
 }
 
 
@@ -229,40 +192,34 @@ def parse_table(url: str) -> TableSpec:
 
 
 def _stream_spec(spec: TableSpec, options: dict[str, str]) -> SourceSpec:
-    """The stream side through the stream URL's own parser: the same validation, defaults and messages."""
+    """The stream side, read directly by the stream URL's own parsers and checks: the same defaults and messages."""
     assert spec.stream_name is not None
-    if spec.stream_name == OWN_STREAM:  # the table's DynamoDB stream, from its trim horizon (before the scan)
-        query = urlencode({**options, "start": "earliest"})
-        stream = parse_source(f"{stream_url.STREAMS_SCHEME}://aws/{quote(spec.table)}?{query}")
-        return dataclasses.replace(stream, endpoint_url=spec.endpoint_url, credentials=spec.credentials)
-    decided = {
-        "start": "at-timestamp",
-        "timestamp": _PLACEHOLDER_START.isoformat(),
-        "source-table": spec.table,
-    }
-    query = urlencode({**options, **decided})
-    stream = parse_source(f"{stream_url.SCHEME}://aws/{quote(spec.stream_name)}?{query}")
-    # One endpoint for the table, the stream and the lease table (LocalStack style), like the stream URL's host.
-    return dataclasses.replace(stream, endpoint_url=spec.endpoint_url, credentials=spec.credentials)
+    own = spec.stream_name == OWN_STREAM  # the table's DynamoDB stream, from its trim horizon (before the scan)
+    decided = (
+        {"start": "earliest"}
+        if own
+        else {"start": "at-timestamp", "timestamp": _PLACEHOLDER_START.isoformat(), "source-table": spec.table}
+    )
+    settings: dict[str, Any] = {"kind": DYNAMODB_STREAMS} if own else {}
+    for name, raw in {**options, **decided}.items():
+        attr, value = parse_option(name, raw, streams=own)
+        settings[attr] = value
+    stream = SourceSpec(
+        **settings,
+        stream=check_stream_name(spec.table if own else spec.stream_name, streams=own),
+        # One endpoint for the table, the stream and the lease table (LocalStack style), like the stream URL's host.
+        endpoint_url=spec.endpoint_url,
+        credentials=spec.credentials,
+    )
+    check_combinations(stream)
+    return stream
 
 
 def describe_table_options() -> str:
     """The options as --help text, from the same tables the parser uses."""
-    defaults = TableSpec(table="-")
-    lines = []
-    for name, (attr, _parser, text) in TABLE_OPTIONS.items():
-        default = getattr(defaults, attr)
-        shown = (
-            "" if default is None else f" (default {str(default).lower() if isinstance(default, bool) else default})"
-        )
-        lines.append(f"{name}: {text}{shown}")
-    stream_defaults = SourceSpec()
+    lines = [f"{name}: {option.help}{option.default_in_help()}" for name, option in FULL_LOAD_OPTIONS.items()]
     lines.append("with stream=, as in the stream URL:")
     for name in STREAM_PASSTHROUGH:
-        attr, _parser, text = STREAM_OPTIONS[name]
-        default = getattr(stream_defaults, attr)
-        shown = (
-            "" if default is None else f" (default {str(default).lower() if isinstance(default, bool) else default})"
-        )
-        lines.append(f"  {name}: {text}{shown}")
+        option = SOURCE_OPTIONS[name]
+        lines.append(f"  {name}: {option.help}{option.default_in_help()}")
     return "\n".join(lines)

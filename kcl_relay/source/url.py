@@ -13,31 +13,46 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from kcl_relay.masking import masked_eq
+from kcl_relay.options import APP_NAME as APP_NAME  # re-exported: tests check names against it
+from kcl_relay.options import CONTROL, SOURCE_OPTIONS, STREAM_NAME, default
 
 SCHEME = "kinesis+dynamodb+cdc"
 STREAMS_SCHEME = "dynamodb+cdc"  # the table's DynamoDB stream, read through the DynamoDB Streams Kinesis adapter
 KINESIS = "kinesis"
 DYNAMODB_STREAMS = "dynamodb-streams"
 TABLE_NAME = re.compile(r"[a-zA-Z0-9_.-]{3,255}")
-START_POSITIONS = ("earliest", "latest", "seqno-at", "seqno-after", "at-timestamp")
-TTL_MODES = ("delete", "ignore")
-DELETE_MODES = ("hard", "soft")  # kcl_relay.sink.dialect.DELETE_MODES (not imported: --help stays fast)
-LOG_LEVELS = ("warn", "info", "debug")  # kcl_relay.logs knows what each means
-KCL_METRICS_LEVELS = ("none", "summary", "detailed")  # the KCL's metricsLevel, lower case
-CONSUMERS = ("polling", "fanout")  # the KCL's retrievalMode POLLING or FANOUT (kcl_relay.kcl.consumer)
-STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in a value: it would reach the KCL properties file
-APP_NAME = re.compile(r"[a-zA-Z0-9_.-]{3,255}")  # the KCL's lease table is named after the application
-BIND_HOST = re.compile(r"[a-zA-Z0-9_.:-]{1,253}")  # a host name, IPv4 or IPv6 address to bind to
 
 
 class SourceError(ValueError):
     """A bad source URL or option: reported as one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Words:
+    """How a message names an option and a setting: the source URL's `start=latest`, or, given `keys` (option ->
+    the key a properties file set it with), the file's `initialPositionInStream = latest` or `kclrelay.start`."""
+
+    keys: dict[str, str] | None = None  # None: the URL's names
+    prefix: str = "kclrelay."  # a properties file's key of an option it did not set
+
+    def key(self, name: str) -> str:
+        return (self.keys or {}).get(name, f"{self.prefix}{name}")
+
+    def option(self, name: str) -> str:
+        return f"source option {name!r}" if self.keys is None else self.key(name)
+
+    def setting(self, name: str, value: str = "") -> str:
+        if self.keys is None:
+            return f"{name}={value}"
+        return f"{self.key(name)} = {value}" if value else self.key(name)
+
+
+URL_WORDS = Words()
 
 
 @masked_eq  # an assertion diff of two credentials (or of specs holding them) never shows the secret
@@ -57,37 +72,40 @@ class SourceSpec:
     stream: str | None = None  # None for a file replay
     path: str | None = None  # the NDJSON file of a replay
     endpoint_url: str | None = None  # None: AWS's endpoints
-    dynamodb_endpoint: str | None = None  # the lease table's endpoint when it differs from endpoint_url
+    # the lease table's endpoint when it differs from endpoint_url
+    dynamodb_endpoint: str | None = default("dynamodb-endpoint")
     credentials: Credentials | None = None  # None: the usual AWS chain
-    region: str = "us-east-1"
-    batch_size: int = 100
-    create: bool = False
-    create_shards: int = 1
-    start: str = "earliest"
-    seqno: str | None = None
-    timestamp: datetime | None = None
-    idle_sleep: float = 0.5
-    buffer_time: float = 0.5
-    once: bool = False
-    app: str | None = None
-    worker_id: str | None = None
-    failover_time: float = 10.0
-    max_leases: int | None = None
-    shard_sync_interval: float = 10.0
-    ttl: str = "delete"
-    route_tables: bool = False
-    source_table: str | None = None
-    tombstone_retention: float = 86400.0
-    delete_mode: str = "hard"
-    retry_timeout: float = 300.0
-    reset: bool = False
-    log_level: str = "warn"
+    region: str = default("region")
+    batch_size: int = default("batch-size")
+    create: bool = default("create")
+    create_shards: int = default("create-shards")
+    start: str = default("start")
+    seqno: str | None = default("seqno")
+    timestamp: datetime | None = default("timestamp")  # noqa: RUF009 - None (the table says so)
+    idle_sleep: float = default("idle-sleep")
+    buffer_time: float = default("buffer-time")
+    once: bool = default("once")
+    app: str | None = default("app")
+    worker_id: str | None = default("worker-id")
+    failover_time: float = default("failover-time")
+    max_leases: int | None = default("max-leases")
+    shard_sync_interval: float = default("shard-sync-interval")
+    ttl: str = default("ttl")
+    route_tables: bool = default("route-tables")
+    source_table: str | None = default("source-table")
+    tombstone_retention: float = default("tombstone-retention")
+    delete_mode: str = default("delete-mode")
+    retry_timeout: float = default("retry-timeout")
+    reset: bool = default("reset")
+    log_level: str = default("log-level")
     from_properties: bool = field(default=False, compare=False)  # for messages: kclrelay.create, not ?create=true
-    metrics_port: int | None = None  # None: no Prometheus endpoint
-    metrics_host: str = "127.0.0.1"
-    kcl_metrics: str = "none"
-    consumer: str = "polling"
-    mapping: str | None = None  # the mapping file's path (kcl_relay/mapping), checked when the URL is parsed
+    metrics_port: int | None = default("metrics-port")  # None: no Prometheus endpoint
+    metrics_host: str = default("metrics-host")
+    kcl_metrics: str = default("kcl-metrics")
+    consumer: str = default("consumer")
+    mapping: str | None = default(
+        "mapping"
+    )  # the mapping file's path (kcl_relay/mapping), checked when the URL is parsed
     kind: str = KINESIS  # DYNAMODB_STREAMS: `stream` is the DynamoDB table whose stream is read
 
     @property
@@ -120,194 +138,9 @@ class SourceSpec:
         return f"stream {self.stream} -> {target_identity}"
 
 
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _number(kind: Callable[[str], Any], text: str, expected: str) -> Any:
-    """int(text) or float(text), with the user's words instead of Python's ("invalid literal for int() ...")."""
-    try:
-        return kind(text.strip())
-    except ValueError:
-        raise ValueError(expected) from None
-
-
-def _positive_int(limit: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = _number(int, text, f"expected a whole number from 1 to {limit}")
-        if not 1 <= value <= limit:
-            raise ValueError(f"expected a whole number from 1 to {limit}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    value = _number(float, text, "expected seconds, 0 or more")
-    if not 0 <= value <= 86400 * 365:  # also refuses nan
-        raise ValueError("expected seconds, 0 or more")
-    return value
-
-
-MIN_TOMBSTONE_RETENTION = 3600.0
-
-
-def _retention(text: str) -> float:
-    value = _seconds(text)
-    if value < MIN_TOMBSTONE_RETENTION:
-        # A tombstone is what stops a late, older write (a redelivery after a restart or a lease move) from bringing
-        # a removed item back; shorter than the time such a write can arrive late, it protects nothing.
-        raise ValueError(
-            f"at least {MIN_TOMBSTONE_RETENTION:.0f} seconds: tombstones stop late, older writes from bringing removed"
-            " items back, which may arrive as late as the stream's retention (24 h by default)"
-        )
-    return value
-
-
-def _port(text: str) -> int:
-    value = _number(int, text, "expected a TCP port from 1 to 65535")
-    if not 1 <= value <= 65535:
-        raise ValueError("expected a TCP port from 1 to 65535")
-    return value
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
-        return text
-
-    return parse
-
-
-def _seqno(text: str) -> str:
-    if not (text.isascii() and text.isdigit()) or len(text) > 128:
-        raise ValueError("expected a Kinesis sequence number (digits)")
-    return text
-
-
-def _timestamp(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError("expected an ISO-8601 time, e.g. 2026-11-27T10:00:00Z") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-def _name(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if not pattern.fullmatch(text):
-            raise ValueError(f"not a valid {what}")
-        return text
-
-    return parse
-
-
-def _http_url(text: str) -> str:
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
-        raise ValueError("expected http://HOST:PORT or https://HOST")
-    return text.rstrip("/")
-
-
-def _text(text: str) -> str:
-    if not text:
-        raise ValueError("must not be empty")
-    return text
-
-
-def _mapping_file(text: str) -> str:
-    from kcl_relay.mapping.spec import load_mapping
-
-    load_mapping(text)  # MappingError is a ValueError: one line, before anything starts
-    return text
-
-
-# option name -> (SourceSpec field, parser, help text). The single source of truth for parsing, --help and docs.
+# option name -> (SourceSpec field, parser, help text): a view of kcl_relay.options, where each is declared once.
 OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
-    "batch-size": (
-        "batch_size",
-        _positive_int(10000),
-        "records per database batch (not per GetRecords)",
-    ),
-    "create": ("create", _bool, "create the Kinesis stream upfront when missing, wait until ACTIVE"),
-    "create-shards": ("create_shards", _positive_int(500), "shard count of a stream made by create=true"),
-    "region": ("region", _name(re.compile(r"[a-z]{2}(-[a-z]+)+-\d"), "AWS region"), "AWS region"),
-    "start": ("start", _choice(START_POSITIONS), "where to start on a shard without checkpoint"),
-    "seqno": ("seqno", _seqno, "sequence number for start=seqno-at / seqno-after"),
-    "timestamp": ("timestamp", _timestamp, "ISO-8601 time for start=at-timestamp"),
-    "idle-sleep": ("idle_sleep", _seconds, "seconds to wait after a read that reached the tip of a shard"),
-    "buffer-time": ("buffer_time", _seconds, "seconds to buffer records before writing them to the database"),
-    "once": ("once", _bool, "stop, exit 0, once every shard is caught up"),
-    "app": (
-        "app",
-        _name(APP_NAME, "application name (3-255 of a-z A-Z 0-9 _ . -)"),
-        "KCL application name, i.e. its lease table; by default derived: kcl-relay-STREAM-TABLE",
-    ),
-    "worker-id": ("worker_id", _text, "KCL worker id (default: host name and a random suffix)"),
-    "failover-time": ("failover_time", _seconds, "seconds before a dead worker's leases are taken over"),
-    "max-leases": ("max_leases", _positive_int(100000), "at most this many shards per worker; by default no limit"),
-    "shard-sync-interval": ("shard_sync_interval", _seconds, "seconds between shard discoveries"),
-    "ttl": ("ttl", _choice(TTL_MODES), "TTL expiries (REMOVE by dynamodb.amazonaws.com): delete the row or ignore"),
-    "route-tables": ("route_tables", _bool, "write each DynamoDB table's records into a target table of its name"),
-    "source-table": ("source_table", _text, "the DynamoDB table expected in the stream (default: the first one seen)"),
-    "tombstone-retention": (
-        "tombstone_retention",
-        _retention,
-        "seconds to keep delete tombstones, at least 3600 (match the stream's retention)",
-    ),
-    "delete-mode": (
-        "delete_mode",
-        _choice(DELETE_MODES),
-        "hard: a REMOVE deletes the row (tombstones keep older writes out); soft: the row stays, cdc_event = 'REMOVE'",
-    ),
-    "retry-timeout": (
-        "retry_timeout",
-        _seconds,
-        "seconds a failing database is retried (capped backoff) before the worker stops without checkpoint",
-    ),
-    "log-level": (
-        "log_level",
-        _choice(LOG_LEVELS),
-        "the KCL's and the processors' log files: warn, info (every shard start, flush, lease), debug",
-    ),
-    "reset": (
-        "reset",
-        _bool,
-        "start over: delete the application's lease table (its checkpoints) first, so every shard starts at start=",
-    ),
-    "metrics-port": (
-        "metrics_port",
-        _port,
-        "serve Prometheus metrics (counters, batch latency, lag, leases) on this port at /metrics; by default none",
-    ),
-    "metrics-host": ("metrics_host", _name(BIND_HOST, "host or address to bind"), "address the metrics port binds"),
-    "kcl-metrics": (
-        "kcl_metrics",
-        _choice(KCL_METRICS_LEVELS),
-        "the KCL's own CloudWatch metrics (metricsLevel): none, summary or detailed",
-    ),
-    "consumer": (
-        "consumer",
-        _choice(CONSUMERS),
-        "how shards are read: polling (GetRecords) or fanout (enhanced fan-out through a stream consumer named"
-        " after the application, registered once, deregistered by reset=true)",
-    ),
-    "mapping": (
-        "mapping",
-        _mapping_file,
-        "a TOML file of typed columns, include/exclude and table options (docs/type-mapping.md)",
-    ),
-    "dynamodb-endpoint": (
-        "dynamodb_endpoint",
-        _http_url,
-        "DynamoDB endpoint of the KCL lease table when it is not the stream's; by default the same",
-    ),
+    name: (option.attr, option.parse, option.help) for name, option in SOURCE_OPTIONS.items()
 }
 
 
@@ -324,11 +157,12 @@ FILE_OPTIONS = frozenset(
         "mapping",
     }
 )
-# Options a DynamoDB stream has no use for, and why (one line each). Its start positions: STREAMS_START_POSITIONS.
+# Options a DynamoDB stream has no use for, and why (one line each; {earliest}: start=earliest in the user's words).
+# Its start positions: STREAMS_START_POSITIONS.
 NOT_FOR_DYNAMODB_STREAMS = {
     "create": "the stream is the table's own: enable it on the table (StreamViewType NEW_AND_OLD_IMAGES)",
     "create-shards": "DynamoDB manages the shards of a table's stream",
-    "timestamp": "DynamoDB Streams has no AT_TIMESTAMP iterator; use start=earliest (24 h retention) or latest",
+    "timestamp": "DynamoDB Streams has no AT_TIMESTAMP iterator; use {earliest} (24 h retention) or latest",
     "route-tables": "a DynamoDB stream carries one table",
     "source-table": "a DynamoDB stream carries one table: the one in the URL",
     "consumer": "DynamoDB Streams has no enhanced fan-out (at most two readers per shard)",
@@ -372,23 +206,11 @@ def parse_source(url: str) -> SourceSpec:
             meant = closest(name, list(OPTIONS))
             hint = f" (did you mean {meant}?)" if meant else ""
             raise SourceError(f"unknown source option {name!r}{hint}; valid options: {', '.join(OPTIONS)}")
-        # consumer=polling is what a DynamoDB stream does anyway (the templates say retrievalMode = POLLING).
-        if streams and name in NOT_FOR_DYNAMODB_STREAMS and not (name == "consumer" and raw == "polling"):
-            raise SourceError(
-                f"source option {name!r} does not apply to {STREAMS_SCHEME}: {NOT_FOR_DYNAMODB_STREAMS[name]}"
-            )
-        attr, parser, _help = OPTIONS[name]
-        try:
-            values[attr] = parser(raw)
-        except ValueError as error:
-            raise SourceError(f"bad value {raw!r} for source option {name!r}: {error}") from None
+        attr, value = parse_option(name, raw, streams=streams)
+        values[attr] = value
     if streams:
         values["kind"] = DYNAMODB_STREAMS
-        if values.get("start", "earliest") not in STREAMS_START_POSITIONS:
-            raise SourceError(
-                f"start={values['start']} does not apply to {STREAMS_SCHEME}: DynamoDB Streams has no AT_TIMESTAMP "
-                f"iterator; use one of {', '.join(STREAMS_START_POSITIONS)}"
-            )
+        check_streams_start(values)
 
     try:
         host, port = parts.hostname, parts.port
@@ -406,16 +228,11 @@ def parse_source(url: str) -> SourceSpec:
         values["path"] = unquote(parts.path)
     else:
         stream = unquote(parts.path.lstrip("/"))
-        if streams:
-            if not stream:
+        if not stream:
+            if streams:
                 raise SourceError(f"source URL names no table: {STREAMS_SCHEME}://HOST/TABLE")
-            if not TABLE_NAME.fullmatch(stream):
-                raise SourceError(f"bad table name {stream!r}: 3-255 of a-z A-Z 0-9 _ . -")
-        elif not stream:
             raise SourceError("source URL names no stream: kinesis+dynamodb+cdc://HOST/STREAM")
-        elif not STREAM_NAME.fullmatch(stream):
-            raise SourceError(f"bad stream name {stream!r}: 1-128 of a-z A-Z 0-9 _ . -")
-        values["stream"] = stream
+        values["stream"] = check_stream_name(stream, streams=streams)
         if host != "aws":  # emulators and LocalStack speak plain HTTP on loopback
             netloc = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
             values["endpoint_url"] = f"http://{netloc}:{port}" if port else f"http://{netloc}"
@@ -430,31 +247,59 @@ def parse_source(url: str) -> SourceSpec:
             f"valid there: {', '.join(sorted(FILE_OPTIONS))}"
         )
     spec = SourceSpec(**values)
-    _check_combinations(spec)
+    check_combinations(spec)
     return spec
 
 
-def _check_combinations(spec: SourceSpec) -> None:
+def parse_option(name: str, raw: str, *, streams: bool, words: Words = URL_WORDS) -> tuple[str, Any]:
+    """A known option's text -> (SourceSpec field, value); a SourceError in `words` (the URL's or a file's)."""
+    if CONTROL.search(raw):
+        raise SourceError(f"{words.option(name)} holds a control character")
+    # consumer=polling is what a DynamoDB stream does anyway (the templates say retrievalMode = POLLING).
+    if streams and name in NOT_FOR_DYNAMODB_STREAMS and not (name == "consumer" and raw == "polling"):
+        reason = NOT_FOR_DYNAMODB_STREAMS[name].format(earliest=words.setting("start", "earliest"))
+        raise SourceError(f"{words.option(name)} does not apply to {STREAMS_SCHEME}: {reason}")
+    option = SOURCE_OPTIONS[name]
+    try:
+        return option.attr, option.parse(raw)
+    except ValueError as error:
+        raise SourceError(f"bad value {raw!r} for {words.option(name)}: {error}") from None
+
+
+def check_streams_start(values: dict[str, Any], words: Words = URL_WORDS) -> None:
+    """A DynamoDB stream's start position (`values`: SourceSpec fields)."""
+    if values.get("start", "earliest") not in STREAMS_START_POSITIONS:
+        raise SourceError(
+            f"{words.setting('start', values['start'])} does not apply to {STREAMS_SCHEME}: DynamoDB Streams has no "
+            f"AT_TIMESTAMP iterator; use one of {', '.join(STREAMS_START_POSITIONS)}"
+        )
+
+
+def check_stream_name(name: str, *, streams: bool) -> str:
+    """A Kinesis stream's name, or the DynamoDB table's whose stream is read."""
+    if streams:
+        if not TABLE_NAME.fullmatch(name):
+            raise SourceError(f"bad table name {name!r}: 3-255 of a-z A-Z 0-9 _ . -")
+    elif not STREAM_NAME.fullmatch(name):
+        raise SourceError(f"bad stream name {name!r}: 1-128 of a-z A-Z 0-9 _ . -")
+    return name
+
+
+def check_combinations(spec: SourceSpec, words: Words = URL_WORDS) -> None:
+    """What the options say together; in `words` (the URL's or a properties file's)."""
+    say = words.setting
     if spec.start in ("seqno-at", "seqno-after") and not spec.seqno:
-        raise SourceError(f"start={spec.start} needs seqno=SEQUENCE_NUMBER")
+        raise SourceError(f"{say('start', spec.start)} needs {say('seqno', 'SEQUENCE_NUMBER')}")
     if spec.seqno and spec.start not in ("seqno-at", "seqno-after"):
-        raise SourceError("seqno= needs start=seqno-at or start=seqno-after")
+        raise SourceError(f"{say('seqno')} needs {say('start', 'seqno-at')} or {say('start', 'seqno-after')}")
     if spec.start == "at-timestamp" and not spec.timestamp:
-        raise SourceError("start=at-timestamp needs timestamp=ISO-8601")
+        raise SourceError(f"{say('start', 'at-timestamp')} needs {say('timestamp', 'ISO-8601')}")
     if spec.timestamp and spec.start != "at-timestamp":
-        raise SourceError("timestamp= needs start=at-timestamp")
+        raise SourceError(f"{say('timestamp')} needs {say('start', 'at-timestamp')}")
     if spec.route_tables and spec.source_table:
-        raise SourceError("route-tables=true and source-table= exclude each other")
+        raise SourceError(f"{say('route-tables', 'true')} and {say('source-table')} exclude each other")
 
 
 def describe_options() -> str:
     """The options as --help text, from the same table the parser uses."""
-    defaults = SourceSpec()
-    lines = []
-    for name, (attr, _parser, text) in OPTIONS.items():
-        default = getattr(defaults, attr)
-        shown = (
-            "" if default is None else f" (default {str(default).lower() if isinstance(default, bool) else default})"
-        )
-        lines.append(f"{name}: {text}{shown}")
-    return "\n".join(lines)
+    return "\n".join(f"{name}: {option.help}{option.default_in_help()}" for name, option in SOURCE_OPTIONS.items())
