@@ -27,7 +27,9 @@ SUFFIXES = (TOMBSTONES_SUFFIX, DEADLETTERS_SUFFIX, SETTINGS_SUFFIX)
 # Reads the apply does not need to see the latest writes for: information_schema is answered from the cluster
 # state (always current), and the tombstone purge deletes what is older than a day, long refreshed.
 EXEMPT = (
+    # Catalog lookups when a writer sets its table up (which tables exist, their column types), not row reads.
     "SELECT column_name, data_type FROM information_schema.columns",
+    "SELECT table_name FROM information_schema.tables",
     "DELETE FROM {tombstones} WHERE deleted_at < ?",
 )
 
