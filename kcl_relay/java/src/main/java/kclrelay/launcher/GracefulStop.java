@@ -9,6 +9,7 @@ import software.amazon.kinesis.coordinator.DynamicMigrationComponentsInitializer
 import software.amazon.kinesis.coordinator.Scheduler;
 import software.amazon.kinesis.leases.Lease;
 import software.amazon.kinesis.leases.LeaseRefresher;
+import software.amazon.kinesis.metrics.CloudWatchMetricsFactory;
 import software.amazon.kinesis.worker.metricstats.WorkerMetricStats;
 import software.amazon.kinesis.worker.metricstats.WorkerMetricStatsDAO;
 
@@ -27,6 +28,7 @@ final class GracefulStop {
     private static final long POLL_MILLIS = 50L;
     /** After the checkpoints: how long the processors may take to exit on the lease-lost message. */
     private static final long PROCESSORS_EXIT_MILLIS = 3000L;
+    private static final long METRICS_FLUSH_MILLIS = 3000L;
 
     private final Scheduler scheduler;
     private final DynamicMigrationComponentsInitializer components;
@@ -81,7 +83,28 @@ final class GracefulStop {
                 && System.currentTimeMillis() < exitBy) {
             pause();
         }
+        flushMetrics(deadline);
         log.info("kcl-relay launcher: stopped; {} processes left", ProcessHandle.current().children().count());
+    }
+
+    /**
+     * kcl-metrics=summary|detailed: the KCL's CloudWatch publisher sends its buffer every metricsBufferTimeMillis
+     * (10 s); a JVM that exits right after the stop would drop the last buffer, often the run's only one. Its own
+     * shutdown sends what is queued; bounded, so an unreachable CloudWatch cannot hold the exit.
+     */
+    private void flushMetrics(final long deadline) {
+        if (!(scheduler.metricsFactory() instanceof CloudWatchMetricsFactory)) {
+            return;
+        }
+        final CloudWatchMetricsFactory cloudWatch = (CloudWatchMetricsFactory) scheduler.metricsFactory();
+        final Thread flush = new Thread(cloudWatch::shutdown, "kcl-relay-metrics-flush");
+        flush.setDaemon(true);
+        flush.start();
+        try {
+            flush.join(Math.max(1L, Math.min(deadline - System.currentTimeMillis(), METRICS_FLUSH_MILLIS)));
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     private boolean shouldHandBack(final String me) throws Exception {
