@@ -299,8 +299,16 @@ class CrateDBDialect(Dialect):
             f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
         )
 
-    def upsert_sql(self, key_names: Sequence[str], mapped: Sequence[tuple[str, str]] = (), soft: bool = False) -> str:
+    def upsert_sql(
+        self,
+        key_names: Sequence[str],
+        mapped: Sequence[tuple[str, str]] = (),
+        soft: bool = False,
+        partition: str | None = None,
+    ) -> str:
         conflict = ", ".join(_subscript(name) for name in sorted(key_names))
+        if partition is not None:  # generated from pk, so never in SET; ON CONFLICT must list the whole primary key
+            conflict += f", {quote_ident(partition)}"
         columns = (*ROW_COLUMNS, *(name for name, _ in mapped))
         # A soft REMOVE leaves the stored item as it is: data, aux and the mapped columns.
         kept = ("data", "aux", *(name for name, _ in mapped)) if soft else ()
