@@ -279,3 +279,19 @@ def test_ddl_refuses_partition_by_of_a_non_key_attribute_with_one_line_and_exit_
         "WITH TIME ZONE GENERATED ALWAYS AS date_trunc('month', CAST(pk['sk'] AS BIGINT)) PRIMARY KEY) "
         'PARTITIONED BY ("placed_month")' in good.output
     )
+
+
+def test_the_documented_time_series_mapping_partitions_by_the_range_key() -> None:
+    from kcl_relay.sink.admin import create_statements
+    from kcl_relay.sink.cratedb import CrateDBDialect
+
+    mapping = load_mapping(Path(__file__).parents[2] / "docs" / "mappings" / "timeseries.toml").default
+    keys: dict[str, Any] = {"sensor": "S", "ts": "N"}
+    mapping.check_key(keys)
+    target = create_statements(CrateDBDialect("doc", "readings"), keys, mapping)[0]
+    assert target.endswith(
+        "\"at_month\" TIMESTAMP WITH TIME ZONE GENERATED ALWAYS AS date_trunc('month', CAST(pk['ts'] AS BIGINT)) "
+        'PRIMARY KEY) PARTITIONED BY ("at_month") CLUSTERED INTO 6 SHARDS WITH (refresh_interval = 10000)'
+    )
+    upsert = CrateDBDialect("doc", "readings").upsert_sql(sorted(keys), partition="at_month")
+    assert "ON CONFLICT (pk['sensor'], pk['ts'], \"at_month\") DO UPDATE SET" in upsert and "at_month =" not in upsert
