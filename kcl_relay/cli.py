@@ -335,7 +335,13 @@ def ddl_command(source: str, target: str | None, table: str | None, keys: tuple[
 
         for spec, key_types, settings in parts:
             dialect = dialect_for(spec)
-            steps = ddl.plan(dialect, key_types, settings, mapping.for_table(spec.table) if mapping else None)
+            table_mapping = mapping.for_table(spec.table) if mapping else None
+            if table_mapping is not None and key_types is not None:
+                try:
+                    table_mapping.check_key(key_types)  # partition-by of a key attribute, no column of one
+                except ValueError as error:
+                    fail(f"{mapping.path if mapping else ''}: {error}")
+            steps = ddl.plan(dialect, key_types, settings, table_mapping)
             if not apply:
                 for step in steps:
                     click.echo(step.sql + ";")

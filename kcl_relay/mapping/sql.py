@@ -21,7 +21,16 @@ from kcl_relay.cdc.jsonenc import canonical_decimal, dumps, loads
 from kcl_relay.mapping.shape import EPOCH, _ms_text
 from kcl_relay.mapping.spec import Column, ColumnType, TableMapping
 
-__all__ = ["column_sql", "column_type", "param", "placeholder", "read_value", "select_expression", "table_clause"]
+__all__ = [
+    "column_sql",
+    "column_type",
+    "param",
+    "partition_columns_sql",
+    "placeholder",
+    "read_value",
+    "select_expression",
+    "table_clause",
+]
 
 _CRATE = {
     "TEXT": "TEXT",
@@ -60,11 +69,31 @@ def column_sql(dialect: str, column: Column) -> str:
     return f"{_quote(column.name)} {column_type(dialect, column.type)}"
 
 
+def partition_columns_sql(dialect: str, mapping: TableMapping) -> str:
+    """CrateDB's partition-by: the key attribute's TIMESTAMP column and the partition column (in the primary key),
+    both generated from pk (a generated column cannot read another). Empty elsewhere and without partition-by."""
+    partition = mapping.partition
+    if dialect != "cratedb" or partition is None:
+        return ""
+    column = partition.column
+    key = "pk['" + column.path[0].replace("'", "''") + "']"
+    if column.source in ("epoch-s", "epoch-ms"):
+        moment = f"CAST({key} AS BIGINT)" + (" * 1000" if column.source == "epoch-s" else "")
+    else:
+        moment = f"CAST({key} AS TIMESTAMP WITH TIME ZONE)"
+    kind = column_type(dialect, column.type)
+    return (
+        f", {_quote(column.name)} {kind} GENERATED ALWAYS AS {moment}, "
+        f"{_quote(partition.name)} {kind} GENERATED ALWAYS AS date_trunc('{partition.unit}', {moment}) PRIMARY KEY"
+    )
+
+
 def table_clause(dialect: str, mapping: TableMapping) -> str:
-    """What follows CREATE TABLE's column list (CrateDB: shards and settings); empty elsewhere."""
+    """What follows CREATE TABLE's column list (CrateDB: partitions, shards and settings); empty elsewhere."""
     if dialect != "cratedb":
         return ""
-    clause = f" CLUSTERED INTO {mapping.shards} SHARDS" if mapping.shards else ""
+    clause = f" PARTITIONED BY ({_quote(mapping.partition.name)})" if mapping.partition else ""
+    clause += f" CLUSTERED INTO {mapping.shards} SHARDS" if mapping.shards else ""
     settings = []
     if mapping.replicas is not None:
         settings.append(f"number_of_replicas = '{mapping.replicas}'")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from kcl_relay.cdc.jsonenc import dumps, loads
-from kcl_relay.mapping.spec import Column, MappingError, TableMapping, parse_type
+from kcl_relay.mapping.spec import Column, MappingError, Partition, TableMapping, parse_type
 
 __all__ = ["MAPPING_SETTING", "added_columns", "from_stored", "stored_text", "update_setting_sql"]
 
@@ -30,8 +30,14 @@ def from_stored(text: str) -> TableMapping:
         for spec in document["columns"]
     )
     include = document.get("include")
+    stored = document.get("partition")
+    partition = None
+    if stored is not None:
+        column = Column(stored["name"], tuple(stored["path"]), parse_type(stored["type"]), stored.get("from"))
+        partition = Partition(column, stored["unit"])
     return TableMapping(
         columns=columns,
+        partition=partition,
         include=None if include is None else tuple(tuple(path) for path in include),
         exclude=tuple(tuple(path) for path in document.get("exclude", [])),
     )
@@ -42,6 +48,11 @@ def added_columns(table: str, stored: str, mapping: TableMapping) -> list[Column
     anything (the relay never drops or retypes a column: rows already written hold the old shape)."""
     before: dict[str, Any] = _by_name(loads(stored))
     now = _by_name(mapping.describe())
+    if before.get("partition") != now.get("partition"):
+        raise MappingError(
+            f"the table {table} was made with partition-by {_partition_text(before)}; the mapping says "
+            f"{_partition_text(now)}: a table's partitioning is fixed at create, relay into a new table"
+        )
     for name, spec in before["columns"].items():
         if name not in now["columns"]:
             raise MappingError(
@@ -71,6 +82,13 @@ def added_columns(table: str, stored: str, mapping: TableMapping) -> list[Column
                     f"column {column.name} maps {column.shown_path}, which column {name} of {table} already takes"
                 )
     return added
+
+
+def _partition_text(described: dict[str, Any]) -> str:
+    partition = described.get("partition")
+    if partition is None:
+        return "(none)"
+    return f"{partition['unit']}({partition['name']}) of {'.'.join(partition['path'])} ({partition.get('from')})"
 
 
 def _by_name(described: dict[str, Any]) -> dict[str, Any]:

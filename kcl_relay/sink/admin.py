@@ -57,10 +57,14 @@ def create_statements(
     options), the tombstones, the dead letters. The one place for it: the writer runs these, `ddl` prints them."""
     statements = [*dialect.create_tables(key_types), dialect.create_dead_letter_table()]
     if mapping is None or (
-        not mapping.columns and not mapping.shards and mapping.replicas is None and mapping.refresh_interval_ms is None
+        not mapping.columns
+        and not mapping.shards
+        and mapping.replicas is None
+        and mapping.refresh_interval_ms is None
+        and mapping.partition is None
     ):
         return statements
-    from kcl_relay.mapping.sql import column_sql, table_clause
+    from kcl_relay.mapping.sql import column_sql, partition_columns_sql, table_clause
 
     target = f"CREATE TABLE IF NOT EXISTS {dialect.relation()} ("
     index = next(i for i, statement in enumerate(statements) if statement.startswith(target))
@@ -68,6 +72,7 @@ def create_statements(
     if not found:
         raise RuntimeError(f"the {dialect.name} target table statement has no {_LAST_COLUMN!r} to add columns after")
     columns = "".join(f", {column_sql(dialect.name, column)}" for column in mapping.columns)
+    columns += partition_columns_sql(dialect.name, mapping)
     statements[index] = f"{head}{_LAST_COLUMN[:-1]}{columns}){table_clause(dialect.name, mapping)}{tail}"
     return statements
 

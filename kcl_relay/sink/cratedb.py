@@ -7,6 +7,9 @@ What this relies on, from CrateDB's documentation and source (crate/crate):
 * A PRIMARY KEY may sit on an object sub-column (``o OBJECT AS (id INT PRIMARY KEY)``, CreateAlterTableStatement
   analyzer tests), and ``ON CONFLICT`` takes subscripts as its target (SqlBaseParser.g4 ``conflictTarget:
   subscriptSafe``; fixed for object sub-columns by crate#10197), listing exactly the primary key columns.
+  A table partitioned by a key attribute's timestamp (mapping partition-by) has its generated partition column
+  in the primary key: the target lists it too; the key Gets below stay Gets, CrateDB deriving the partition
+  value from the key (``DocKeys{$1, $2, date_trunc('month', cast($2 AS BIGINT))}``, test_partition_sink.py).
 * ``ON CONFLICT ... DO UPDATE SET`` has no WHERE (crate#9724); its assignments may use CASE and read both the
   stored row (plain column names) and ``excluded.*``. Every assignment is evaluated against the stored document,
   not against earlier assignments (UpdateToInsert.convert), so one guard may be repeated per column. SET must
@@ -299,8 +302,16 @@ class CrateDBDialect(Dialect):
             f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
         )
 
-    def upsert_sql(self, key_names: Sequence[str], mapped: Sequence[tuple[str, str]] = (), soft: bool = False) -> str:
+    def upsert_sql(
+        self,
+        key_names: Sequence[str],
+        mapped: Sequence[tuple[str, str]] = (),
+        soft: bool = False,
+        partition: str | None = None,
+    ) -> str:
         conflict = ", ".join(_subscript(name) for name in sorted(key_names))
+        if partition is not None:  # generated from pk, so never in SET; ON CONFLICT must list the whole primary key
+            conflict += f", {quote_ident(partition)}"
         columns = (*ROW_COLUMNS, *(name for name, _ in mapped))
         # A soft REMOVE leaves the stored item as it is: data, aux and the mapped columns.
         kept = ("data", "aux", *(name for name, _ in mapped)) if soft else ()

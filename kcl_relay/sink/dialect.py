@@ -142,11 +142,18 @@ class Dialect(ABC):
 
     # ---- target rows ----
     @abstractmethod
-    def upsert_sql(self, key_names: Sequence[str], mapped: Sequence[tuple[str, str]] = (), soft: bool = False) -> str:
+    def upsert_sql(
+        self,
+        key_names: Sequence[str],
+        mapped: Sequence[tuple[str, str]] = (),
+        soft: bool = False,
+        partition: str | None = None,
+    ) -> str:
         """Guarded upsert of one row (installs the full image) with upsert_params(), then the mapped columns'
         values: `mapped` is their (quoted name, placeholder), from the table's mapping (kcl_relay/mapping). `soft`
         (delete-mode=soft): a REMOVE's row (cdc_event = 'REMOVE', see soft_remove_row) keeps the stored data, aux and
-        mapped columns, and takes the REMOVE's version and cdc_event, under the same guard."""
+        mapped columns, and takes the REMOVE's version and cdc_event, under the same guard. `partition`: the
+        partition column a CrateDB table's primary key holds besides pk (mapping partition-by); ignored elsewhere."""
 
     @abstractmethod
     def upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...]: ...
@@ -302,7 +309,13 @@ class JsonDocumentDialect(Dialect):
             f"ON CONFLICT ({conflict}) DO UPDATE SET {updates} WHERE {self._guard}"
         )
 
-    def upsert_sql(self, key_names: Sequence[str], mapped: Sequence[tuple[str, str]] = (), soft: bool = False) -> str:
+    def upsert_sql(
+        self,
+        key_names: Sequence[str],
+        mapped: Sequence[tuple[str, str]] = (),
+        soft: bool = False,
+        partition: str | None = None,
+    ) -> str:
         j, p = self.json_param, self.param
         columns = (*ROW_COLUMNS, *(name for name, _ in mapped))
         values = f"{j}, {j}, {j}, {p}, {p}, {p}" + "".join(f", {placeholder}" for _, placeholder in mapped)

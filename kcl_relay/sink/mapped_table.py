@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import inspect
 from sqlalchemy.pool import NullPool
 
-from kcl_relay.mapping.spec import TableMapping
+from kcl_relay.mapping.spec import MappingError, TableMapping
 from kcl_relay.mapping.table import MAPPING_SETTING, added_columns, from_stored, stored_text, update_setting_sql
 from kcl_relay.sink.dialect import SETTINGS_SUFFIX
 from kcl_relay.sink.target import TargetSpec
@@ -118,6 +118,12 @@ def _add_missing_columns(writer: TableWriter, mapping: TableMapping) -> None:
     from kcl_relay.sink.admin import add_column_statements
 
     existing = _table_columns(writer.spec)
+    partition = mapping.partition
+    if partition is not None and writer.spec.dialect == "cratedb" and partition.name not in existing:
+        raise MappingError(
+            f"the table {writer.spec.qualified_table} has no partition column {partition.name}: partition-by is set "
+            "when the relay creates a table; relay into a new table, or leave partition-by out"
+        )
     missing = [column for column in mapping.columns if column.name not in existing]
     executor = writer.executor
     for column, statement in zip(missing, add_column_statements(writer.dialect, missing), strict=True):

@@ -189,7 +189,9 @@ class TableWriter(Sink):
         names = tuple(sorted(key_types))
         self._key_names = names
         self._sql = {
-            "upsert": self.dialect.upsert_sql(names, self._mapped_columns(), soft=self.soft),
+            "upsert": self.dialect.upsert_sql(
+                names, self._mapped_columns(), soft=self.soft, partition=self._partition()
+            ),
             "delete": self.dialect.delete_sql(names),
             "tombstone": self.dialect.tombstone_upsert_sql(),
         }
@@ -508,6 +510,10 @@ class TableWriter(Sink):
         return True
 
     # ---- mapped columns (kcl_relay/mapping) ----
+    def _partition(self) -> str | None:
+        partition = self.mapping.partition if self.mapping is not None else None
+        return partition.name if partition is not None else None
+
     def _mapped_columns(self) -> list[tuple[str, str]]:
         """(quoted name, placeholder) of the mapped columns, after the row's own columns in every upsert."""
         from kcl_relay.mapping.sql import placeholder

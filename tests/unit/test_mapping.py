@@ -49,7 +49,20 @@ tags = { path = "tags", type = "ARRAY(TEXT)" }
         ('exclude = ["x"]\n[columns]\na = { path = "x.y", type = "TEXT" }', "is excluded"),
         ("[table]\nshards = 0", "shards = 0"),
         ("[table]\nrefresh-interval = 2.5", "expected whole seconds"),
-        ('[table]\npartition-by = "at:month"', "partition-by is not supported yet"),
+        ('[columns]\nat = { path = "at", type = "TIMESTAMP" }\n[table]\npartition-by = "at:month"', 'expected "day('),
+        ('[columns]\nat = { path = "at", type = "TIMESTAMP" }\n[table]\npartition-by = "year(at)"', 'expected "day('),
+        ('[table]\npartition-by = "month(at)"', "no column at in columns"),
+        ('[columns]\nat = { path = "at", type = "TEXT" }\n[table]\npartition-by = "month(at)"', "is TEXT from at"),
+        ('[columns]\nat = { path = "a.t", type = "TIMESTAMP" }\n[table]\npartition-by = "day(at)"', "a top-level"),
+        (
+            '[columns]\nat = { path = "at", type = "ARRAY(TIMESTAMP)" }\n[table]\npartition-by = "week(at)"',
+            "is ARRAY(TIMESTAMP)",
+        ),
+        (
+            '[columns]\nat = { path = "at", type = "TIMESTAMP" }\nat_month = { path = "x", type = "TEXT" }\n'
+            '[table]\npartition-by = "month(at)"',
+            "the partition column is named at_month",
+        ),
         ("colums = 1", "unknown key 'colums'"),
     ],
 )
@@ -209,3 +222,76 @@ def test_a_bad_mapping_stops_load_table_with_one_line_and_exit_2(tmp_path: Path)
         (line,) = result.output.strip().splitlines()
         assert "the names pk, data, aux and cdc_* are the relay's own columns" in line
     assert not (tmp_path / "never.db").exists()  # nothing started
+
+
+PARTITIONED = """
+[columns]
+placed = { path = "sk", type = "TIMESTAMP", from = "epoch-ms" }
+qty = { path = "qty", type = "BIGINT" }
+[table]
+partition-by = "month(placed)"
+"""
+
+
+def test_partition_by_takes_its_column_out_of_the_shaped_ones_and_is_kept_beside_the_table() -> None:
+    mapping = parse_mapping(PARTITIONED).default
+    assert mapping.partition is not None and mapping.partition.name == "placed_month"
+    assert [column.name for column in mapping.columns] == ["qty"]  # generated from pk: never written by the relay
+    mapping.check_key({"id": "S", "sk": "N"})
+    assert from_stored(stored_text(mapping)) == mapping.__class__(columns=mapping.columns, partition=mapping.partition)
+    plain = parse_mapping(PARTITIONED.replace('partition-by = "month(placed)"', "")).default
+    with pytest.raises(MappingError, match="partitioning is fixed at create"):
+        added_columns("t", stored_text(mapping), plain)
+    with pytest.raises(MappingError, match="partitioning is fixed at create"):
+        added_columns("t", stored_text(plain), mapping)
+
+
+@pytest.mark.parametrize(
+    ("keys", "says"),
+    [
+        ({"id": "S"}, "placed maps sk, not a key attribute (id); CrateDB puts the partition column in the primary key"),
+        ({"id": "S", "sk": "S"}, "the key attribute sk is of type S; from = 'epoch-ms' reads numbers (N)"),
+    ],
+)
+def test_partition_by_refuses_anything_but_a_key_timestamp(keys: dict[str, Any], says: str) -> None:
+    with pytest.raises(MappingError) as caught:
+        parse_mapping(PARTITIONED).default.check_key(keys)
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_ddl_refuses_partition_by_of_a_non_key_attribute_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from kcl_relay.cli import cli
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(PARTITIONED)
+    url = f"kinesis+dynamodb+cdc://localhost:1/s?mapping={bad}"
+    target = "crate://localhost:1/doc"
+    result = CliRunner().invoke(cli, ["ddl", url, "--target", target, "--table", "t", "--key", "id:S"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "partition-by month(placed): placed maps sk, not a key attribute" in line
+    good = CliRunner().invoke(cli, ["ddl", url, "--target", target, "--table", "t", "--key", "id:S", "--key", "sk:N"])
+    assert good.exit_code == 0, good.output
+    assert (
+        '"placed" TIMESTAMP WITH TIME ZONE GENERATED ALWAYS AS CAST(pk[\'sk\'] AS BIGINT), "placed_month" TIMESTAMP '
+        "WITH TIME ZONE GENERATED ALWAYS AS date_trunc('month', CAST(pk['sk'] AS BIGINT)) PRIMARY KEY) "
+        'PARTITIONED BY ("placed_month")' in good.output
+    )
+
+
+def test_the_documented_time_series_mapping_partitions_by_the_range_key() -> None:
+    from kcl_relay.sink.admin import create_statements
+    from kcl_relay.sink.cratedb import CrateDBDialect
+
+    mapping = load_mapping(Path(__file__).parents[2] / "docs" / "mappings" / "timeseries.toml").default
+    keys: dict[str, Any] = {"sensor": "S", "ts": "N"}
+    mapping.check_key(keys)
+    target = create_statements(CrateDBDialect("doc", "readings"), keys, mapping)[0]
+    assert target.endswith(
+        "\"at_month\" TIMESTAMP WITH TIME ZONE GENERATED ALWAYS AS date_trunc('month', CAST(pk['ts'] AS BIGINT)) "
+        'PRIMARY KEY) PARTITIONED BY ("at_month") CLUSTERED INTO 6 SHARDS WITH (refresh_interval = 10000)'
+    )
+    upsert = CrateDBDialect("doc", "readings").upsert_sql(sorted(keys), partition="at_month")
+    assert "ON CONFLICT (pk['sensor'], pk['ts'], \"at_month\") DO UPDATE SET" in upsert and "at_month =" not in upsert
