@@ -96,6 +96,10 @@ class StatusCollector(Collector):
             "records_read": ("records", "Records read from the stream and handed to the database (per shard)"),
             "records_applied": ("applied", "Events applied to the target: upserts and deletes (per shard)"),
             "dead_letters": ("dead_letters", "Records written to the dead-letter table with their reason (per shard)"),
+            "mapping_misfits": (
+                "misfits",
+                "Mapped attribute values that did not fit their column's type, kept in aux intact (per shard)",
+            ),
             "database_retries": ("retries", "Database writes retried after a transient failure (per shard)"),
         }
         per_shard = _sum_per_shard(statuses, [attribute for attribute, _ in counters.values()])

@@ -172,6 +172,7 @@ class RelayProcessor(processor.RecordProcessorBase):
         self.status.applied = self.totals.applied
         self.status.records = self.totals.records
         self.status.dead_letters = self.totals.dead_letters
+        self.status.misfits = self.totals.misfits
         if stats.applied:
             self.status.last_applied_at = time.time()
             if self.status.first_applied_at is None:

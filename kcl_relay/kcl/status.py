@@ -28,6 +28,7 @@ class ShardStatus:
     applied: int = 0
     records: int = 0
     dead_letters: int = 0
+    misfits: int = 0  # mapped attribute values that did not fit their column (kept in aux)
     millis_behind: int | None = None
     caught_up: bool = False  # an empty read at the tip with nothing buffered: everything so far is applied
     ended: bool = False  # shard end reached and checkpointed
@@ -82,7 +83,7 @@ MAX_ENDED_SHARDS = 1000
 ABSORBED_KEEP = 60.0  # seconds a removed file stays listed in its entry, for readers that saw it before removal
 RACY_SECONDS = 1.0  # a file changed this recently may change again within the same mtime tick: read it again
 
-_COUNTERS = ("applied", "records", "dead_letters", "retries", "apply_count", "apply_seconds")
+_COUNTERS = ("applied", "records", "dead_letters", "misfits", "retries", "apply_count", "apply_seconds")
 _Cached = tuple[tuple[int, int, int], bool, ShardStatus]  # stat key, trusted (not racy), the status
 
 

@@ -49,7 +49,7 @@ def test_no_status_files_yet(tmp_path: Path) -> None:
 
 def test_counters_sum_every_processor_of_a_shard_and_gauges_follow_the_current_one(tmp_path: Path) -> None:
     # shard 0: a first processor lost its lease, a second one (a later process) holds it now
-    first = ShardStatus("shardId-0", applied=40, records=50, dead_letters=2, retries=3, millis_behind=9000)
+    first = ShardStatus("shardId-0", applied=40, records=50, dead_letters=2, misfits=4, retries=3, millis_behind=9000)
     first.lease_lost = True
     put(tmp_path, first, pid=100, updated_at=1000.0)
     second = ShardStatus("shardId-0", applied=5, records=6, retries=1, millis_behind=1500, last_applied_at=1234.5)
@@ -65,6 +65,7 @@ def test_counters_sum_every_processor_of_a_shard_and_gauges_follow_the_current_o
     assert found[("kcl_relay_records_read_total", shard0)] == 56
     assert found[("kcl_relay_records_applied_total", shard0)] == 45
     assert found[("kcl_relay_dead_letters_total", shard0)] == 2
+    assert found[("kcl_relay_mapping_misfits_total", shard0)] == 4
     assert found[("kcl_relay_database_retries_total", shard0)] == 4
     assert found[("kcl_relay_records_applied_total", (("shard", "shardId-2"),))] == 1
     # lag of the shards held now: the current processor's, not the one that lost the lease; none for a finished shard
