@@ -191,9 +191,9 @@ def test_exact_numbers_long_text_and_odd_names(writer: TableWriter) -> None:
     ((pk, data, aux),) = stored(writer.spec)
     assert pk == {"id": "12345678901234567890123456789012345678"}  # exact decimal text
     assert data == {"double": 0.5, "tiny": -1.5e-130}  # doubles that read back as the same decimal
-    assert aux == {
-        "big": "98765432109876543210987654321098765432",
-        "fraction": "0.1000000000000000000001",
+    assert aux == {  # numbers no double holds: their exact decimal text, marked as a number (U+FDD0 "n")
+        "big": "\ufdd0n98765432109876543210987654321098765432",
+        "fraction": "\ufdd0n0.1000000000000000000001",
         "long_text": "ü" * 20_000,
         "a.b": "a dot in the name",
         "_hidden": "a leading underscore",
@@ -283,7 +283,7 @@ def test_shell_and_show_table_on_cratedb(writer: TableWriter) -> None:
     assert shown.exit_code == 0, shown.output
     lines = shown.stdout.splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["a", "b"]  # key order
-    assert lines[1].startswith('{"id":"b","big":"1000000000000000000000000000000","n":2,"_cdc":{')
+    assert lines[1].startswith('{"id":"b","big":1000000000000000000000000000000,"n":2,"_cdc":{')  # an exact number
     assert shown.stderr.strip() == "(2 rows, ordered by \"pk\"['id'])"
     sql = f"SELECT pk['id'] AS id, data['n'] AS n FROM {writer.dialect.relation()} WHERE pk['id'] = 'b'"
     queried = runner.invoke(cli, ["shell", "--command", sql, "--target", url])
