@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 from kcl_relay.cdc.event import Item, canonical_key
 from kcl_relay.cdc.values import from_item
+from kcl_relay.kcl.daemon import DAEMON_CLASS, LAUNCHER_CLASS
+from kcl_relay.kcl.launcher import STREAMS_MAIN_CLASS
 from kcl_relay.kcl.properties import read_properties
 from kcl_relay.kcl.status import ShardStatus, read_statuses
 from kcl_relay.localaws.pump import PumpClients, StreamPump
@@ -26,6 +28,8 @@ from kcl_relay.localaws.workload import scan_items, write_until
 from kcl_relay.sink.target import TargetSpec
 from tests.support.e2e import ENV, relay_command
 from tests.support.tables import read_items, same_value
+
+KCL_MAIN_CLASSES = tuple(name.encode() for name in (LAUNCHER_CLASS, STREAMS_MAIN_CLASS, DAEMON_CLASS))
 
 LONG = os.environ.get("KCL_RELAY_FAULTS_LONG", "") not in ("", "0")
 REPORT_ENV = "KCL_RELAY_FAULTS_REPORT"  # a JSON file the scenarios add their measured figures to
@@ -160,10 +164,16 @@ class Worker:
         return {shard: sum(counts) for shard, counts in self.flushes().items()}
 
     def jvm_pid(self) -> int | None:
-        """The MultiLangDaemon: the supervisor's child (it leads a session of its own, with the processors)."""
+        """The MultiLangDaemon: the supervisor's child (it leads a session of its own, with the processors) that runs
+        the KCL, by its main class: not a short-lived child such as `java -version` (taken for the JVM under load,
+        whose exit then looked like the JVM's)."""
         with contextlib.suppress(OSError):
             children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-            return int(children[0]) if children else None
+            for child in children:
+                with contextlib.suppress(OSError):
+                    command = Path(f"/proc/{child}/cmdline").read_bytes()
+                    if any(name in command for name in KCL_MAIN_CLASSES):
+                        return int(child)
         return None
 
     def crash(self) -> None:
