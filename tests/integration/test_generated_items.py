@@ -165,15 +165,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.mark.parametrize(
     "database",
     [
-        pytest.param(
-            "cratedb",
-            marks=pytest.mark.xfail(
-                reason="known bug, open: CI run 5 found generated items whose write CrateDB refuses with "
-                "'Invalid UTF-8: Illegal surrogate character' (names/values beyond U+FFFF after the aux-marker "
-                "change); the fixed cases below still run on CrateDB",
-                strict=False,
-            ),
-        ),
+        "cratedb",
         "postgresql",
         "sqlite",
     ],

@@ -17,7 +17,10 @@ def test_valid_object_keys(name: str) -> None:
     assert valid_object_key(name)
 
 
-@pytest.mark.parametrize("name", ["", "a.b", ".", "a[0]", "[", "]", "_id", "_", "tab\there", "new\nline", "cr\r"])
+@pytest.mark.parametrize(
+    "name",
+    ["", "a.b", ".", "a[0]", "[", "]", "_id", "_", "tab\there", "new\nline", "cr\r", "\U0001f600", "a\U000986e3b"],
+)
 def test_invalid_object_keys(name: str) -> None:
     assert not valid_object_key(name)
 
