@@ -229,6 +229,14 @@ def test_run_with_a_missing_properties_file(tmp_path: Path) -> None:
         ("streamName = s\napplicationName = app\nkclrelay.nope = 1\n", "line 3: unknown key kclrelay.nope"),
         ("streamName = s\napplicationName = app\nmaxRecords = many\n", "maxRecords"),
         ("streamName = s\napplicationName = app\nmaxRecords = 10001\n", "maxRecords"),
+        (
+            "streamName = s\napplicationName = app\nconsumerName = mine\n",
+            "line 3: consumerName is fanoutConfig.consumerName in KCL 3.1.3 (at top level the KCL ignores it)",
+        ),
+        (
+            "streamName = s\napplicationName = app\nfanoutConfig.consumerNme = mine\n",
+            "did you mean fanoutConfig.consumerName?",
+        ),
     ],
 )
 def test_run_with_a_bad_properties_file(tmp_path: Path, content: str, needle: str) -> None:
