@@ -262,7 +262,10 @@ KCL_VERSION = "3.1.3"
 # configuration's setters, among them those it delegates to the beans it flattens (PollingConfigBean,
 # GracefulLeaseHandoffConfigBean, WorkerUtilizationAwareAssignmentConfigBean, WorkerMetricStatsTableConfigBean,
 # CoordinatorStateTableConfigBean), plus MultiLangDaemonConfig's own executableName, processingLanguage and
-# maxActiveThreads. BeanUtils matches a key exactly and skips any other silently.
+# maxActiveThreads. BeanUtils skips any other key silently. Kept here rather than asked of the jars: the check runs
+# before any JVM starts (and must stay fast), also where the stock daemon runs. tests/integration/test_kcl_keys.py
+# compares these lists with what the jars say (the launcher's --kcl-keys): a KCL that adds, drops or moves a key
+# fails that test.
 KCL_KEYS = frozenset(
     """allowThroughputOvershoot applicationName awsCredentialsProvider awsCredentialsProviderCloudWatch
     awsCredentialsProviderDynamoDB callProcessRecordsEvenForEmptyRecordList cleanupLeasesUponShardCompletion

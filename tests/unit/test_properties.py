@@ -562,7 +562,7 @@ def test_every_kcl_key_and_nested_client_settings_pass() -> None:
     spec_from_properties(props)
     for key in KCL_KEYS:
         check_keys(PropertiesFile(Path("p"), {key: "1"}))
-    assert not KCL_FANOUT_KEYS & KCL_KEYS  # FanoutConfigBean is not flattened
+    assert not KCL_FANOUT_KEYS & KCL_KEYS  # FanoutConfigBean is not flattened (tests/integration/test_kcl_keys.py)
 
 
 @pytest.mark.parametrize("name", sorted(KCL_FANOUT_KEYS))
