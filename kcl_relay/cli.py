@@ -23,7 +23,7 @@ from kcl_relay.kcl.daemon import SetupError
 from kcl_relay.kcl.properties import read_properties_file, spec_from_properties
 from kcl_relay.options import SOURCE_OPTIONS
 from kcl_relay.source.table_url import describe_table_options, is_table_url, parse_table
-from kcl_relay.source.url import SourceError, SourceSpec, describe_options, parse_source
+from kcl_relay.source.url import DYNAMODB_STREAMS, SourceError, SourceSpec, describe_options, parse_source
 
 if TYPE_CHECKING:
     from kcl_relay.sink.target import TargetSpec
@@ -299,6 +299,33 @@ def run_properties(
 
     resolved = resolve_target(target, table or relay_props.get("table"), routed_table_name(spec.stream or "cdc"))
     run_guarded(lambda: relay.run_stream(spec, resolved, kcl_props))
+
+
+@cli.command("check")
+@click.option(
+    "--properties",
+    "properties_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A worker's KCL properties file (as for `run`).",
+)
+def check_properties(properties_file: Path) -> None:
+    """Check a KCL properties file as `run --properties` does, starting nothing and calling no endpoint.
+
+    Exit code 0 and one line when it passes; else exit code 2 and the line `run` would stop with: an unknown key
+    or one the KCL would ignore (e.g. consumerName outside fanoutConfig), a bad value, a missing stream.
+    """
+    if not properties_file.is_file():
+        fail(f"properties file not found: {properties_file}")
+    try:
+        spec, kcl_props, relay_props = spec_from_properties(read_properties_file(properties_file))
+    except SourceError as error:
+        fail(str(error))
+    stream = f"of DynamoDB table {spec.stream}" if spec.kind == DYNAMODB_STREAMS else spec.stream
+    click.echo(
+        f"{properties_file}: ok (stream {stream}, application {kcl_props['applicationName']}, "
+        f"{len(kcl_props)} KCL keys, {len(relay_props)} kclrelay.* keys)"
+    )
 
 
 @cli.command("ddl", epilog="\b\nSource options (?name=value&...): as for `load table`.")

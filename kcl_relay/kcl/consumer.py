@@ -5,8 +5,8 @@ finds the same one: registered once, reused afterwards, deregistered by reset=tr
 the KCL starts and hands the KCL its ARN: a refused registration (a permission, the 20 consumers a
 stream allows) is then one line before anything starts, instead of a KCL retry loop in kcl.log per shard. A
 properties file's own consumer ARN is used as it is (neither registered nor ever deregistered by the relay), its
-consumer name instead of the derived one (`fanoutConfig.consumerArn` / `fanoutConfig.consumerName`, or the same
-without the prefix, which the MultiLangDaemon itself would ignore).
+consumer name instead of the derived one (`fanoutConfig.consumerArn` / `fanoutConfig.consumerName`; the same
+without the prefix, which the MultiLangDaemon ignores, is refused by the properties check).
 
 An emulator endpoint is asked once whether it serves SubscribeToShard (moto does not: HTTP 500, which the KCL would
 retry forever, delivering nothing); AWS always does.
@@ -31,7 +31,8 @@ POLL = 0.2
 # What an endpoint answers for an API it does not implement (moto: HTTP 500; others name the operation).
 UNSERVED_CODES = frozenset({"UnknownOperationException", "InvalidAction", "NotImplemented", "NotImplementedException"})
 # The MultiLangDaemon 3.1.3 reads FanoutConfigBean only as a nested bean: `consumerArn` or `consumerName` at the top
-# level of a properties file are silently ignored (BeanUtils finds no such setter), so the relay writes these.
+# level of a properties file are silently ignored (BeanUtils finds no such setter; kcl/properties.py refuses them),
+# so the relay writes and reads these.
 CONSUMER_ARN_KEY = "fanoutConfig.consumerArn"
 CONSUMER_NAME_KEY = "fanoutConfig.consumerName"
 PROBE_CONFIG = {"connect_timeout": 5, "read_timeout": 15, "retries": {"max_attempts": 1}}  # a 500 is an answer
@@ -50,8 +51,8 @@ def is_fanout(props: dict[str, str]) -> bool:
 
 
 def _given(props: dict[str, str], key: str) -> str:
-    """A FanoutConfigBean key as the file gives it: nested (what the KCL reads) or at the top level."""
-    return props.get(key) or props.get(key.removeprefix("fanoutConfig."), "")
+    """A FanoutConfigBean key as the file gives it (nested: the check refused it at the top level)."""
+    return props.get(key, "")
 
 
 def processor_idle_sleep(spec: SourceSpec, props: dict[str, str]) -> float:

@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from kcl_relay.kcl.daemon import SetupError, cache_dir, find_jars, java_major
+from kcl_relay.kcl.daemon import SetupError, cache_dir, find_jars, find_java, java_major
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "java"
 SOURCES = SOURCE_DIR / "src" / "main" / "java"
@@ -128,3 +128,28 @@ def for_run(jars: Path, adapter: Path | None = None) -> Path | None:
     if choice == "multilang" and adapter:
         raise SetupError(f"{DAEMON_ENV}=multilang: the stock MultiLangDaemon cannot read a DynamoDB stream")
     return None if choice == "multilang" else ensure_built(jars, adapter=adapter)
+
+
+KCL_KEYS_FLAG = "--kcl-keys"
+KCL_KEY_KINDS = ("version", "key", "nested", "builder", "daemon")
+
+
+def kcl_keys(jars: Path | None = None) -> dict[str, set[str]]:
+    """The properties keys the jars' multilang module reads, by kind (the launcher's --kcl-keys, KclKeys.java).
+
+    `key`: top level; `nested`: BEAN.NAME of a config bean it does not flatten; `builder`: an AWS SDK builder whose
+    settings are NAME.*; `daemon`: read by MultiLangDaemonConfig itself; `version`: the multilang jar's.
+    """
+    jars = jars or find_jars()
+    jar = ensure_built(jars)
+    command = [find_java(), "-cp", os.pathsep.join([str(jar), f"{jars}/*"]), MAIN_CLASS, KCL_KEYS_FLAG]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        first = next((line for line in done.stderr.splitlines() if line.strip()), f"exit code {done.returncode}")
+        raise SetupError(f"the launcher cannot list the KCL's keys: {first}")
+    found: dict[str, set[str]] = {kind: set() for kind in KCL_KEY_KINDS}
+    for line in done.stdout.splitlines():  # anything else on stdout (a logger's line) is not ours
+        kind, _, name = line.partition(" ")
+        if kind in found and name:
+            found[kind].add(name)
+    return found

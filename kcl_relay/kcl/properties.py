@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -189,10 +190,10 @@ def read_properties_file(path: Path) -> PropertiesFile:
     """Read a properties file; a key set twice is a SourceError (Java keeps the last silently, as URLs do not)."""
     props: dict[str, str] = {}
     lines: dict[str, int] = {}
-    seen: dict[str, str] = {}  # the key as the KCL matches it (first letter in either case) -> as written
+    seen: dict[str, str] = {}  # the key as the KCL matches it (AwsCredentialsProvider* renamed) -> as written
 
     def add(key: str, value: str, line: int) -> None:
-        matched = key[:1].lower() + key[1:]
+        matched = as_kcl_reads(key)
         if matched in seen:
             earlier = seen[matched]
             same = f"{key}" if earlier == key else f"{key} ({earlier}, as the KCL reads it)"
@@ -255,28 +256,33 @@ RELAY_PREFIX = "kclrelay."
 # streamName: kcl-relay finds the stream's ARN, which changes whenever the stream is enabled again).
 RELAY_KEYS = (*OPTIONS, "table", "dynamodb-table")
 
-# The keys the KCL 3.1.3 MultiLangDaemon reads from a properties file: the setters of MultiLangDaemonConfiguration
-# and of the config beans it flattens (PollingConfigBean, FanoutConfigBean, GracefulLeaseHandoffConfigBean,
-# WorkerUtilizationAwareAssignmentConfigBean, WorkerMetricStatsTableConfigBean, CoordinatorStateTableConfigBean),
-# read from amazon-kinesis-client-multilang-3.1.3.jar, plus MultiLangDaemonConfig's own executableName and
-# processingLanguage. BeanUtils matches them with the first letter in either case.
+KCL_VERSION = "3.1.3"
+# The keys the KCL 3.1.3 MultiLangDaemon reads at the top level of a properties file, as its configurator
+# (KinesisClientLibConfigurator: BeanUtilsBean.setProperty on MultiLangDaemonConfiguration) resolves them: the
+# configuration's setters, among them those it delegates to the beans it flattens (PollingConfigBean,
+# GracefulLeaseHandoffConfigBean, WorkerUtilizationAwareAssignmentConfigBean, WorkerMetricStatsTableConfigBean,
+# CoordinatorStateTableConfigBean), plus MultiLangDaemonConfig's own executableName, processingLanguage and
+# maxActiveThreads. BeanUtils skips any other key silently. Kept here rather than asked of the jars: the check runs
+# before any JVM starts (and must stay fast), also where the stock daemon runs. tests/integration/test_kcl_keys.py
+# compares these lists with what the jars say (the launcher's --kcl-keys): a KCL that adds, drops or moves a key
+# fails that test.
 KCL_KEYS = frozenset(
     """allowThroughputOvershoot applicationName awsCredentialsProvider awsCredentialsProviderCloudWatch
     awsCredentialsProviderDynamoDB callProcessRecordsEvenForEmptyRecordList cleanupLeasesUponShardCompletion
-    clientVersionConfig consumerArn consumerName coordinatorStateBillingMode coordinatorStateDeletionProtectionEnabled
+    clientVersionConfig coordinatorStateBillingMode coordinatorStateDeletionProtectionEnabled
     coordinatorStatePointInTimeRecoveryEnabled coordinatorStateReadCapacity coordinatorStateTableName
     coordinatorStateTags coordinatorStateWriteCapacity dampeningPercentage disableWorkerMetrics dynamoDBEndpoint
-    enablePriorityLeaseAssignment endpointForClient executableName failoverTimeMillis
+    enablePriorityLeaseAssignment executableName failoverTimeMillis
     gracefulLeaseHandoffTimeoutMillis idleTimeBetweenReadsInMillis ignoreUnexpectedChildShards
     inMemoryWorkerMetricsCaptureFrequencyMillis initialLeaseTableReadCapacity initialLeaseTableWriteCapacity
     initialPositionInStream initialPositionInStreamExtended isGracefulLeaseHandoffEnabled kinesisEndpoint
     leaseAssignmentIntervalMillis leaseTableDeletionProtectionEnabled leaseTablePitrEnabled
-    listShardsBackoffTimeInMillis logWarningForTaskAfterMillis maxDescribeStreamConsumerRetries
-    maxDescribeStreamSummaryRetries maxGetRecordsThreadPool maxLeaseRenewalThreads maxLeasesForWorker
+    listShardsBackoffTimeInMillis logWarningForTaskAfterMillis maxActiveThreads
+    maxGetRecordsThreadPool maxLeaseRenewalThreads maxLeasesForWorker
     maxLeasesToStealAtOneTime maxListShardsRetryAttempts maxRecords maxThroughputPerHostKBps metricsBufferTimeMillis
     metricsEnabledDimensions metricsLevel metricsMaxQueueSize millisBehindLatestThresholdForReducedTps
     noOfPersistedMetricsPerWorkerMetrics parentShardPollIntervalMillis processingLanguage reBalanceThresholdPercentage
-    regionForClient regionName registerStreamConsumerRetries retrievalMode retryBackoffMillis
+    regionName retrievalMode
     retryGetRecordsInSeconds schedulerInitializationBackoffTimeMillis shardPrioritization shardSyncIntervalMillis
     shutdownGraceMillis skipShardSyncAtWorkerInitializationIfLeasesExist staleWorkerMetricsEntryCleanupDuration
     streamArn streamName tableName taskBackoffTimeMillis timeoutInSeconds validateSequenceNumberBeforeCheckpointing
@@ -285,15 +291,74 @@ KCL_KEYS = frozenset(
     workerMetricsReadCapacity workerMetricsReporterFreqInMillis workerMetricsTableName workerMetricsTags
     workerMetricsWriteCapacity""".split()  # noqa: SIM905 - a list as the jar has it, easier to compare
 )
-# Nested builders (e.g. cloudWatchClient.endpointOverride): the AWS SDK's client builder settings.
-# fanoutConfig.: FanoutConfigBean, which 3.1.3 does not flatten (its keys at top level are silently ignored).
-KCL_NESTED = ("kinesisClient.", "dynamoDbClient.", "cloudWatchClient.", "fanoutConfig.")
+# FanoutConfigBean, which 3.1.3 does not flatten: only fanoutConfig.NAME sets these (at top level, ignored).
+FANOUT_BEAN = "fanoutConfig"
+KCL_FANOUT_KEYS = frozenset(
+    {
+        "consumerArn",
+        "consumerName",
+        "maxDescribeStreamConsumerRetries",
+        "maxDescribeStreamSummaryRetries",
+        "registerStreamConsumerRetries",
+        "retryBackoffMillis",
+    }
+)
+FANOUT_NAMES = sorted(f"{FANOUT_BEAN}.{name}" for name in KCL_FANOUT_KEYS)
+# The flattened beans are reachable nested as well (pollingConfig.maxRecords sets maxRecords): kcl-relay checks and
+# reads their keys at the top level, so it refuses the nested spelling, naming the top-level key.
+KCL_FLATTENED_BEANS = frozenset(
+    {
+        "pollingConfig",
+        "gracefulLeaseHandoffConfigBean",
+        "workerUtilizationAwareAssignmentConfigBean",
+        "workerMetricStatsTableConfigBean",
+        "coordinatorStateTableConfigBean",
+    }
+)
+# BuilderDynaBeans: NAME.SETTING is a setting of an AWS SDK client builder (cloudWatchClient.endpointOverride). The
+# credentials providers' builders are set through AwsCredentialsProvider* (refused nested).
+KCL_CLIENT_BUILDERS = frozenset({"kinesisClient", "dynamoDbClient", "cloudWatchClient"})
+KCL_CREDENTIALS_BUILDERS = frozenset(
+    {"kinesisCredentialsProvider", "dynamoDBCredentialsProvider", "cloudWatchCredentialsProvider"}
+)
+CREDENTIALS_KEY = re.compile("awscredentialsprovider", re.IGNORECASE)
+
+
+def as_kcl_reads(key: str) -> str:
+    """The name BeanUtils gets for a key: KinesisClientLibConfigurator.processKey renames AwsCredentialsProvider*."""
+    return CREDENTIALS_KEY.sub("awsCredentialsProvider", key) if CREDENTIALS_KEY.match(key) else key
+
+
+def kcl_key_error(key: str) -> str | None:
+    """None for a key the KCL reads (and kcl-relay passes on); else what is wrong, with the fix when there is one."""
+    name = as_kcl_reads(key)
+    if name in KCL_KEYS:
+        return None
+    bean, dot, setting = name.partition(".")
+    if dot and bean in KCL_CLIENT_BUILDERS:
+        return None
+    if dot and bean == FANOUT_BEAN:
+        if setting in KCL_FANOUT_KEYS:
+            return None
+        return f"unknown key {key}{_nearest(key, FANOUT_NAMES)} (FanoutConfigBean's keys: {', '.join(FANOUT_NAMES)})"
+    if dot and bean in KCL_FLATTENED_BEANS and setting in KCL_KEYS:
+        return f"{key}: write {setting} (the same KCL {KCL_VERSION} setting, which kcl-relay checks at the top level)"
+    if name in KCL_FANOUT_KEYS:
+        return f"{key} is {FANOUT_BEAN}.{name} in KCL {KCL_VERSION} (at top level the KCL ignores it)"
+    lowered = name[:1].lower() + name[1:]
+    if lowered != name and not kcl_key_error(lowered):  # BeanUtils matches a key exactly (measured: KCL 3.1.3)
+        return f"unknown key {key}; did you mean {lowered}? (the KCL matches keys case-sensitively: it ignores {key})"
+    relay_names = [f"{RELAY_PREFIX}{relay}" for relay in RELAY_KEYS]
+    hint = (
+        _nearest(key, sorted(KCL_KEYS) + FANOUT_NAMES + relay_names)
+        or (_nearest(f"{FANOUT_BEAN}.{name}", FANOUT_NAMES) if closest(name, sorted(KCL_FANOUT_KEYS)) else "")
+        or _nearest(f"{RELAY_PREFIX}{key}", relay_names)
+    )
+    return f"unknown key {key}{hint} (neither a KCL {KCL_VERSION} key nor kclrelay.*)"
 
 
 def is_kcl_key(key: str) -> bool:
-    if key.startswith(KCL_NESTED):
-        return True
-    return key[:1].lower() + key[1:] in KCL_KEYS or key.lower().startswith("awscredentialsprovider")
+    return kcl_key_error(key) is None
 
 
 def _nearest(key: str, candidates: list[str]) -> str:
@@ -306,7 +371,6 @@ def check_keys(source: PropertiesFile) -> None:
     """Every key is one the KCL or kcl-relay knows, and every kclrelay.* value parses: else one line naming the
     file, the line and the key (a typo the KCL would silently ignore stops the worker before anything starts)."""
     relay_names = [f"{RELAY_PREFIX}{name}" for name in RELAY_KEYS]
-    kcl_names = sorted(KCL_KEYS)
     for key, value in source.values.items():
         where = source.where(key)
         if key.startswith(RELAY_PREFIX):
@@ -323,9 +387,10 @@ def check_keys(source: PropertiesFile) -> None:
                     OPTIONS[name][1](value)
                 except ValueError as error:
                     raise SourceError(f"{where}: bad value {value!r} for {key}: {error}") from None
-        elif not is_kcl_key(key):
-            hint = _nearest(key, kcl_names + relay_names) or _nearest(f"{RELAY_PREFIX}{key}", relay_names)
-            raise SourceError(f"{where}: unknown key {key}{hint} (neither a KCL 3.1.3 key nor kclrelay.*)")
+        else:
+            fault = kcl_key_error(key)
+            if fault:
+                raise SourceError(f"{where}: {fault}")
 
 
 # standard KCL key -> (source option, KCL value -> option value)

@@ -189,8 +189,8 @@ def test_prepare_and_reset_without_the_kcl(mock: KinesisMock, monkeypatch: pytes
         f"consumer=fanout: stream consumer {app} registered",
         f"consumer=fanout: stream consumer {app} reused (registered before)",
     ]
-    # A file's own ARN, even at the top level where the MultiLangDaemon ignores it: used as it is, never removed.
-    own = {**props, "consumerArn": first[consumer.CONSUMER_ARN_KEY]}
+    # A file's own ARN: used as it is, never removed.
+    own = {**props, consumer.CONSUMER_ARN_KEY: first[consumer.CONSUMER_ARN_KEY]}
     consumer.prepare(spec, own, said.append)
     assert own[consumer.CONSUMER_ARN_KEY] == first[consumer.CONSUMER_ARN_KEY]
     consumer.reset(spec, own, said.append)

@@ -229,12 +229,48 @@ def test_run_with_a_missing_properties_file(tmp_path: Path) -> None:
         ("streamName = s\napplicationName = app\nkclrelay.nope = 1\n", "line 3: unknown key kclrelay.nope"),
         ("streamName = s\napplicationName = app\nmaxRecords = many\n", "maxRecords"),
         ("streamName = s\napplicationName = app\nmaxRecords = 10001\n", "maxRecords"),
+        (
+            "streamName = s\napplicationName = app\nconsumerName = mine\n",
+            "line 3: consumerName is fanoutConfig.consumerName in KCL 3.1.3 (at top level the KCL ignores it)",
+        ),
+        (
+            "streamName = s\napplicationName = app\nfanoutConfig.consumerNme = mine\n",
+            "did you mean fanoutConfig.consumerName?",
+        ),
     ],
 )
 def test_run_with_a_bad_properties_file(tmp_path: Path, content: str, needle: str) -> None:
     path = tmp_path / "kcl.properties"
     path.write_text(content)
     assert_usage_error(run("run", "--properties", str(path), "--target", "sqlite:///x.db", "--table", "t"), needle)
+
+
+@pytest.mark.parametrize("template", sorted((Path(__file__).parents[2] / "properties").glob("*.properties")))
+def test_check_passes_the_templates_with_one_line(template: Path) -> None:
+    result = run("check", "--properties", str(template))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{template}: ok (stream ") and "KCL keys" in lines[0]
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (
+            "streamName = s\napplicationName = app\nconsumerArn = arn:x\n",
+            "line 3: consumerArn is fanoutConfig.consumerArn in KCL 3.1.3 (at top level the KCL ignores it)",
+        ),
+        ("streamName = s\napplicationName = app\nMaxRecords = 10\n", "line 3: unknown key MaxRecords; did you mean"),
+        ("streamName = s\napplicationName = app\nkclrelay.ttl = keep\n", "line 3: bad value 'keep' for kclrelay.ttl"),
+        ("applicationName = app\n", "names no streamName"),
+    ],
+)
+def test_check_says_what_run_would_stop_with(tmp_path: Path, content: str, needle: str) -> None:
+    path = tmp_path / "kcl.properties"
+    path.write_text(content)
+    assert_usage_error(run("check", "--properties", str(path)), needle)
+    assert_usage_error(run("check", "--properties", str(tmp_path / "nope.properties")), "properties file not found")
 
 
 def test_run_worker_id_and_reset_flags_win_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -474,6 +510,7 @@ def test_rows_with_timestamps_bytes_and_uuids_print_as_json() -> None:
         ["load", "table", "kinesis+dynamodb+cdc://aws/s?nope=1"],
         ["status", "--help"],
         ["status", "kinesis+dynamodb+cdc://aws/s?nope=1"],
+        ["check", "--properties", str(Path(__file__).parents[2] / "properties" / "aws.properties")],
     ],
 )
 def test_help_and_bad_input_never_import_boto3_sqlalchemy_or_the_emulators(args: list[str]) -> None:

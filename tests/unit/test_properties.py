@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from kcl_relay.kcl.properties import (
+    KCL_FANOUT_KEYS,
     KCL_KEYS,
     PROCESSOR_COMMAND,
     SHUTDOWN_GRACE_MILLIS,
     PropertiesFile,
     build_properties,
     check_keys,
+    is_kcl_key,
     read_properties,
     read_properties_file,
     render,
@@ -501,7 +503,17 @@ HEAD = "# a worker\nstreamName = orders-cdc\napplicationName = relay-app\n"
         ("kclrelay.buffer-time = soon", "bad value 'soon' for kclrelay.buffer-time: expected seconds, 0 or more"),
         ("kclrelay.metrics-port = http", "bad value 'http' for kclrelay.metrics-port: expected a TCP port from 1 "),
         ("streamName = other", "streamName is set again (first on line 2): keep one"),
-        ("StreamName = other", "StreamName (streamName, as the KCL reads it) is set again (first on line 2): keep"),
+        # BeanUtils matches a key exactly: the KCL would ignore these (measured with the 3.1.3 jars).
+        ("StreamName = other", "unknown key StreamName; did you mean streamName? (the KCL matches keys case-sensi"),
+        ("FailoverTimeMillis = 5", "unknown key FailoverTimeMillis; did you mean failoverTimeMillis? (the KCL match"),
+        (
+            "FanoutConfig.consumerName = c",
+            "unknown key FanoutConfig.consumerName; did you mean fanoutConfig.consumerNa",
+        ),
+        (
+            "fanoutConfig.ConsumerName = c",
+            "unknown key fanoutConfig.ConsumerName; did you mean fanoutConfig.consumerNa",
+        ),
     ],
 )
 def test_a_bad_key_names_the_file_the_line_and_the_key(tmp_path: Path, line: str, message: str) -> None:
@@ -510,6 +522,17 @@ def test_a_bad_key_names_the_file_the_line_and_the_key(tmp_path: Path, line: str
         spec_from_properties(read_properties_file(path))
     assert str(error.value).startswith(f"{path} line 5: {message}")
     assert "source option" not in str(error.value) and "?create" not in str(error.value)
+
+
+def test_a_credentials_key_set_twice_as_the_kcl_reads_it_is_refused(tmp_path: Path) -> None:
+    # KinesisClientLibConfigurator renames any AwsCredentialsProvider* spelling to awsCredentialsProvider*.
+    path = write(tmp_path, HEAD + "AWSCredentialsProvider = A\nawsCredentialsProvider = B\n")
+    with pytest.raises(SourceError) as error:
+        read_properties_file(path)
+    assert str(error.value) == (
+        f"{path} line 5: awsCredentialsProvider (AWSCredentialsProvider, as the KCL reads it) is set again "
+        "(first on line 4): keep one"
+    )
 
 
 def test_a_relay_key_set_twice_is_refused(tmp_path: Path) -> None:
@@ -534,10 +557,50 @@ def test_the_templates_pass(template: Path) -> None:
 
 def test_every_kcl_key_and_nested_client_settings_pass() -> None:
     props = {**MINIMAL, "cloudWatchClient.endpointOverride": "http://localhost:4566", "AWSCredentialsProvider": "x"}
-    props |= {key: "1" for key in ("maxLeasesToStealAtOneTime", "ParentShardPollIntervalMillis", "consumerName")}
+    props |= {key: "1" for key in ("maxLeasesToStealAtOneTime", "parentShardPollIntervalMillis", "maxActiveThreads")}
+    props |= {"fanoutConfig.consumerName": "c", "AWSCredentialsProviderDynamoDB": "x", "kinesisClient.region": "r"}
     spec_from_properties(props)
     for key in KCL_KEYS:
         check_keys(PropertiesFile(Path("p"), {key: "1"}))
+    assert not KCL_FANOUT_KEYS & KCL_KEYS  # FanoutConfigBean is not flattened (tests/integration/test_kcl_keys.py)
+
+
+@pytest.mark.parametrize("name", sorted(KCL_FANOUT_KEYS))
+def test_a_fanout_key_passes_nested_only(tmp_path: Path, name: str) -> None:
+    # KCL 3.1.3 does not flatten FanoutConfigBean: BeanUtils finds no top-level setter and skips the key silently.
+    check_keys(PropertiesFile(Path("p"), {f"fanoutConfig.{name}": "1"}))
+    path = write(tmp_path, HEAD + f"{name} = 1\n")
+    with pytest.raises(SourceError) as error:
+        spec_from_properties(read_properties_file(path))
+    assert str(error.value) == (
+        f"{path} line 4: {name} is fanoutConfig.{name} in KCL 3.1.3 (at top level the KCL ignores it)"
+    )
+    assert not is_kcl_key(name) and is_kcl_key(f"fanoutConfig.{name}")
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("fanoutConfig.consumerNme", "unknown key fanoutConfig.consumerNme; did you mean fanoutConfig.consumerName? ("),
+        ("fanoutConfig.consumerarn", "unknown key fanoutConfig.consumerarn; did you mean fanoutConfig.consumerArn? ("),
+        (
+            "fanoutConfig.maxRecords",
+            "unknown key fanoutConfig.maxRecords (FanoutConfigBean's keys: fanoutConfig.consumerArn, ",
+        ),
+        ("consumerNme", "unknown key consumerNme; did you mean fanoutConfig.consumerName? (neither a KCL 3.1.3 key"),
+        ("pollingConfig.maxRecords", "pollingConfig.maxRecords: write maxRecords (the same KCL 3.1.3 setting, which "),
+        ("pollingConfig.bogus", "unknown key pollingConfig.bogus (neither a KCL 3.1.3 key nor kclrelay.*)"),
+        ("kinesisCredentialsProvider.region", "unknown key kinesisCredentialsProvider.region"),
+        ("awsCredentialsProviderKinesis", "unknown key awsCredentialsProviderKinesis"),
+        ("endpointForClient", "unknown key endpointForClient"),  # a private helper of the KCL, no property
+        ("regionForClient", "unknown key regionForClient"),
+    ],
+)
+def test_a_key_the_kcl_ignores_is_refused(key: str, message: str) -> None:
+    with pytest.raises(SourceError) as error:
+        check_keys(PropertiesFile(Path("p"), {key: "1"}, {key: 3}))
+    assert str(error.value).startswith(f"p line 3: {message}")
+    assert not is_kcl_key(key)
 
 
 def test_worker_metrics_report_every_half_failover_time_at_least_a_second() -> None:

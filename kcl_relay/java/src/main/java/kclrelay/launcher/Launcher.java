@@ -13,6 +13,8 @@ import software.amazon.kinesis.multilang.config.MultiLangDaemonConfiguration;
  * processor speaks the MultiLangDaemon protocol unchanged), plus what the properties cannot set (Tuning, LeaderLock).
  *
  * Usage: java -cp LAUNCHER:KCL_JARS/* kclrelay.launcher.Launcher --properties-file FILE
+ * or ... kclrelay.launcher.Launcher --kcl-keys: the properties keys these jars read, on stdout (KclKeys), whatever
+ * their version (that is how a KCL upgrade that adds, drops or moves a key shows).
  * Exit codes: 0 after a shutdown, 1 when the Scheduler failed, 2 on bad arguments or configuration, 3 when the KCL
  * on the classpath is not the version the launcher was written against.
  */
@@ -37,6 +39,9 @@ public final class Launcher {
 
     /** Another entry point (another Scheduler) calls this with its own factory and exits with the code. */
     public static int run(final String[] args, final SchedulerFactory factory) {
+        if (args.length == 1 && KclKeys.FLAG.equals(args[0])) {
+            return KclKeys.print(System.out);
+        }
         final String mismatch = KclVersion.mismatch();
         if (mismatch != null) {
             tell(mismatch);
