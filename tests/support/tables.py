@@ -12,6 +12,19 @@ from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.cratedb import CrateDBDialect
 from kcl_relay.sink.target import TargetSpec
 
+# A mapping's [columns] for the attributes of the items kcl_relay.localaws.workload writes (fill_table, run_workload),
+# for the tests that relay or load them with a mapping (kcl_relay/mapping).
+WORKLOAD_COLUMNS = """
+[columns]
+name = { path = "name", type = "TEXT" }
+amount = { path = "amount", type = "NUMERIC(38, 10)" }
+active = { path = "active", type = "BOOLEAN" }
+title = { path = "doc.title", type = "TEXT" }
+level = { path = "doc.nested.level", type = "BIGINT" }
+tags = { path = "tags", type = "ARRAY(TEXT)" }
+version = { path = "version", type = "BIGINT" }
+"""
+
 
 def relation(spec: TargetSpec, suffix: str = "") -> str:
     table = f'"{spec.table}{suffix}"'
