@@ -458,15 +458,36 @@ def scenario_sustained(bench: Bench) -> dict[str, Any]:
 # ---- 4. latency ---------------------------------------------------------------------------------------------------
 
 
-def latency(bench: Bench, name: str, rate: int, seconds: float, **options: Any) -> dict[str, Any]:
-    stream = new_stream(bench.aws, 1)
-    relay = bench.relay(stream, name, app=app_name("latency"), **options)
-    bench.kinesis.put_records(StreamName=stream, Records=entries(10_000_000, 1))
+@dataclass
+class LatencyRun:
+    writer: RateWriter
+    values: list[float]  # seconds from each record's put to its row being visible, of the records seen
+    usage: Usage
+    first_record_s: float
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "records": self.writer.written,
+            "seen": len(self.values),
+            "p50_ms": round(percentile(self.values, 0.50) * 1000),
+            "p99_ms": round(percentile(self.values, 0.99) * 1000),
+            "max_ms": round(max(self.values) * 1000) if self.values else None,
+        }
+
+
+def measure_latency(
+    bench: Bench, kinesis: Any, stream: str, relay: Relay, rate: int, seconds: float, roots: tuple[int, ...] = ()
+) -> LatencyRun:
+    """Starts the relay on a first record (start-up apart), then puts `rate` records/s for `seconds` and times
+    each one until its row is visible (up to 60 s after the last put); `roots`: more processes to sample."""
+    kinesis.put_records(StreamName=stream, Records=entries(10_000_000, 1))
     relay.start()
-    relay.wait_first_record(timeout=180)
-    writer = RateWriter(bench.kinesis, stream, rate, seconds, run="")
+    first_record_s = relay.wait_first_record(timeout=180)
+    writer = RateWriter(kinesis, stream, rate, seconds, run="")
     probe = VisibilityProbe(Path(relay.target.removeprefix("sqlite:///")), "bench", writer)
     sampler = bench.sampler(relay)
+    for root in roots:
+        sampler.add_root(root)
     writer.start()
     probe.start()
     writer.join()
@@ -476,18 +497,15 @@ def latency(bench: Bench, name: str, rate: int, seconds: float, **options: Any) 
     probe.stop()
     usage = sampler.finish()
     relay.stop()
-    values = probe.latencies()
-    result = {
-        "options": options or "defaults",
-        "rate": rate,
-        "records": writer.written,
-        "seen": len(values),
-        "p50_ms": round(percentile(values, 0.50) * 1000),
-        "p99_ms": round(percentile(values, 0.99) * 1000),
-        "max_ms": round(max(values) * 1000) if values else None,
-        "usage": usage.as_dict(),
-    }
-    say(f"{name}: p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms ({len(values)} of {writer.written} seen)")
+    return LatencyRun(writer, probe.latencies(), usage, first_record_s)
+
+
+def latency(bench: Bench, name: str, rate: int, seconds: float, **options: Any) -> dict[str, Any]:
+    stream = new_stream(bench.aws, 1)
+    relay = bench.relay(stream, name, app=app_name("latency"), **options)
+    run = measure_latency(bench, bench.kinesis, stream, relay, rate, seconds)
+    result = {"options": options or "defaults", "rate": rate, **run.figures(), "usage": run.usage.as_dict()}
+    say(f"{name}: p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms ({result['seen']} of {result['records']} seen)")
     return result
 
 
@@ -655,36 +673,16 @@ def fanout_latency(bench: Bench, mock: Any, consumer: str, rate: int, seconds: f
     kinesis = mock.client()
     stream = _mock_stream(mock)
     relay = _mock_relay(bench, mock, stream, f"fanout-latency-{consumer}", consumer)
-    kinesis.put_records(StreamName=stream, Records=entries(10_000_000, 1))  # a first record: start-up apart
-    relay.start()
-    first_record_s = relay.wait_first_record(timeout=180)
-    writer = RateWriter(kinesis, stream, rate, seconds, run="")
-    probe = VisibilityProbe(Path(relay.target.removeprefix("sqlite:///")), "bench", writer)
-    sampler = bench.sampler(relay)
     assert mock.pid is not None
-    sampler.add_root(mock.pid)
-    writer.start()
-    probe.start()
-    writer.join()
-    deadline = time.time() + 60
-    while len(probe.visible_at) < writer.written and time.time() < deadline:
-        time.sleep(0.1)
-    probe.stop()
-    usage = sampler.finish()
-    relay.stop()
-    values = probe.latencies()
+    run = measure_latency(bench, kinesis, stream, relay, rate, seconds, roots=(mock.pid,))
     result = {
         "rate": rate,
-        "put_rate": round(writer.achieved_rate),
-        "records": writer.written,
-        "seen": len(values),
-        "p50_ms": round(percentile(values, 0.50) * 1000),
-        "p99_ms": round(percentile(values, 0.99) * 1000),
-        "max_ms": round(max(values) * 1000) if values else None,
-        "first_record_s": round(first_record_s, 2),
-        "usage": usage.as_dict(),
+        "put_rate": round(run.writer.achieved_rate),
+        **run.figures(),
+        "first_record_s": round(run.first_record_s, 2),
+        "usage": run.usage.as_dict(),
     }
-    say(f"fanout latency {consumer}: p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms ({len(values)} seen)")
+    say(f"fanout latency {consumer}: p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms ({result['seen']} seen)")
     return result
 
 

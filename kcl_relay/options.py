@@ -496,3 +496,26 @@ TABLE_OPTIONS = _table(
 def default(name: str, table: dict[str, Option] = SOURCE_OPTIONS) -> Any:
     """An option's default, for a dataclass field: `batch_size: int = default("batch-size")`."""
     return table[name].default
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ProcessorOptions:
+    """The source options the record processors run with, declared once for the two that hold them: SourceSpec (what
+    the source URL says) and ProcessorConfig (what the supervisor hands its processors), which relay.py fills from
+    it. Keyword-only, so a subclass may add fields without a default; eq=False: each subclass says how it compares.
+    """
+
+    batch_size: int = default("batch-size")
+    buffer_time: float = default("buffer-time")
+    # the KCL's pause after a read that reached the tip: for the processor, when the next delivery comes
+    idle_sleep: float = default("idle-sleep")
+    ttl: str = default("ttl")
+    route_tables: bool = default("route-tables")
+    source_table: str | None = default("source-table")
+    tombstone_retention: float = default("tombstone-retention")
+    delete_mode: str = default("delete-mode")
+    retry_timeout: float = default("retry-timeout")
+    start: str = default("start")
+    seqno: str | None = default("seqno")
+    log_level: str = default("log-level")  # warn, info, debug (kcl_relay.logs)
+    mapping: str | None = default("mapping")  # the mapping file (kcl_relay/mapping), checked when the URL is parsed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -27,6 +28,7 @@ from kcl_relay.kcl.properties import INITIAL_POSITION, build_properties
 from kcl_relay.kcl.supervisor import WorkerPlan, application_dir, make_state_dir, run_worker, say
 from kcl_relay.kcl.worker_id import stable_worker_id
 from kcl_relay.logs import quiet_http_libraries
+from kcl_relay.options import ProcessorOptions
 from kcl_relay.pipeline import FlushStats, Pipeline, PipelineOptions, settle_heap, target_for
 from kcl_relay.sink.admin import check_reachable, table_state
 from kcl_relay.sink.base import Sink
@@ -163,20 +165,10 @@ def plan_worker(
         target_url=target.url.render_as_string(hide_password=False),
         table=target.qualified_table,
         state_dir=str(state_dir),
-        batch_size=spec.batch_size,
-        buffer_time=spec.buffer_time,
-        idle_sleep=consumer.processor_idle_sleep(spec, props),
-        ttl=spec.ttl,
-        route_tables=spec.route_tables,
-        source_table=spec.source_table,
-        tombstone_retention=spec.tombstone_retention,
-        delete_mode=spec.delete_mode,
-        retry_timeout=spec.retry_timeout,
-        start=spec.start,
-        seqno=spec.seqno,
         seqno_shard=seqno_shard,
-        log_level=spec.log_level,
-        mapping=spec.mapping,
+        # the processors' options as the URL gave them, but for the pause after a read at the tip (the consumer's)
+        **{field.name: getattr(spec, field.name) for field in dataclasses.fields(ProcessorOptions)}
+        | {"idle_sleep": consumer.processor_idle_sleep(spec, props)},
     )
     aws_env = {"AWS_REGION": spec.region}
     if spec.credentials:

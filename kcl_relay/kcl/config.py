@@ -10,32 +10,18 @@ import os
 from dataclasses import asdict, dataclass
 
 from kcl_relay.masking import mask_secrets, masked_eq, masked_repr
-from kcl_relay.options import default
+from kcl_relay.options import ProcessorOptions
 
 ENV_NAME = "KCL_RELAY_PROCESSOR"
 
 
 @masked_eq  # an assertion diff of two configs never shows the URL's password (kcl_relay.masking)
 @dataclass(frozen=True, eq=False, repr=False)
-class ProcessorConfig:
+class ProcessorConfig(ProcessorOptions):
     target_url: str  # may carry the database password: masked in repr and str
     table: str | None
     state_dir: str
-    batch_size: int = default("batch-size")
-    buffer_time: float = default("buffer-time")
-    # the KCL's pause after a read that reached the tip: when the next delivery comes
-    idle_sleep: float = default("idle-sleep")
-    ttl: str = default("ttl")
-    route_tables: bool = default("route-tables")
-    source_table: str | None = default("source-table")
-    tombstone_retention: float = default("tombstone-retention")
-    delete_mode: str = default("delete-mode")
-    retry_timeout: float = default("retry-timeout")
-    start: str = default("start")
-    seqno: str | None = default("seqno")
     seqno_shard: str | None = None  # the shard that holds `seqno`
-    log_level: str = default("log-level")  # warn, info, debug (kcl_relay.logs)
-    mapping: str | None = default("mapping")  # the mapping file (kcl_relay/mapping)
 
     def __repr__(self) -> str:
         return masked_repr(self, target_url=repr(mask_secrets(self.target_url)))

@@ -12,7 +12,7 @@ import functools
 import time
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from kcl_relay.source import kinesis
 from kcl_relay.source.url import SourceError, SourceSpec
@@ -46,10 +46,6 @@ def client(spec: SourceSpec, service: str) -> Any:
     return kinesis.session(spec).client(service, endpoint_url=spec.endpoint_url, config=kinesis.PREFLIGHT_CONFIG)
 
 
-def _where(spec: SourceSpec) -> str:
-    return f"{spec.endpoint_url} (region {spec.region})" if spec.endpoint_url else f"AWS {spec.region}"
-
-
 def _enable_hint(table: str) -> str:
     return (
         f"aws dynamodb update-table --table-name {table} "
@@ -65,7 +61,7 @@ def find_stream(spec: SourceSpec) -> TableStream:
         description = client(spec, "dynamodb").describe_table(TableName=table)["Table"]
     except ClientError as error:
         if error.response["Error"]["Code"] == "ResourceNotFoundException":
-            raise SourceError(f"DynamoDB table {table!r} not found at {_where(spec)}") from None
+            raise SourceError(f"DynamoDB table {table!r} not found at {kinesis.where(spec)}") from None
         raise
     arn = description.get("LatestStreamArn")
     stream_spec = description.get("StreamSpecification") or {}
@@ -99,7 +95,7 @@ def describe_shards(spec: SourceSpec, arn: str) -> list[dict[str, Any]]:
 
 def prepare_stream(spec: SourceSpec) -> tuple[TableStream, list[dict[str, Any]]]:
     """Check the endpoints, the table and its stream; return the stream and its shards. SourceError otherwise."""
-    try:
+    with kinesis.aws_errors(spec):
         stream = find_stream(spec)
         shards = describe_shards(spec, stream.arn)
         if spec.dynamodb_endpoint:  # the lease table lives elsewhere: fail now, not in the JVM
@@ -108,13 +104,6 @@ def prepare_stream(spec: SourceSpec) -> tuple[TableStream, list[dict[str, Any]]]
             except EndpointConnectionError:
                 raise SourceError(f"cannot reach the DynamoDB endpoint {spec.dynamodb_endpoint}") from None
         return stream, shards
-    except EndpointConnectionError:
-        raise SourceError(f"cannot reach the AWS endpoint {_where(spec)}") from None
-    except ClientError as error:
-        code = error.response["Error"]["Code"]
-        raise SourceError(f"AWS refused {error.operation_name} at {_where(spec)}: {code}") from None
-    except BotoCoreError as error:
-        raise SourceError(f"AWS call to {_where(spec)} failed: {error}") from None
 
 
 def kcl_properties(stream: TableStream, props: dict[str, str]) -> dict[str, str]:

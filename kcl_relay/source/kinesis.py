@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -32,15 +34,30 @@ def client(spec: SourceSpec, service: str) -> Any:
     return session(spec).client(service, endpoint_url=endpoint, config=PREFLIGHT_CONFIG)
 
 
-def _where(spec: SourceSpec) -> str:
+def where(spec: SourceSpec) -> str:
+    """The endpoint the URL names, for messages."""
     return f"{spec.endpoint_url} (region {spec.region})" if spec.endpoint_url else f"AWS {spec.region}"
+
+
+@contextlib.contextmanager
+def aws_errors(spec: SourceSpec) -> Iterator[None]:
+    """What boto3 raises at the URL's endpoint, as a one-line SourceError (a SourceError raised inside passes)."""
+    try:
+        yield
+    except EndpointConnectionError:
+        raise SourceError(f"cannot reach the AWS endpoint {where(spec)}") from None
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        raise SourceError(f"AWS refused {error.operation_name} at {where(spec)}: {code}") from None
+    except BotoCoreError as error:
+        raise SourceError(f"AWS call to {where(spec)} failed: {error}") from None
 
 
 def prepare_stream(spec: SourceSpec) -> list[dict]:
     """Check the endpoints and the stream (creating it with create=true); return its shards. SourceError otherwise."""
     assert spec.stream is not None, "a file replay has no stream: cli runs replay_file for it, never this"
     kinesis = client(spec, "kinesis")
-    try:
+    with aws_errors(spec):
         try:
             kinesis.describe_stream_summary(StreamName=spec.stream)
         except ClientError as error:
@@ -49,22 +66,15 @@ def prepare_stream(spec: SourceSpec) -> list[dict]:
             if not spec.create:
                 create = "set kclrelay.create = true" if spec.from_properties else "add ?create=true"
                 raise SourceError(
-                    f"Kinesis stream {spec.stream!r} not found at {_where(spec)}; {create} to create it"
+                    f"Kinesis stream {spec.stream!r} not found at {where(spec)}; {create} to create it"
                 ) from None
             kinesis.create_stream(StreamName=spec.stream, ShardCount=spec.create_shards)
         wait_active(kinesis, spec.stream)
         try:
             client(spec, "dynamodb").list_tables(Limit=1)  # the KCL keeps its leases there: fail now, not in the JVM
         except EndpointConnectionError:
-            raise SourceError(f"cannot reach the DynamoDB endpoint {spec.dynamodb_endpoint or _where(spec)}") from None
+            raise SourceError(f"cannot reach the DynamoDB endpoint {spec.dynamodb_endpoint or where(spec)}") from None
         return list_shards(kinesis, spec.stream)
-    except EndpointConnectionError:
-        raise SourceError(f"cannot reach the AWS endpoint {_where(spec)}") from None
-    except ClientError as error:
-        code = error.response["Error"]["Code"]
-        raise SourceError(f"AWS refused {error.operation_name} at {_where(spec)}: {code}") from None
-    except BotoCoreError as error:
-        raise SourceError(f"AWS call to {_where(spec)} failed: {error}") from None
 
 
 def wait_active(kinesis: Any, stream: str, timeout: float = 120.0) -> None:

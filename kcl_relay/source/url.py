@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from kcl_relay.masking import masked_eq
 from kcl_relay.options import APP_NAME as APP_NAME  # re-exported: tests check names against it
-from kcl_relay.options import CONTROL, SOURCE_OPTIONS, STREAM_NAME, default
+from kcl_relay.options import CONTROL, SOURCE_OPTIONS, STREAM_NAME, ProcessorOptions, default
 
 SCHEME = "kinesis+dynamodb+cdc"
 STREAMS_SCHEME = "dynamodb+cdc"  # the table's DynamoDB stream, read through the DynamoDB Streams Kinesis adapter
@@ -66,8 +66,9 @@ class Credentials:
 
 
 @dataclass(frozen=True)
-class SourceSpec:
-    """Everything the relay needs to know about where records come from, validated."""
+class SourceSpec(ProcessorOptions):
+    """Everything the relay needs to know about where records come from, validated (with ProcessorOptions' fields,
+    which the record processors get too)."""
 
     stream: str | None = None  # None for a file replay
     path: str | None = None  # the NDJSON file of a replay
@@ -76,36 +77,21 @@ class SourceSpec:
     dynamodb_endpoint: str | None = default("dynamodb-endpoint")
     credentials: Credentials | None = None  # None: the usual AWS chain
     region: str = default("region")
-    batch_size: int = default("batch-size")
     create: bool = default("create")
     create_shards: int = default("create-shards")
-    start: str = default("start")
-    seqno: str | None = default("seqno")
     timestamp: datetime | None = default("timestamp")  # noqa: RUF009 - None (the table says so)
-    idle_sleep: float = default("idle-sleep")
-    buffer_time: float = default("buffer-time")
     once: bool = default("once")
     app: str | None = default("app")
     worker_id: str | None = default("worker-id")
     failover_time: float = default("failover-time")
     max_leases: int | None = default("max-leases")
     shard_sync_interval: float = default("shard-sync-interval")
-    ttl: str = default("ttl")
-    route_tables: bool = default("route-tables")
-    source_table: str | None = default("source-table")
-    tombstone_retention: float = default("tombstone-retention")
-    delete_mode: str = default("delete-mode")
-    retry_timeout: float = default("retry-timeout")
     reset: bool = default("reset")
-    log_level: str = default("log-level")
     from_properties: bool = field(default=False, compare=False)  # for messages: kclrelay.create, not ?create=true
     metrics_port: int | None = default("metrics-port")  # None: no Prometheus endpoint
     metrics_host: str = default("metrics-host")
     kcl_metrics: str = default("kcl-metrics")
     consumer: str = default("consumer")
-    mapping: str | None = default(
-        "mapping"
-    )  # the mapping file's path (kcl_relay/mapping), checked when the URL is parsed
     kind: str = KINESIS  # DYNAMODB_STREAMS: `stream` is the DynamoDB table whose stream is read
 
     @property

@@ -41,6 +41,7 @@ from tests.support.e2e import app_name, source_url, wait_for
 from tests.support.faults import (
     KEY_SCHEMA,
     LONG,
+    Sync,
     Worker,
     Writers,
     account_restarts,
@@ -71,6 +72,13 @@ def no_worker_left() -> Iterator[None]:
 def fresh_source(aws: LocalAws, shards: int) -> None:
     create_table(aws.client("dynamodb"), TABLE, KEY_SCHEMA)
     create_stream(aws.client("kinesis"), STREAM, shards=shards)
+
+
+def failover_source(aws: LocalAws, shards: int) -> tuple[str, str]:
+    """A fresh source of `shards` shards and a new application to read it with FAILOVER: (app, source URL)."""
+    fresh_source(aws, shards)
+    app = app_name()
+    return app, source_url(aws.endpoint_url, STREAM, app=app, **{"failover-time": f"{FAILOVER:g}"})
 
 
 def wait_until_moved(aws: LocalAws, app: str, shards: set[str], away_from: str, timeout: float) -> dict[str, float]:
@@ -105,6 +113,53 @@ def first_apply_after(workers: list[Worker], shards: set[str], since_wall: float
     return max(firsts.values()) - since_wall
 
 
+def taken_over(
+    aws: LocalAws,
+    app: str,
+    crashed: Worker,
+    orphaned: set[str],
+    appliers: list[Worker],
+    t_kill: float,
+    t_kill_wall: float,
+) -> tuple[float, float]:
+    """After `crashed` was killed at t_kill (monotonic) / t_kill_wall: seconds until its shards had other owners,
+    and until one of `appliers` applied records of each of them."""
+    moved = wait_until_moved(aws, app, orphaned, crashed.worker_id, timeout=240)
+    return max(moved.values()) - t_kill, first_apply_after(appliers, orphaned, t_kill_wall, timeout=240)
+
+
+def stop_all(workers: list[Worker]) -> dict[str, int]:
+    """Terminates the workers still running (their exit codes, by name) and cleans every one up."""
+    codes = {worker.name: worker.terminate() for worker in workers if worker.process.poll() is None}
+    for worker in workers:
+        worker.cleanup()
+    return codes
+
+
+def applied_records(workers: list[Worker]) -> int:
+    return sum(sum(worker.applied_per_shard().values()) for worker in workers)
+
+
+def delivery(writers: Writers, applied: int) -> dict[str, int]:
+    """What a scenario's writers wrote and put, and what its workers applied."""
+    return {
+        "item_writes": writers.writes,
+        "records_put": writers.put,
+        "records_applied": applied,
+        "redelivered": applied - writers.put,
+    }
+
+
+def ending(sync: Sync, started: float) -> dict[str, float]:
+    """How the target ended, compared with the DynamoDB table, and the scenario's time from `started` (monotonic)."""
+    return {
+        "items_at_end": len(sync.expected),
+        "lost": sync.lost,
+        "extra": len(sync.extra),
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+
+
 def start_fleet(aws: LocalAws, app: str, url: str, target_url: str, table: str, folder: Path) -> list[Worker]:
     """Three workers of one application, started together on a lease table written beforehand.
 
@@ -131,9 +186,7 @@ def test_a_fleet_shares_hands_over_and_takes_over(fleet_target: str, tmp_path: P
     spec = parse_target(fleet_target, table)
     started = time.monotonic()
     with LocalAws() as aws:
-        fresh_source(aws, shards=4)
-        app = app_name()
-        url = source_url(aws.endpoint_url, STREAM, app=app, **{"failover-time": f"{FAILOVER:g}"})
+        app, url = failover_source(aws, shards=4)
         workers: list[Worker] = []
         try:
             with Writers(aws, TABLE, STREAM, n_keys=N_KEYS, pause=WRITE_PAUSE) as writers:
@@ -174,18 +227,16 @@ def test_a_fleet_shares_hands_over_and_takes_over(fleet_target: str, tmp_path: P
                 orphaned = held[crashed.worker_id]
                 t_kill, t_kill_wall = time.monotonic(), time.time()
                 crashed.crash()
-                moved = wait_until_moved(aws, app, orphaned, crashed.worker_id, timeout=240)
-                takeover_seconds = max(moved.values()) - t_kill
-                takeover_apply_seconds = first_apply_after([last], orphaned, t_kill_wall, timeout=240)
+                takeover_seconds, takeover_apply_seconds = taken_over(
+                    aws, app, crashed, orphaned, [last], t_kill, t_kill_wall
+                )
                 time.sleep(SETTLE)
             sync = wait_in_sync(aws, TABLE, spec, timeout=300)
             final_leases = owners(aws, app)
         finally:
-            codes = {worker.name: worker.terminate() for worker in workers if worker.process.poll() is None}
-            for worker in workers:
-                worker.cleanup()
+            codes = stop_all(workers)
         logs = "\n".join(worker.tail() for worker in workers)
-        applied = sum(sum(worker.applied_per_shard().values()) for worker in workers)
+        applied = applied_records(workers)
         report(
             f"fleet[{spec.dialect}]",
             {
@@ -202,14 +253,8 @@ def test_a_fleet_shares_hands_over_and_takes_over(fleet_target: str, tmp_path: P
                 "sigkill_of_leader": crashed_leader,
                 "sigkill_lease_takeover_s": round(takeover_seconds, 1),
                 "sigkill_first_apply_s": round(takeover_apply_seconds, 1),
-                "item_writes": writers.writes,
-                "records_put": writers.put,
-                "records_applied": applied,
-                "redelivered": applied - writers.put,
-                "items_at_end": len(sync.expected),
-                "lost": sync.lost,
-                "extra": len(sync.extra),
-                "elapsed_s": round(time.monotonic() - started, 1),
+                **delivery(writers, applied),
+                **ending(sync, started),
             },
         )
         assert sync.exact, f"the target is not the DynamoDB table: {sync.summary()}"
@@ -251,9 +296,7 @@ def test_b_a_crashed_leader_costs_what_any_crash_does(leader_target: str, tmp_pa
     spec = parse_target(leader_target, table)
     started = time.monotonic()
     with LocalAws() as aws:
-        fresh_source(aws, shards=4)
-        app = app_name()
-        url = source_url(aws.endpoint_url, STREAM, app=app, **{"failover-time": f"{FAILOVER:g}"})
+        app, url = failover_source(aws, shards=4)
         workers: list[Worker] = []
         try:
             with Writers(aws, TABLE, STREAM, n_keys=N_KEYS, pause=WRITE_PAUSE) as writers:
@@ -278,17 +321,15 @@ def test_b_a_crashed_leader_costs_what_any_crash_does(leader_target: str, tmp_pa
                     lambda: (lead := leader(aws, app)) != crashed.worker_id and lead, 240, "another leader"
                 )
                 lock_seconds = time.monotonic() - t_kill
-                moved = wait_until_moved(aws, app, orphaned, crashed.worker_id, timeout=240)
-                takeover_seconds = max(moved.values()) - t_kill
-                apply_seconds = first_apply_after(survivors, orphaned, t_kill_wall, timeout=240)
+                takeover_seconds, apply_seconds = taken_over(
+                    aws, app, crashed, orphaned, survivors, t_kill, t_kill_wall
+                )
                 time.sleep(SETTLE)
             sync = wait_in_sync(aws, TABLE, spec, timeout=300)
         finally:
-            codes = {worker.name: worker.terminate() for worker in workers if worker.process.poll() is None}
-            for worker in workers:
-                worker.cleanup()
+            codes = stop_all(workers)
         logs = "\n".join(worker.tail() for worker in workers)
-        applied = sum(sum(worker.applied_per_shard().values()) for worker in workers)
+        applied = applied_records(workers)
         report(
             f"leader-crash[{spec.dialect}]",
             {
@@ -299,14 +340,8 @@ def test_b_a_crashed_leader_costs_what_any_crash_does(leader_target: str, tmp_pa
                 "leader_lock_takeover_s": round(lock_seconds, 1),
                 "leader_lease_takeover_s": round(takeover_seconds, 1),
                 "leader_first_apply_s": round(apply_seconds, 1),
-                "item_writes": writers.writes,
-                "records_put": writers.put,
-                "records_applied": applied,
-                "redelivered": applied - writers.put,
-                "items_at_end": len(sync.expected),
-                "lost": sync.lost,
-                "extra": len(sync.extra),
-                "elapsed_s": round(time.monotonic() - started, 1),
+                **delivery(writers, applied),
+                **ending(sync, started),
             },
         )
         assert new_leader in {worker.worker_id for worker in survivors}
@@ -371,9 +406,7 @@ def test_every_worker_restarted_resumes_from_checkpoints(restart_target: str, tm
     spec = parse_target(restart_target, table)
     started = time.monotonic()
     with LocalAws() as aws:
-        fresh_source(aws, shards=4)
-        app = app_name()
-        url = source_url(aws.endpoint_url, STREAM, app=app, **{"failover-time": f"{FAILOVER:g}"})
+        app, url = failover_source(aws, shards=4)
         runs: list[list[Worker]] = []
 
         def start(run: int) -> list[Worker]:
@@ -447,7 +480,7 @@ def test_every_worker_restarted_resumes_from_checkpoints(restart_target: str, tm
             "shards": 4,
             "item_writes": writers.writes,
             "records_put": writers.put,
-            "records_applied_per_run": [sum(sum(w.applied_per_shard().values()) for w in run) for run in runs],
+            "records_applied_per_run": [applied_records(run) for run in runs],
             "graceful_restart_redelivered": account.graceful_redelivered,
             "graceful_restart_resume_s": round(graceful_resume_seconds, 1),
             "crash_restart_redelivered": account.crash_redelivered,
@@ -455,10 +488,7 @@ def test_every_worker_restarted_resumes_from_checkpoints(restart_target: str, tm
             "crash_restart_resume_s": round(crash_resume_seconds, 1),
             "redelivered_total": account.applied - account.records,
             "undelivered": account.undelivered,
-            "items_at_end": len(sync.expected),
-            "lost": sync.lost,
-            "extra": len(sync.extra),
-            "elapsed_s": round(time.monotonic() - started, 1),
+            **ending(sync, started),
         },
     )
     assert sync.exact, f"the target is not the DynamoDB table: {sync.summary()}"
@@ -585,10 +615,7 @@ def test_poison_records_are_dead_lettered_with_their_reason(poison_target: str, 
             "records_put": writers.put + len(put),
             "poison_records": len(put),
             "dead_letters": len(found),
-            "items_at_end": len(sync.expected),
-            "lost": sync.lost,
-            "extra": len(sync.extra),
-            "elapsed_s": round(time.monotonic() - started, 1),
+            **ending(sync, started),
         },
     )
     assert sync.exact, f"the target is not the DynamoDB table: {sync.summary()}"

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from kcl_relay.localaws.server import LocalAws
+from tests.support.checkout import REPO, copy_checkout
 from tests.support.e2e import ENV, app_name, cdc_record, new_stream, put_records, source_url
 
-REPO = Path(__file__).resolve().parents[2]
 M2 = Path.home() / ".m2" / "repository"
 
 pytestmark = [
@@ -36,26 +36,13 @@ pytestmark = [
 ]
 
 
-def _copy_checkout(dest: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, (entry.decode() for entry in listed)):
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtualenv with kcl-relay installed from a freshly built wheel; its bin folder."""
     work = tmp_path_factory.mktemp("install")
     checkout, dist, venv = work / "kcl-relay", work / "dist", work / "venv"
     checkout.mkdir()
-    _copy_checkout(checkout)
+    copy_checkout(checkout)
     # The PEP 517 build python -m build runs, without its isolated environment (no download: setuptools is here).
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), "."],

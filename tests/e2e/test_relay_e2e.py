@@ -18,7 +18,7 @@ from kcl_relay.localaws.server import LocalAws
 from kcl_relay.localaws.workload import create_stream, create_table, run_workload, scan_items
 from kcl_relay.sink.target import parse_target
 from tests.support.e2e import app_name, run_relay, source_url, state_dir
-from tests.support.tables import read_items, same_value
+from tests.support.tables import WORKLOAD_COLUMNS, read_items, same_value
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -87,18 +87,6 @@ def test_second_run_resumes_from_checkpoints(source: Source, target_url: str) ->
     assert "resuming after checkpoint" in (state_dir(second) / "processor.log").read_text()
 
 
-MAPPING = """
-[columns]
-name = { path = "name", type = "TEXT" }
-amount = { path = "amount", type = "NUMERIC(38, 10)" }
-active = { path = "active", type = "BOOLEAN" }
-title = { path = "doc.title", type = "TEXT" }
-level = { path = "doc.nested.level", type = "BIGINT" }
-tags = { path = "tags", type = "ARRAY(TEXT)" }
-version = { path = "version", type = "BIGINT" }
-"""
-
-
 def test_a_mapped_relay_equals_dynamodb_scan(source: Source, target_url: str, tmp_path: Path) -> None:
     """mapping= through the KCL: the processors shape rows into typed columns; read back through the relay's
     reader (columns at their paths), every item is the scan's, in the form verify compares."""
@@ -107,7 +95,7 @@ def test_a_mapped_relay_equals_dynamodb_scan(source: Source, target_url: str, tm
     from kcl_relay.sink.reader import TargetReader
 
     path = tmp_path / "orders.toml"
-    path.write_text(MAPPING)
+    path.write_text(WORKLOAD_COLUMNS)
     table = f"orders_mapped_{uuid.uuid4().hex[:8]}"
     url = source_url(source.aws.endpoint_url, STREAM, once="true", app=app_name(), mapping=str(path))
     done = run_relay(url, target_url, table)

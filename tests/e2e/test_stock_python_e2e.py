@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.support.checkout import REPO, copy_checkout
 from tests.support.records import cdc_record
 
-REPO = Path(__file__).resolve().parents[2]
 DEBIAN_PYTHON = Path("/usr/bin/python3")
 STOCK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -28,27 +27,13 @@ pytestmark = [
 ]
 
 
-def _copy_checkout(dest: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, (entry.decode() for entry in listed)):
-        source = REPO / name
-        if source.is_file():  # a file deleted in the work tree but still in the index is skipped
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-
-
 def test_setup_with_debian_python_then_relay_a_file(tmp_path: Path) -> None:
     refused = subprocess.run(
         [str(DEBIAN_PYTHON), "-m", "pip", "install", "--dry-run", "six"], capture_output=True, text=True
     )
     checkout = tmp_path / "kcl-relay"
     checkout.mkdir()
-    _copy_checkout(checkout)
+    copy_checkout(checkout)
     env = {
         "HOME": os.environ.get("HOME", "/root"),
         "PATH": STOCK_PATH,

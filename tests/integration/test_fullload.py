@@ -31,7 +31,7 @@ from kcl_relay.source.table_url import TableSpec, parse_table
 from kcl_relay.verify import VerifyOptions, compare
 from tests.support.cleanup import drop_target_tables
 from tests.support.stream_follower import StreamFollower
-from tests.support.tables import read_items, same_value
+from tests.support.tables import WORKLOAD_COLUMNS, read_items, same_value
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -456,18 +456,9 @@ def test_an_undecodable_item_is_a_dead_letter(
 
 # ---- with a mapping (kcl_relay/mapping) ----------------------------------------------------------------------
 
-ITEMS_MAPPING = """
+ITEMS_MAPPING = f"""
 exclude = ["nothing"]
-
-[columns]
-name = { path = "name", type = "TEXT" }
-amount = { path = "amount", type = "NUMERIC(38, 10)" }
-active = { path = "active", type = "BOOLEAN" }
-title = { path = "doc.title", type = "TEXT" }
-level = { path = "doc.nested.level", type = "BIGINT" }
-tags = { path = "tags", type = "ARRAY(TEXT)" }
-scores = { path = "scores", type = "ARRAY(DOUBLE)" }
-version = { path = "version", type = "BIGINT" }
+{WORKLOAD_COLUMNS}scores = {{ path = "scores", type = "ARRAY(DOUBLE)" }}
 """
 
 

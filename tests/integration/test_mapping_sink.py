@@ -16,10 +16,11 @@ import pytest
 from kcl_relay.mapping.spec import MappingError, parse_mapping
 from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, SETTINGS_SUFFIX, TOMBSTONES_SUFFIX
-from kcl_relay.sink.reader import TargetReader, comparable
+from kcl_relay.sink.reader import comparable
 from kcl_relay.sink.target import TargetSpec, parse_target
 from kcl_relay.sink.writer import TableWriter, dialect_for
 from tests.support.sink_suite import KEY_TYPES, change
+from tests.support.tables import reader_items
 
 ORDERS = """
 [columns]
@@ -48,11 +49,7 @@ def spec(request: pytest.FixtureRequest) -> Iterator[TargetSpec]:
 
 
 def _items(spec: TargetSpec) -> dict[str, Any]:
-    reader = TargetReader(spec, KEY_TYPES)
-    try:
-        return {row.key_id: row.item for row in reader.rows()}
-    finally:
-        reader.close()
+    return reader_items(spec, KEY_TYPES)
 
 
 def _column(spec: TargetSpec, column: str, ident: str) -> Any:

@@ -17,12 +17,13 @@ from kcl_relay.cdc.event import ChangeEvent, KeyType, Position, canonical_key
 from kcl_relay.cdc.values import from_item
 from kcl_relay.localaws.server import LocalAws
 from kcl_relay.localaws.workload import create_table, scan_items
-from kcl_relay.sink.reader import TargetReader, comparable
+from kcl_relay.sink.reader import comparable
 from kcl_relay.sink.target import TargetSpec, parse_target
 from kcl_relay.sink.writer import open_sink
 from kcl_relay.source import dynamodb
 from kcl_relay.source.table_url import parse_table
 from kcl_relay.verify import VerifyOptions, compare
+from tests.support.tables import reader_items
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -89,11 +90,7 @@ def test_nul_items_load_verify_and_prune(aws: LocalAws, target: TargetSpec) -> N
     assert snapshot.complete
     assert (snapshot.stats.dead_letters, snapshot.stats.pruned) == (0, 1)
 
-    reader = TargetReader(target, KEY_TYPES)
-    try:
-        assert {row.key_id: row.item for row in reader.rows()} == oracle  # exactly the items
-    finally:
-        reader.close()
+    assert reader_items(target, KEY_TYPES) == oracle  # exactly the items
     for options in ({}, {"sample": 1.0}):
         report, _ = compare(spec, target, VerifyOptions(settle=0, **options))
         assert report.in_sync, report.lines(name, target.describe(), 5)

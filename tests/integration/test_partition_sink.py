@@ -18,11 +18,11 @@ from kcl_relay.cdc.event import ChangeEvent, KeyType, Op, Position
 from kcl_relay.mapping.spec import MappingError, parse_mapping
 from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, SETTINGS_SUFFIX, TOMBSTONES_SUFFIX
-from kcl_relay.sink.reader import TargetReader
 from kcl_relay.sink.target import TargetSpec, parse_target
 from kcl_relay.sink.writer import TableWriter, dialect_for
 from tests.support.reference import reference_state
 from tests.support.sink_suite import T0
+from tests.support.tables import reader_items
 
 pytestmark = pytest.mark.cratedb
 
@@ -71,11 +71,7 @@ def spec(cratedb_url: str) -> Iterator[TargetSpec]:
 
 
 def _items(spec: TargetSpec) -> dict[str, Any]:
-    reader = TargetReader(spec, KEYS)
-    try:
-        return {row.key_id: row.item for row in reader.rows()}
-    finally:
-        reader.close()
+    return reader_items(spec, KEYS)
 
 
 def _explain(spec: TargetSpec, sql: str, params: list[Any]) -> str:

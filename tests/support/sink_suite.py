@@ -11,6 +11,7 @@ own reader (TargetReader: the columns put back at their paths) and compared with
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import random
@@ -209,6 +210,44 @@ def corpus_events(n: int, seed: int) -> list[ChangeEvent]:
         except DecodeError:
             continue
     return events
+
+
+def apply_in_random_batches(
+    sink: TableWriter, events: Sequence[ChangeEvent], rng: random.Random, sizes: Sequence[int]
+) -> Iterator[ApplyResult]:
+    """Applies the events in order, coalesced, in batches of sizes rng picks; yields each batch's result."""
+    start = 0
+    while start < len(events):
+        size = rng.choice(sizes)
+        yield sink.apply(coalesce(events[start : start + size]))
+        start += size
+
+
+def share_out(events: Sequence[ChangeEvent], rng: random.Random, counts: Sequence[int]) -> list[list[ChangeEvent]]:
+    """Each event to one of two workers or to both (a redelivery after a lease moved): how many, rng picks."""
+    shares: list[list[ChangeEvent]] = [[], []]
+    for event in events:
+        for worker in rng.sample((0, 1), rng.choice(counts)):
+            shares[worker].append(event)
+    return shares
+
+
+def run_at_once(jobs: Sequence[Callable[[], object]], timeout: float) -> None:
+    """Runs the jobs at the same time, each in a thread; fails with what any of them raised."""
+    errors: list[BaseException] = []
+
+    def run(job: Callable[[], object]) -> None:
+        try:
+            job()
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    assert not errors, errors
 
 
 class SinkSemantics:
@@ -415,12 +454,8 @@ class SinkSemantics:
         rng = random.Random(seed)
         if shuffle:
             rng.shuffle(events)
-        start = 0
-        while start < len(events):
-            size = rng.choice((1, 2, 5, 17, 60, 150))
-            result = sink.apply(coalesce(events[start : start + size]))
+        for result in apply_in_random_batches(sink, events, rng, (1, 2, 5, 17, 60, 150)):
             assert result.dead_letters == []
-            start += size
         key_names = sorted(events[0].key_types)
         assert self.items(spec) == self.expected_items(reference, key_names)
 
@@ -636,43 +671,37 @@ class SinkSemantics:
         short.apply([change("INSERT", "d", 3, 4)])  # the first apply purges; then at most every purge_interval
         assert self.count(sink, TOMBSTONES_SUFFIX) == 0
 
-    def test_a_batch_is_a_handful_of_statements(self, sink: TableWriter) -> None:
+    @staticmethod
+    def statements_of_a_mixed_batch(sink: TableWriter) -> int:
+        """The statements `sink` takes for one batch of 500 MODIFYs and 500 REMOVEs of 1,000 rows there."""
         sink.apply([change("INSERT", f"k{i}", 1, i, n=i) for i in range(1000)])
         before = sink.statements
         batch = [change("MODIFY", f"k{i}", 2, 1000 + i, n=-i) for i in range(500)]
         batch += [change("REMOVE", f"k{i}", 2, 1000 + i) for i in range(500, 1000)]
         result = sink.apply(batch)
         assert (result.upserted, result.deleted) == (500, 500)
+        return sink.statements - before
+
+    def test_a_batch_is_a_handful_of_statements(self, sink: TableWriter) -> None:
+        statements = self.statements_of_a_mixed_batch(sink)
         # Never one statement per event: a few bulk writes, plus reads by key in the dialect's chunks (at most
         # three read rounds per kind of event: tombstones, row states, the re-check without transactions).
         reads = 3 * 2 * math.ceil(500 / sink.dialect.keys_per_read(["id"]))
-        assert sink.statements - before <= 12 + reads, sink.statements - before
+        assert statements <= 12 + reads, statements
 
     def test_concurrent_workers_converge(self, make_sink: Callable[..., TableWriter], spec: TargetSpec) -> None:
         events = corpus_events(500, 99)
         reference = reference_state(events)
         rng = random.Random(99)
-        shares: list[list[ChangeEvent]] = [[], []]
-        for event in events:  # each event to one worker, some to both (a redelivery after a lease moved)
-            for worker in rng.sample((0, 1), rng.choice((1, 1, 1, 2))):
-                shares[worker].append(event)
+        shares = share_out(events, rng, (1, 1, 1, 2))  # mostly to one worker
         sinks = [make_sink(), make_sink()]
         sinks[0].ensure_table(events[0].key_types)
-        errors: list[BaseException] = []
 
         def work(sink: TableWriter, share: list[ChangeEvent]) -> None:
-            try:
-                for start in range(0, len(share), 25):
-                    sink.apply(coalesce(share[start : start + 25]))
-            except BaseException as error:  # reported below, in the test's thread
-                errors.append(error)
+            for start in range(0, len(share), 25):
+                sink.apply(coalesce(share[start : start + 25]))
 
-        threads = [threading.Thread(target=work, args=pair) for pair in zip(sinks, shares, strict=True)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-        assert not errors, errors
+        run_at_once([functools.partial(work, *pair) for pair in zip(sinks, shares, strict=True)], timeout=120)
         assert self.items(spec) == self.expected_items(reference, sorted(events[0].key_types))
 
     def expect_reference(self, events: Sequence[ChangeEvent]) -> dict[Hashable, Item]:
@@ -730,6 +759,24 @@ class SinkSemantics:
         assert self.items(spec) == {}
         assert self.count(sink, TOMBSTONES_SUFFIX) == 800
 
+    def race_two_writers(
+        self, sinks: Sequence[TableWriter], spec: TargetSpec, stream: Sequence[ChangeEvent], seed: int
+    ) -> None:
+        """The two writers apply the stream at once, each event reaching one or both of them, in small random
+        batches: the table ends with every key's newest event."""
+        shares = share_out(stream, random.Random(seed), (1, 2))
+        sinks[0].ensure_table(stream[0].key_types)
+        run_at_once(
+            [
+                functools.partial(
+                    list, apply_in_random_batches(sink, share, random.Random(seed * 10 + index), (1, 3, 8, 20))
+                )
+                for index, (sink, share) in enumerate(zip(sinks, shares, strict=True))
+            ],
+            timeout=300,
+        )
+        assert self.items(spec) == self.expect_reference(stream)
+
     @pytest.mark.parametrize("seed", [1, 2, 3])
     def test_two_writers_race_on_one_key_set(
         self, make_sink: Callable[..., TableWriter], spec: TargetSpec, seed: int
@@ -737,35 +784,7 @@ class SinkSemantics:
         """Two writers apply the same few hot keys at once, each event reaching one or both of them, in small
         batches: without transactions (CrateDB) too, the table ends with every key's newest event."""
         stream = history(KEY_SCHEMAS["S+N"], keys=25, events=1500, seed=seed)
-        rng = random.Random(seed)
-        shares: list[list[ChangeEvent]] = [[], []]
-        for event in stream:
-            for worker in rng.sample((0, 1), rng.choice((1, 2))):
-                shares[worker].append(event)
-        sinks = [make_sink(), make_sink()]
-        sinks[0].ensure_table(stream[0].key_types)
-        errors: list[BaseException] = []
-
-        def work(sink: TableWriter, share: list[ChangeEvent], batch_rng: random.Random) -> None:
-            try:
-                start = 0
-                while start < len(share):
-                    size = batch_rng.choice((1, 3, 8, 20))
-                    sink.apply(coalesce(share[start : start + size]))
-                    start += size
-            except BaseException as error:  # reported below, in the test's thread
-                errors.append(error)
-
-        threads = [
-            threading.Thread(target=work, args=(sink, share, random.Random(seed * 10 + index)))
-            for index, (sink, share) in enumerate(zip(sinks, shares, strict=True))
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=300)
-        assert not errors, errors
-        assert self.items(spec) == self.expect_reference(stream)
+        self.race_two_writers([make_sink(), make_sink()], spec, stream, seed)
 
     # ---- delete-mode=soft: a REMOVE keeps the row, flagged in cdc_event with its version ----
     def stored_rows(self, spec: TargetSpec) -> dict[str, tuple[int, str]]:
@@ -829,56 +848,20 @@ class SinkSemantics:
         events = corpus_events(600, seed)
         rng = random.Random(seed)
         rng.shuffle(events)
-        start = 0
-        while start < len(events):
-            size = rng.choice((1, 7, 50, 200))
-            assert sink.apply(coalesce(events[start : start + size])).dead_letters == []
-            start += size
+        for result in apply_in_random_batches(sink, events, rng, (1, 7, 50, 200)):
+            assert result.dead_letters == []
         assert self.items(spec) == self.expect_reference(events)
 
     def test_soft_a_batch_is_one_write(self, make_sink: Callable[..., TableWriter]) -> None:
         sink = make_sink(delete_mode="soft")
-        sink.apply([change("INSERT", f"k{i}", 1, i, n=i) for i in range(1000)])
-        before = sink.statements
-        batch = [change("MODIFY", f"k{i}", 2, 1000 + i, n=-i) for i in range(500)]
-        batch += [change("REMOVE", f"k{i}", 2, 1000 + i) for i in range(500, 1000)]
-        result = sink.apply(batch)
-        assert (result.upserted, result.deleted) == (500, 500)
+        statements = self.statements_of_a_mixed_batch(sink)
         # No reads: one guarded bulk upsert where the bulk answers per row (CrateDB), else one per kind of event
         # (plus PostgreSQL's savepoint around each).
-        assert sink.statements - before <= (1 if not sink.dialect.transactions else 6), sink.statements - before
+        assert statements <= (1 if not sink.dialect.transactions else 6), statements
 
     @pytest.mark.parametrize("seed", [1, 2])
     def test_soft_two_writers_race_on_one_key_set(
         self, make_sink: Callable[..., TableWriter], spec: TargetSpec, seed: int
     ) -> None:
         stream = history(KEY_SCHEMAS["S"], keys=25, events=1000, seed=seed)
-        rng = random.Random(seed)
-        shares: list[list[ChangeEvent]] = [[], []]
-        for event in stream:
-            for worker in rng.sample((0, 1), rng.choice((1, 2))):
-                shares[worker].append(event)
-        sinks = [make_sink(delete_mode="soft"), make_sink(delete_mode="soft")]
-        sinks[0].ensure_table(stream[0].key_types)
-        errors: list[BaseException] = []
-
-        def work(sink: TableWriter, share: list[ChangeEvent], batch_rng: random.Random) -> None:
-            try:
-                start = 0
-                while start < len(share):
-                    size = batch_rng.choice((1, 3, 8, 20))
-                    sink.apply(coalesce(share[start : start + size]))
-                    start += size
-            except BaseException as error:  # reported below, in the test's thread
-                errors.append(error)
-
-        threads = [
-            threading.Thread(target=work, args=(sink, share, random.Random(seed * 10 + index)))
-            for index, (sink, share) in enumerate(zip(sinks, shares, strict=True))
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=300)
-        assert not errors, errors
-        assert self.items(spec) == self.expect_reference(stream)
+        self.race_two_writers([make_sink(delete_mode="soft"), make_sink(delete_mode="soft")], spec, stream, seed)

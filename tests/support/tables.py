@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from kcl_relay.cdc.event import Item, canonical_key
+from kcl_relay.cdc.event import Item, KeyType, canonical_key
 from kcl_relay.cdc.jsonenc import loads
 from kcl_relay.cdc.values import parse_number
 from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.cratedb import CrateDBDialect
+from kcl_relay.sink.reader import TargetReader
 from kcl_relay.sink.target import TargetSpec
+
+# A mapping's [columns] for the attributes of the items kcl_relay.localaws.workload writes (fill_table, run_workload),
+# for the tests that relay or load them with a mapping (kcl_relay/mapping).
+WORKLOAD_COLUMNS = """
+[columns]
+name = { path = "name", type = "TEXT" }
+amount = { path = "amount", type = "NUMERIC(38, 10)" }
+active = { path = "active", type = "BOOLEAN" }
+title = { path = "doc.title", type = "TEXT" }
+level = { path = "doc.nested.level", type = "BIGINT" }
+tags = { path = "tags", type = "ARRAY(TEXT)" }
+version = { path = "version", type = "BIGINT" }
+"""
 
 
 def relation(spec: TargetSpec, suffix: str = "") -> str:
     table = f'"{spec.table}{suffix}"'
     return f'"{spec.schema}".{table}' if spec.schema else table
+
+
+def reader_items(spec: TargetSpec, key_types: Mapping[str, KeyType]) -> dict[str, Item]:
+    """{key id: item} as the relay's own reader gives the table back (a mapping's columns put back at their paths)."""
+    reader = TargetReader(spec, key_types)
+    try:
+        return {row.key_id: row.item for row in reader.rows()}
+    finally:
+        reader.close()
 
 
 def read_items(spec: TargetSpec, key_types: dict[str, str], live_only: bool = False) -> dict[str, Item]:
