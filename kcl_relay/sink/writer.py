@@ -47,6 +47,7 @@ claims, the row parameters (mapped columns included), dead letters and the tombs
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -81,18 +82,18 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# Each dialect's module, imported when a target needs it (each imports its own driver: crate, psycopg, sqlite3).
+_DIALECTS = {
+    "cratedb": ("kcl_relay.sink.cratedb", "CrateDBDialect"),
+    "postgresql": ("kcl_relay.sink.postgresql", "PostgreSQLDialect"),
+    "sqlite": ("kcl_relay.sink.sqlite", "SQLiteDialect"),
+}
+
+
 def dialect_for(spec: TargetSpec) -> Dialect:
-    if spec.dialect == "cratedb":
-        from kcl_relay.sink.cratedb import CrateDBDialect
-
-        return CrateDBDialect(spec.schema, spec.table)
-    if spec.dialect == "postgresql":
-        from kcl_relay.sink.postgresql import PostgreSQLDialect
-
-        return PostgreSQLDialect(spec.schema, spec.table)
-    from kcl_relay.sink.sqlite import SQLiteDialect
-
-    return SQLiteDialect(spec.schema, spec.table)
+    module, name = _DIALECTS[spec.dialect]
+    dialect: type[Dialect] = getattr(importlib.import_module(module), name)
+    return dialect(spec.schema, spec.table)
 
 
 def _raw_text(event: ChangeEvent) -> str:

@@ -19,7 +19,7 @@ from kcl_relay.cdc.event import ChangeEvent, KeyType, Position
 from kcl_relay.cdc.layout import split
 from kcl_relay.cli import cli
 from kcl_relay.sink.admin import run_sql
-from kcl_relay.sink.cratedb import CrateDBDialect
+from kcl_relay.sink.cratedb import CrateDBDialect, CrateDBDriver
 from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX
 from kcl_relay.sink.retry import RetryPolicy
 from kcl_relay.sink.strategy import OptimisticStrategy
@@ -102,16 +102,25 @@ def test_bulk_upsert_after_a_mapping_update_loses_object_values(cratedb_url: str
     ]
 
 
+class FailsFirstUpsertDriver(CrateDBDriver):
+    def __init__(self, dialect: FailsFirstUpsert) -> None:
+        self.dialect = dialect
+
+    def run_many(self, cursor: Any, sql: str, rows: Any) -> Any:
+        if sql.startswith(f"INSERT INTO {self.dialect.relation()} ") and not self.dialect.failed:
+            self.dialect.failed = True
+            raise crate_errors.ConnectionError("No more Servers available, exception from last server: timed out")
+        return super().run_many(cursor, sql, rows)
+
+
 class FailsFirstUpsert(OneShard):
     """The first upsert statement fails as a connection would (after the batch's types were fitted), once."""
 
     failed = False
 
-    def run_many(self, cursor: Any, sql: str, rows: Any) -> Any:
-        if sql.startswith(f"INSERT INTO {self.relation()} ") and not self.failed:
-            self.failed = True
-            raise crate_errors.ConnectionError("No more Servers available, exception from last server: timed out")
-        return super().run_many(cursor, sql, rows)
+    def __init__(self, schema: str | None, table: str) -> None:
+        super().__init__(schema, table)
+        self.driver = FailsFirstUpsertDriver(self)  # type: ignore[misc]  # this instance's, not the class's
 
 
 def test_a_retried_batch_still_writes_the_rows_that_add_columns_alone(cratedb_url: str) -> None:

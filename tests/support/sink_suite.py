@@ -846,7 +846,9 @@ class SinkSemantics:
         assert (result.upserted, result.deleted) == (500, 500)
         # No reads: one guarded bulk upsert where the bulk answers per row (CrateDB), else one per kind of event
         # (plus PostgreSQL's savepoint around each).
-        assert sink.statements - before <= (1 if not sink.dialect.transactions else 6), sink.statements - before
+        assert sink.statements - before <= (1 if not sink.dialect.features.transactions else 6), (
+            sink.statements - before
+        )
 
     @pytest.mark.parametrize("seed", [1, 2])
     def test_soft_two_writers_race_on_one_key_set(

@@ -12,4 +12,4 @@ __all__ = ["ApplyStrategy", "OptimisticStrategy", "TransactionalStrategy", "stra
 
 
 def strategy_for(dialect: Dialect) -> type[ApplyStrategy]:
-    return TransactionalStrategy if dialect.transactions else OptimisticStrategy
+    return TransactionalStrategy if dialect.features.transactions else OptimisticStrategy

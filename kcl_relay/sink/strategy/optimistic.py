@@ -149,17 +149,22 @@ class OptimisticStrategy(ApplyStrategy):
             self.bulk_upsert(cursor, rewrites, [True] * len(rewrites))
 
     def store_in_aux(self, cursor: Any, event: ChangeEvent, layout: Row, reason: str) -> bool:
-        """The dialect's other way to store a row it rejected (CrateDB: every attribute in aux); False if none."""
+        """A row whose `data` clashes with the types CrateDB fixed for data's sub-columns on earlier rows (an
+        attribute that was a number is now text, say), or that it cannot hold as dynamic columns: written again with
+        every non-key attribute in aux, intact. False when `data` held nothing to move (then it is a dead letter)."""
         writer = self.writer
-        fallback = self.dialect.fallback_upsert_params(event, layout)
-        if fallback is not None and writer.mapping is not None:  # every non-key attribute in aux, no column set
+        if not layout.data:
+            return False
+        if writer.mapping is not None:  # every non-key attribute in aux, no column set
             assert event.image is not None
             from kcl_relay.mapping.shape import keep
 
             kept = keep(writer.mapping, event.key, event.image)
             rest = {name: value for name, value in kept.items() if name not in event.key}
             fallback = writer._params(event, Row(pk=layout.pk, data={}, aux=rest, columns={}))
-        if fallback is None or self.executor.run_alone(cursor, writer._sql["upsert"], fallback) is not None:
+        else:
+            fallback = self.dialect.upsert_params(event, Row(pk=layout.pk, data={}, aux={**layout.data, **layout.aux}))
+        if self.executor.run_alone(cursor, writer._sql["upsert"], fallback) is not None:
             return False
         log.warning("%s: %s; stored with its attributes in aux", event.key_id, reason)
         return True
