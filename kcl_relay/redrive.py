@@ -47,20 +47,17 @@ class _Settings:
     retry_timeout: float = default("retry-timeout")
 
 
-def _row_identity(spec: TargetSpec) -> str:
-    """A column naming each row of a table without a primary key, good for a DELETE right after the read."""
-    return {"cratedb": "_id", "postgresql": "ctid", "sqlite": "rowid"}[spec.dialect]
-
-
 class DeadLetterTable:
     """The target's dead-letter table, read a page at a time (a tool's reads, not the relay's write path)."""
 
     def __init__(self, spec: TargetSpec) -> None:
         self.spec = spec
-        self.relation = dialect_for(spec).relation(DEADLETTERS_SUFFIX)
-        self.identity = _row_identity(spec)
+        dialect = dialect_for(spec)
+        self.relation = dialect.relation(DEADLETTERS_SUFFIX)
+        self.identity = dialect.row_identity  # a column naming each row: the dead letters have no primary key
+        self._refresh_sql = dialect.refresh_sql(self.relation)
         self._engine = spec.create_engine(poolclass=NullPool)
-        self._param = dialect_for(spec).param
+        self._param = dialect.param
 
     def close(self) -> None:
         self._engine.dispose()
@@ -73,8 +70,8 @@ class DeadLetterTable:
             return rows
 
     def _refresh(self) -> None:
-        if self.spec.dialect == "cratedb":
-            self._query(f"REFRESH TABLE {self.relation}")
+        if self._refresh_sql is not None:
+            self._query(self._refresh_sql)
 
     def bound(self) -> tuple[int, Any]:
         """(how many letters there are, the newest failed_at among them): what this run re-drives."""
@@ -85,7 +82,7 @@ class DeadLetterTable:
     def page(self, newest: Any, size: int) -> list[tuple[Any, RawRecord]]:
         """(row identity, record) of the oldest `size` letters left that failed at `newest` or before."""
         self._refresh()
-        selected = f"{self.identity}::text" if self.spec.dialect == "postgresql" else self.identity
+        selected = self.identity.selected
         where, params = "failed_at IS NULL", []  # NULL: never written by the relay, but re-driven as before
         if newest is not None:
             where, params = f"failed_at <= {self._param} OR {where}", [newest]
@@ -99,8 +96,7 @@ class DeadLetterTable:
         return letters
 
     def delete(self, row_ids: Sequence[Any]) -> None:
-        placeholder = "%s::tid" if self.spec.dialect == "postgresql" else "?"  # CrateDB: a real-time delete by _id
-        sql = f"DELETE FROM {self.relation} WHERE {self.identity} = {placeholder}"
+        sql = f"DELETE FROM {self.relation} WHERE {self.identity.column} = {self.identity.param}"
         with self._engine.begin() as connection:
             connection.connection.cursor().executemany(sql, [(row_id,) for row_id in row_ids])
 

@@ -292,9 +292,12 @@ def show_table(spec: TargetSpec, name: str, limit: int = 100) -> TablePage:
     On CrateDB the table is refreshed first, so rows written a moment ago show up (a person is looking: this is
     not the relay's write path, which never refreshes).
     """
+    from kcl_relay.sink.writer import dialect_for
+
     relation = _relation(spec, name)
-    if spec.dialect == "cratedb":
-        run_sql(spec, f"REFRESH TABLE {relation}")
+    refresh = dialect_for(spec).refresh_sql(relation)
+    if refresh is not None:
+        run_sql(spec, refresh)
     order = primary_key(spec, name)
     total = int(run_sql(spec, f"SELECT count(*) FROM {relation}")[1][0][0])
     mapping, outputs = _mapped_outputs(spec, name)

@@ -25,7 +25,8 @@ A table holds at most `mapping.total_fields.limit` columns (1000 by default), ev
 (information_schema.columns lists exactly those). The writer knows the count and the limit from the same read, and
 an attribute whose new sub-columns would pass the limit goes to `aux` before the row is sent: a wide table then
 costs no failed statement per row. The count may fall short of the truth when other workers add columns at the same
-time; CrateDB then rejects the row, and the writer stores all of its attributes in aux (writer.py, step 3).
+time; CrateDB then rejects the row, and the writer stores all of its attributes in aux (writer.py, step 3;
+strategy/optimistic.py).
 
 A type is a string ("text", "bigint", "double", "boolean", "undefined" for a path only null was stored at, "other"
 for anything else, e.g. a column a user declared), a dict of child types (an object), or an ArrayOf.

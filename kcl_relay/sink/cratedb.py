@@ -40,7 +40,7 @@ What this relies on, from CrateDB's documentation and source (crate/crate):
   fixed for a dynamic sub-column) fail the whole request instead; the executor then splits it to find the row.
 * Writes are durable when acknowledged (translog); no REFRESH is needed for durability, and none is issued.
 * There are no transactions, so the writer re-reads the tombstones after an upsert to undo a write that a
-  concurrent worker's newer REMOVE overtook (writer.py explains why that suffices).
+  concurrent worker's newer REMOVE overtook (strategy/optimistic.py explains why that suffices).
 
 Numeric key attributes are stored as TEXT holding the canonical decimal text (jsonenc): DynamoDB numbers carry up
 to 38 significant digits between 1E-130 and 1E+126, which neither BIGINT nor DOUBLE holds exactly (two keys could
@@ -70,6 +70,9 @@ from kcl_relay.sink.dialect import (
     TOMBSTONES_SUFFIX,
     BulkOutcome,
     Dialect,
+    Driver,
+    Features,
+    RowIdentity,
     RowState,
     quote_ident,
 )
@@ -99,6 +102,8 @@ _OUTAGE_ERRORS = re.compile(
     r"|\b401\b|\b403\b|ReadOnly|OperationOnInaccessibleRelation",
     re.IGNORECASE,
 )
+# A CREATE refused: "MissingPrivilegeException[Missing 'DDL' privilege for user 'u']" (ddl.privilege_line).
+_MISSING_PRIVILEGE = re.compile(r"Missing '(\w+)' privilege for user '([^']*)'")
 # Another worker created the same table at the same moment (CREATE TABLE IF NOT EXISTS is not atomic across nodes).
 _DDL_RACE = re.compile(r"RelationAlreadyExists|already exists", re.IGNORECASE)
 # What CrateDB says when one row's values cannot be stored (dynamic mapping, casts, limits). Messages seen from
@@ -235,12 +240,37 @@ def _subscript(name: str) -> str:
     return "pk['" + name.replace("'", "''") + "']"
 
 
+class CrateDBDriver(Driver):
+    """No transactions: each statement is durable on its own when acknowledged, so commit and rollback do nothing."""
+
+    def commit(self, connection: Any) -> None:
+        pass
+
+    def rollback(self, connection: Any) -> None:
+        pass
+
+    def run_many(self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> BulkOutcome:
+        results = cursor.executemany(sql, list(rows))
+        counts = [int(result.get("rowcount", -2)) for result in results]
+        errors = {
+            index: str(result["error"].get("message", ""))
+            for index, result in enumerate(results)
+            if isinstance(result.get("error"), dict) and result["error"].get("message")
+        }
+        return BulkOutcome(counts=counts, total=sum(count for count in counts if count > 0), errors=errors)
+
+
 class CrateDBDialect(Dialect):
     name: ClassVar[str] = "cratedb"
+    features: ClassVar[Features] = Features(
+        transactions=False, savepoints=False, parallel_reads=4, real_time_gets=True, partitions=True
+    )
+    driver: ClassVar[Driver] = CrateDBDriver()
     keys_per_select: ClassVar[int] = GET_KEYS_SINGLE
-    savepoints: ClassVar[bool] = False
-    transactions: ClassVar[bool] = False  # each statement is durable on its own when acknowledged
-    parallel_reads: ClassVar[int] = 4
+    row_identity: ClassVar[RowIdentity] = RowIdentity("_id", "_id", "?")  # a DELETE by _id is real-time
+
+    def refresh_sql(self, relation: str) -> str | None:
+        return f"REFRESH TABLE {relation}"
 
     def check_key(self, key_types: Mapping[str, KeyType]) -> None:
         super().check_key(key_types)
@@ -317,13 +347,6 @@ class CrateDBDialect(Dialect):
         kept = ("data", "aux", *(name for name, _ in mapped)) if soft else ()
         return self._guarded_upsert(self.relation(), columns, ("pk",), conflict, fail_stale=True, kept=kept)
 
-    def fallback_upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...] | None:
-        """A row whose `data` clashes with the types CrateDB fixed for data's sub-columns on earlier rows (an
-        attribute that was a number is now text, say): store every non-key attribute in `aux` instead, intact."""
-        if not row.data:
-            return None
-        return self.upsert_params(event, Row(pk=row.pk, data={}, aux={**row.data, **row.aux}))
-
     def upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...]:
         pk = {name: key_text(value) for name, value in row.pk.items()}
         order = event.position.order_token
@@ -374,22 +397,6 @@ class CrateDBDialect(Dialect):
         columns = ("key_id", "cdc_version", "cdc_order", "deleted_at")
         return self._guarded_upsert(self.relation(TOMBSTONES_SUFFIX), columns, ("key_id",), "key_id")
 
-    def commit(self, connection: Any) -> None:
-        pass
-
-    def rollback(self, connection: Any) -> None:
-        pass
-
-    def run_many(self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> BulkOutcome:
-        results = cursor.executemany(sql, list(rows))
-        counts = [int(result.get("rowcount", -2)) for result in results]
-        errors = {
-            index: str(result["error"].get("message", ""))
-            for index, result in enumerate(results)
-            if isinstance(result.get("error"), dict) and result["error"].get("message")
-        }
-        return BulkOutcome(counts=counts, total=sum(count for count in counts if count > 0), errors=errors)
-
     def row_rejection(self, message: str) -> Exception:
         return crate_errors.ProgrammingError(message)
 
@@ -408,6 +415,10 @@ class CrateDBDialect(Dialect):
 
     def is_outage(self, exc: BaseException) -> bool:
         return isinstance(exc, crate_errors.DatabaseError) and bool(_OUTAGE_ERRORS.search(str(exc)))
+
+    def refused_privilege(self, exc: BaseException) -> tuple[str, str | None] | None:
+        found = _MISSING_PRIVILEGE.search(str(getattr(exc, "orig", None) or exc))
+        return (found.group(1), found.group(2)) if found else None
 
     def is_ddl_race(self, exc: BaseException) -> bool:
         return isinstance(exc, crate_errors.DatabaseError) and bool(_DDL_RACE.search(str(exc)))

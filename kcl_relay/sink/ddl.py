@@ -30,7 +30,6 @@ __all__ = ["MissingPrivilege", "Step", "access_problem", "check_access", "ensure
 # The names in a dialect's CREATE ... IF NOT EXISTS: [schema.]name, each a quoted identifier (quote_ident).
 _IDENT = r'"(?:[^"]|"")*"'
 _CREATE = re.compile(rf"^\s*CREATE (SCHEMA|TABLE|INDEX) IF NOT EXISTS (?:({_IDENT})\.)?({_IDENT})", re.IGNORECASE)
-_CRATE_PRIVILEGE = re.compile(r"Missing '(\w+)' privilege for user '([^']*)'")
 PLACEHOLDER_KEY: Mapping[str, KeyType] = {"id": "S"}  # object names never depend on the key
 LEAST = "docs/deploy.md#least-privilege"
 HINT = f"an admin creates them with `kcl-relay ddl --apply` ({LEAST})"
@@ -84,30 +83,15 @@ def plan(
 
 def existing_sql(dialect: Dialect, steps: Sequence[Step]) -> tuple[str, list[Any]]:
     """One query of the names among `steps` that exist (and, on CrateDB, that this user can see)."""
-    names = sorted({step.name for step in steps if step.kind != "schema"})
-    p = dialect.param
-    marks = ", ".join([p] * len(names)) or "NULL"
-    if dialect.name == "sqlite":
-        return f"SELECT name FROM sqlite_master WHERE name IN ({marks})", names
-    schema = dialect.schema or ""
-    if dialect.name == "postgresql":  # pg_class: tables and indexes, whatever this user's privileges on them
-        sql = (
-            f"SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = {p} UNION ALL "
-            "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-            f"WHERE n.nspname = {p} AND c.relname IN ({marks})"
-        )
-        return sql, [schema, schema, *names]
-    return f"SELECT table_name FROM information_schema.tables WHERE table_schema = {p} AND table_name IN ({marks})", [
-        schema,
-        *names,
-    ]
+    return dialect.existing_sql(sorted({step.name for step in steps if step.kind != "schema"}))
 
 
 def stored_name(dialect: Dialect, name: str) -> str:
     """The name as the database keeps it: PostgreSQL cuts identifiers to 63 bytes (NAMEDATALEN - 1)."""
-    if dialect.name != "postgresql":
+    limit = dialect.features.identifier_bytes
+    if limit is None:
         return name
-    return name.encode("utf-8")[:63].decode("utf-8", errors="ignore")
+    return name.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
 
 
 def existing(executor: Any, cursor: Any, steps: Sequence[Step]) -> set[str]:
@@ -177,18 +161,13 @@ def privilege_line(dialect: Dialect, error: BaseException, todo: Sequence[Step],
     """The one line for the CREATE of todo[0] refused for want of a privilege (`todo`: what is still missing),
     else None."""
     step = todo[0]
-    text = str(getattr(error, "orig", None) or error)
     schema = dialect.schema or ""
-    crate = _CRATE_PRIVILEGE.search(text) if dialect.name == "cratedb" else None
-    if crate:
-        privilege, on, user = crate.group(1), f"schema {schema}", crate.group(2)
-    elif dialect.name == "postgresql" and getattr(error, "sqlstate", None) == "42501":
-        if step.kind == "schema":
-            privilege, on = "CREATE", "the database"
-        else:
-            privilege, on = "CREATE", f"schema {schema}"
-    else:
+    refused = dialect.refused_privilege(error)
+    if refused is None:
         return None
+    privilege, named = refused
+    user = named if named is not None else user  # CrateDB names the user in its message
+    on = "the database" if step.kind == "schema" else f"schema {schema}"
     who = f" for user {user!r}" if user else ""
     return (
         f"missing privilege {privilege} on {on}{who}: needed to create {_listed(todo)}, missing (or not visible to "
@@ -207,7 +186,7 @@ def access_problem(executor: Any, route_tables: bool = False) -> str | None:
     With route-tables the target tables are named by the records: only the dead letters are known."""
     steps = plan(executor.dialect, None if route_tables else PLACEHOLDER_KEY, settings=not route_tables)
     dialect = executor.dialect
-    if dialect.name == "sqlite":
+    if not dialect.features.users:
         return None
     found = executor.transaction(lambda cursor: existing(executor, cursor, steps))
     tables = [step for step in steps if step.kind == "table"]
@@ -215,7 +194,7 @@ def access_problem(executor: Any, route_tables: bool = False) -> str | None:
     absent = [step for step in steps if step.name not in found and step.kind != "index"]
     user = executor.spec.url.username
     who = f" for user {user!r}" if user else ""
-    if dialect.name == "postgresql":
+    if dialect.features.own_privileges:
         return executor.transaction(lambda cursor: _postgres_access(executor, cursor, present, absent, who))
     return executor.transaction(lambda cursor: _crate_access(executor, cursor, present, who))
 
@@ -233,7 +212,7 @@ def _crate_access(executor: Any, cursor: Any, present: list[Step], who: str) -> 
             try:
                 executor.execute(cursor, sql)
             except Exception as error:
-                if not _CRATE_PRIVILEGE.search(str(getattr(error, "orig", None) or error)):
+                if dialect.refused_privilege(error) is None:
                     raise
                 return (
                     f"missing privilege {privilege} on table {step.shown}{who}: the relay reads and writes it "

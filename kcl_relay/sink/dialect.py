@@ -1,6 +1,6 @@
 """The one interface behind which database dialects differ: SQL text, parameter and result shapes, driver habits.
 
-The writer (writer.py) holds the apply algorithm and never spells SQL itself. Every table a target uses:
+The writer (writer.py, strategy/) holds the apply algorithm and never spells SQL itself. Every table a target uses:
 
 * the target ``"schema"."table"``: ``pk`` (key attributes), ``data`` (queryable attributes), ``aux`` (attributes
   kept verbatim), plus our metadata ``cdc_version`` (ApproximateCreationDateTime in µs), ``cdc_order``
@@ -35,7 +35,10 @@ __all__ = [
     "TOMBSTONES_SUFFIX",
     "BulkOutcome",
     "Dialect",
+    "Driver",
+    "Features",
     "JsonDocumentDialect",
+    "RowIdentity",
     "RowState",
     "quote_ident",
 ]
@@ -61,6 +64,43 @@ class BulkOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Features:
+    """What a database can do, as far as the writer, the readers and the tools must know (not how to say it in
+    SQL: that is the Dialect's)."""
+
+    # One transaction per apply isolates its reads from concurrent writers: the transactional strategy. Without
+    # (CrateDB) the optimistic one re-checks the tombstones after an upsert (kcl_relay/sink/strategy/).
+    transactions: bool = True
+    # Whether a failed statement poisons the transaction until rolled back to a savepoint (PostgreSQL).
+    savepoints: bool = True
+    # Statements by key that may run at once on connections of their own (only without transactions).
+    parallel_reads: int = 1
+    # A database server, which may be down for a while (then connecting is retried), not a local file.
+    server: bool = True
+    # Reads see the last refresh, except real-time primary-key Gets (CrateDB): a reader refreshes first.
+    real_time_gets: bool = False
+    # A mapping's partition-by partitions the target table (CrateDB); ignored elsewhere.
+    partitions: bool = False
+    # Users and privileges (not a local file): the start checks what this user may do (ddl.access_problem).
+    users: bool = True
+    # A user can ask the database for its own privileges (PostgreSQL); else a read and a write that touch no row
+    # tell (CrateDB: sys.privileges is the superuser's).
+    own_privileges: bool = False
+    # How many bytes of an identifier the database keeps (PostgreSQL: NAMEDATALEN - 1), or None: all of them.
+    identifier_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RowIdentity:
+    """A column naming each row of a table without a primary key (the dead letters), good for a DELETE right after
+    the read: the column, how a SELECT names it, and the placeholder a DELETE compares it with."""
+
+    column: str
+    selected: str
+    param: str
+
+
+@dataclass(frozen=True, slots=True)
 class RowState:
     """What a target row holds now, as far as the guards care."""
 
@@ -73,21 +113,57 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class Driver:
+    """The DBAPI driver's habits for one database: connection setup, transaction control, bulk calls. Stateless:
+    one instance per dialect class (Dialect.driver), used by the executor alone."""
+
+    def prepare(self, connection: Any) -> None:
+        """Adjust a fresh DBAPI connection (SQLAlchemy pool proxy) before first use."""
+        return None
+
+    def begin(self, cursor: Any) -> None:
+        """Start the transaction that apply() commits; drivers that begin implicitly do nothing."""
+        return None
+
+    def commit(self, connection: Any) -> None:
+        connection.commit()
+
+    def rollback(self, connection: Any) -> None:
+        connection.rollback()
+
+    def savepoint(self, cursor: Any) -> None:
+        cursor.execute(f"SAVEPOINT {SAVEPOINT}")
+
+    def release(self, cursor: Any) -> None:
+        cursor.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
+
+    def rollback_to(self, cursor: Any) -> None:
+        cursor.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+
+    def run_many(self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> BulkOutcome:
+        """Execute `sql` once per row in one bulk call. Raises if the bulk failed as a whole."""
+        cursor.executemany(sql, rows)
+        return BulkOutcome(counts=None, total=max(int(cursor.rowcount), 0))
+
+    def run_one(self, cursor: Any, sql: str, row: tuple[Any, ...]) -> int:
+        cursor.execute(sql, row)
+        return int(cursor.rowcount)
+
+    def fetch(self, cursor: Any, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
 class Dialect(ABC):
-    """Renders DDL/DML and adapts parameters for one target table; knows its driver's habits."""
+    """Renders DDL/DML, adapts parameters and classifies errors for one target table. What the database can do is
+    in `features`; its driver's habits are in `driver`."""
 
     name: ClassVar[str]
+    features: ClassVar[Features] = Features()
+    driver: ClassVar[Driver] = Driver()
     param: ClassVar[str] = "?"  # the driver's placeholder
     keys_per_select: ClassVar[int] = 500  # bounded IN lists keep statements within every driver's limits
-    # Whether a failed statement poisons the transaction until rolled back to a savepoint (PostgreSQL).
-    savepoints: ClassVar[bool] = True
-    # Without transactions (CrateDB) the writer re-checks the tombstones after an upsert, because nothing isolates
-    # its reads from a concurrent REMOVE (see writer.py).
-    transactions: ClassVar[bool] = True
-    # Statements by key that may run at once on connections of their own (only without transactions).
-    parallel_reads: ClassVar[int] = 1
-    # A database server, which may be down for a while (then connecting is retried), not a local file.
-    server: ClassVar[bool] = True
+    row_identity: ClassVar[RowIdentity] = RowIdentity("rowid", "rowid", "?")
 
     def __init__(self, schema: str | None, table: str) -> None:
         self.schema = schema
@@ -103,10 +179,6 @@ class Dialect(ABC):
     def keys_per_read(self, key_names: Sequence[str]) -> int:
         """How many keys one SELECT by key may name (state_sql, tombstone_select_sql with single-column keys)."""
         return self.keys_per_select
-
-    def fallback_upsert_params(self, event: ChangeEvent, row: Row) -> tuple[Any, ...] | None:
-        """Another way to store a row this database rejected, or None: then it is a dead letter."""
-        return None
 
     def column_types_sql(self) -> str | None:
         """SELECT (column_name, data_type) of the target's `data` sub-columns, for databases that type them on the
@@ -209,6 +281,23 @@ class Dialect(ABC):
     def setting_sql(self) -> str:
         return f"SELECT value FROM {self.relation(SETTINGS_SUFFIX)} WHERE name = {self.param}"
 
+    def refresh_sql(self, relation: str) -> str | None:
+        """What makes a reader see every write to `relation` (Features.real_time_gets), or None: reads see them."""
+        return None
+
+    def table_exists_sql(self, name: str) -> tuple[str, tuple[Any, ...]]:
+        """SELECT a row if the table `name` exists in the target's schema (and this user can see it)."""
+        p = self.param
+        sql = f"SELECT table_name FROM information_schema.tables WHERE table_schema = {p} AND table_name = {p}"
+        return sql, (self.schema or "", name)
+
+    def existing_sql(self, names: Sequence[str]) -> tuple[str, list[Any]]:
+        """One query of the tables and indexes among `names` (and the schema) that exist and this user can see."""
+        p = self.param
+        marks = ", ".join([p] * len(names)) or "NULL"
+        sql = f"SELECT table_name FROM information_schema.tables WHERE table_schema = {p} AND table_name IN ({marks})"
+        return sql, [self.schema or "", *names]
+
     # ---- dead letters ----
     def dead_letter_sql(self) -> str:
         return (
@@ -221,35 +310,6 @@ class Dialect(ABC):
 
     def timestamp(self, value: datetime) -> Any:
         return value
-
-    # ---- driver ----
-    def prepare(self, connection: Any) -> None:
-        """Adjust a fresh DBAPI connection (SQLAlchemy pool proxy) before first use."""
-        return None
-
-    def begin(self, cursor: Any) -> None:
-        """Start the transaction that apply() commits; drivers that begin implicitly do nothing."""
-        return None
-
-    def commit(self, connection: Any) -> None:
-        connection.commit()
-
-    def rollback(self, connection: Any) -> None:
-        connection.rollback()
-
-    def savepoint(self, cursor: Any) -> None:
-        cursor.execute(f"SAVEPOINT {SAVEPOINT}")
-
-    def release(self, cursor: Any) -> None:
-        cursor.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
-
-    def rollback_to(self, cursor: Any) -> None:
-        cursor.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
-
-    def run_many(self, cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> BulkOutcome:
-        """Execute `sql` once per row in one bulk call. Raises if the bulk failed as a whole."""
-        cursor.executemany(sql, rows)
-        return BulkOutcome(counts=None, total=max(int(cursor.rowcount), 0))
 
     def is_column_type_race(self, exc: BaseException) -> bool:
         """Whether `exc` says another writer just created a sub-column with another type (see column_types_sql)."""
@@ -268,14 +328,6 @@ class Dialect(ABC):
         """The driver's exception for a row a bulk statement rejected with `message` (see BulkOutcome.errors)."""
         return RuntimeError(message)
 
-    def run_one(self, cursor: Any, sql: str, row: tuple[Any, ...]) -> int:
-        cursor.execute(sql, row)
-        return int(cursor.rowcount)
-
-    def fetch(self, cursor: Any, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
-
     @abstractmethod
     def is_row_error(self, exc: BaseException) -> bool:
         """Whether `exc` is the database rejecting the values of one row (-> aux, else dead letter), not the
@@ -285,6 +337,11 @@ class Dialect(ABC):
         """Whether `exc` is about the database's state, not a row nor our SQL: a missing or changed table or schema,
         authentication, privileges, a read-only database. Retried like an outage (someone can fix it meanwhile)."""
         return False
+
+    def refused_privilege(self, exc: BaseException) -> tuple[str, str | None] | None:
+        """(the privilege, the user the message names or None) when `exc` refused a CREATE for want of a privilege,
+        else None."""
+        return None
 
     def is_ddl_race(self, exc: BaseException) -> bool:
         """Whether `exc`, raised by CREATE ... IF NOT EXISTS, says another worker created the same object at the

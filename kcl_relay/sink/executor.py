@@ -1,8 +1,8 @@
 """The statement executor: connections, transactions, retries and bulk results, for any dialect.
 
-The apply algorithm (writer.py) decides which statements to run; this module runs them: one connection per writer,
-a transaction per apply that is retried as a whole on transient failures, bulk statements in bounded chunks whose
-rejected rows are found and explained without running the whole chunk row by row, and reads by key in chunks.
+The apply algorithm (writer.py, strategy/) decides which statements to run; this module runs them: one connection per
+writer, a transaction per apply that is retried as a whole on transient failures, bulk statements in bounded chunks
+whose rejected rows are found and explained without running the whole chunk row by row, and reads by key in chunks.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class StatementExecutor:
     def connection(self) -> Any:
         if self._conn is None:
             conn = self._engine.raw_connection()
-            self.dialect.prepare(conn)
+            self.dialect.driver.prepare(conn)
             self._conn = conn
         return self._conn
 
@@ -99,14 +99,14 @@ class StatementExecutor:
                 # A server that cannot be reached is down, restarting or not ready yet (a CrateDB node that is still
                 # starting answers 400 to the driver's handshake): never about the batch, so wait for it. A file
                 # that cannot be opened (SQLite) stays unopenable.
-                if not self.dialect.server:
+                if not self.dialect.features.server:
                     raise
                 raise TransientError(f"cannot connect to {self.spec.describe()}: {describe_error(exc)}") from exc
             cursor = conn.cursor()
             try:
-                self.dialect.begin(cursor)
+                self.dialect.driver.begin(cursor)
                 value = work(cursor)
-                self.dialect.commit(conn)
+                self.dialect.driver.commit(conn)
                 return value
             except BaseException as exc:
                 self._abort(conn, exc)
@@ -135,7 +135,7 @@ class StatementExecutor:
             self._drop_connection()  # the next attempt starts on a fresh connection
             return
         try:
-            self.dialect.rollback(conn)
+            self.dialect.driver.rollback(conn)
         except Exception:
             self._drop_connection()
 
@@ -158,7 +158,7 @@ class StatementExecutor:
             self._call(cursor.execute, statement)
 
     def fetch(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
-        return self._call(self.dialect.fetch, cursor, sql, params)
+        return self._call(self.dialect.driver.fetch, cursor, sql, params)
 
     def read(self, cursor: Any, keys: Sequence[Params], sql_for: Callable[[int], str], chunk: int) -> list:
         """SELECT rows by key, `chunk` keys per statement (sql_for(n) takes n keys' parameters in a row)."""
@@ -173,7 +173,7 @@ class StatementExecutor:
                 part = read.keys[start : start + read.chunk]
                 jobs.append((index, read.sql_for(len(part)), [value for key in part for value in key]))
         results: list[list[Sequence[Any]]] = [[] for _ in reads]
-        if self.dialect.parallel_reads <= 1 or len(jobs) <= 1:
+        if self.dialect.features.parallel_reads <= 1 or len(jobs) <= 1:
             for index, sql, params in jobs:
                 results[index].extend(self.fetch(cursor, sql, params))
             return results
@@ -183,13 +183,15 @@ class StatementExecutor:
             index, sql, params = job
             own = connection.cursor()  # cursors are not shared between threads; the HTTP client is
             try:
-                return index, self.dialect.fetch(own, sql, params)
+                return index, self.dialect.driver.fetch(own, sql, params)
             finally:
                 own.close()
 
         with self._count_lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.dialect.parallel_reads, thread_name_prefix="kcl-relay-read")
+                self._pool = ThreadPoolExecutor(
+                    self.dialect.features.parallel_reads, thread_name_prefix="kcl-relay-read"
+                )
         self._count(len(jobs))
         for index, records in self._pool.map(fetch_alone, jobs):
             results[index].extend(records)
@@ -197,16 +199,16 @@ class StatementExecutor:
 
     def _in_savepoint(self, cursor: Any, function: Callable[..., T], *args: Any) -> T:
         """Run one statement so that a row error leaves the transaction usable (PostgreSQL aborts it otherwise)."""
-        if not self.dialect.savepoints:
+        if not self.dialect.features.savepoints:
             return self._call(function, *args)
-        self._call(self.dialect.savepoint, cursor)
+        self._call(self.dialect.driver.savepoint, cursor)
         try:
             value = self._call(function, *args)
         except Exception as exc:
             if self.dialect.is_row_error(exc) and not is_transient(exc):
-                self._call(self.dialect.rollback_to, cursor)
+                self._call(self.dialect.driver.rollback_to, cursor)
             raise
-        self._call(self.dialect.release, cursor)
+        self._call(self.dialect.driver.release, cursor)
         return value
 
     def _row_error(self, exc: BaseException) -> bool:
@@ -241,7 +243,9 @@ class StatementExecutor:
         self, cursor: Any, sql: str, rows: Sequence[Params], start: int, end: int, out: BulkResult, checked: bool
     ) -> None:
         try:
-            outcome: BulkOutcome = self._in_savepoint(cursor, self.dialect.run_many, cursor, sql, rows[start:end])
+            outcome: BulkOutcome = self._in_savepoint(
+                cursor, self.dialect.driver.run_many, cursor, sql, rows[start:end]
+            )
         except Exception as exc:
             if not self._row_error(exc):
                 raise
@@ -279,7 +283,7 @@ class StatementExecutor:
 
     def _one(self, cursor: Any, sql: str, row: Params, index: int, out: BulkResult) -> int | None:
         try:
-            return self._in_savepoint(cursor, self.dialect.run_one, cursor, sql, row)
+            return self._in_savepoint(cursor, self.dialect.driver.run_one, cursor, sql, row)
         except Exception as exc:
             if self.dialect.is_stale(str(exc)):
                 return 0

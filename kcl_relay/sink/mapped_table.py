@@ -50,8 +50,9 @@ def stored_text_of(spec: TargetSpec) -> str | None:
     finally:
         engine.dispose()
     dialect = dialect_for(spec)
-    if spec.dialect == "cratedb":
-        run_sql(spec, f"REFRESH TABLE {dialect.relation(SETTINGS_SUFFIX)}")
+    refresh = dialect.refresh_sql(dialect.relation(SETTINGS_SUFFIX))
+    if refresh is not None:
+        run_sql(spec, refresh)
     name = MAPPING_SETTING.replace("'", "''")
     rows = run_sql(spec, f"SELECT value FROM {dialect.relation(SETTINGS_SUFFIX)} WHERE name = '{name}'")[1]
     return str(rows[0][0]) if rows else None
@@ -100,15 +101,9 @@ def settle_mapping(writer: TableWriter, given: TableMapping | None) -> TableMapp
 
 def _settings_exist(writer: TableWriter) -> bool:
     """Whether the table has its `__relay` settings table (asked through the writer's own connection)."""
-    dialect, executor, spec = writer.dialect, writer.executor, writer.spec
-    name = spec.table + SETTINGS_SUFFIX
-    params: tuple[str, ...]
-    if spec.dialect == "sqlite":
-        sql, params = f"SELECT name FROM sqlite_master WHERE type = 'table' AND name = {dialect.param}", (name,)
-    else:
-        p = dialect.param
-        sql = f"SELECT table_name FROM information_schema.tables WHERE table_schema = {p} AND table_name = {p}"
-        params = (spec.schema or "", name)
+    dialect, executor = writer.dialect, writer.executor
+    name = writer.spec.table + SETTINGS_SUFFIX
+    sql, params = dialect.table_exists_sql(name)
     return bool(executor.transaction(lambda cursor: executor.fetch(cursor, sql, params)))
 
 
@@ -119,7 +114,7 @@ def _add_missing_columns(writer: TableWriter, mapping: TableMapping) -> None:
 
     existing = _table_columns(writer.spec)
     partition = mapping.partition
-    if partition is not None and writer.spec.dialect == "cratedb" and partition.name not in existing:
+    if partition is not None and writer.dialect.features.partitions and partition.name not in existing:
         raise MappingError(
             f"the table {writer.spec.qualified_table} has no partition column {partition.name}: partition-by is set "
             "when the relay creates a table; relay into a new table, or leave partition-by out"

@@ -30,7 +30,16 @@ import psycopg
 from kcl_relay.cdc.event import ChangeEvent, DeadLetter, KeyType
 from kcl_relay.cdc.jsonenc import dumps, loads
 from kcl_relay.cdc.layout import Row
-from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, TOMBSTONES_SUFFIX, JsonDocumentDialect, RowState, quote_ident
+from kcl_relay.sink.dialect import (
+    DEADLETTERS_SUFFIX,
+    TOMBSTONES_SUFFIX,
+    Driver,
+    Features,
+    JsonDocumentDialect,
+    RowIdentity,
+    RowState,
+    quote_ident,
+)
 
 __all__ = ["PostgreSQLDialect"]
 
@@ -89,8 +98,19 @@ def item_document(value: Any) -> Any:
     return _each_string(value, unescape)
 
 
+class PostgreSQLDriver(Driver):
+    def prepare(self, connection: Any) -> None:
+        # The tombstone check (a read) and the upsert it allows are two statements; so are a REMOVE's state read
+        # and delete. Under SERIALIZABLE a concurrent worker interleaving with them makes one transaction fail with
+        # a serialization failure (40001), which is retried, instead of letting an older write resurrect a row.
+        connection.driver_connection.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+
+
 class PostgreSQLDialect(JsonDocumentDialect):
     name: ClassVar[str] = "postgresql"
+    features: ClassVar[Features] = Features(own_privileges=True, identifier_bytes=63)  # NAMEDATALEN - 1
+    driver: ClassVar[Driver] = PostgreSQLDriver()
+    row_identity: ClassVar[RowIdentity] = RowIdentity("ctid", "ctid::text", "%s::tid")
     param: ClassVar[str] = "%s"
     json_param: ClassVar[str] = "%s::jsonb"
     pk_output: ClassVar[str] = "pk::text"
@@ -139,11 +159,16 @@ class PostgreSQLDialect(JsonDocumentDialect):
     def load_document(self, value: Any, column: str = "data") -> Any:
         return item_document(value)
 
-    def prepare(self, connection: Any) -> None:
-        # The tombstone check (a read) and the upsert it allows are two statements; so are a REMOVE's state read
-        # and delete. Under SERIALIZABLE a concurrent worker interleaving with them makes one transaction fail with
-        # a serialization failure (40001), which is retried, instead of letting an older write resurrect a row.
-        connection.driver_connection.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+    def existing_sql(self, names: Sequence[str]) -> tuple[str, list[Any]]:
+        # pg_class: tables and indexes, whatever this user's privileges on them
+        p, schema = self.param, self.schema or ""
+        marks = ", ".join([p] * len(names)) or "NULL"
+        sql = (
+            f"SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = {p} UNION ALL "
+            "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            f"WHERE n.nspname = {p} AND c.relname IN ({marks})"
+        )
+        return sql, [schema, schema, *names]
 
     def dead_letter_params(self, letter: DeadLetter) -> tuple[Any, ...]:
         # TEXT cannot hold NUL; a dead letter must land anyway, so NUL becomes U+FFFD.
@@ -155,6 +180,9 @@ class PostgreSQLDialect(JsonDocumentDialect):
             return False
         state = exc.sqlstate or ""
         return state in _OUTAGE_STATES or state[:2] in _OUTAGE_CLASSES
+
+    def refused_privilege(self, exc: BaseException) -> tuple[str, str | None] | None:
+        return ("CREATE", None) if getattr(exc, "sqlstate", None) == "42501" else None  # insufficient_privilege
 
     def is_ddl_race(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.Error) and exc.sqlstate in _DDL_RACE_STATES

@@ -10,20 +10,49 @@ from typing import Any, ClassVar
 from kcl_relay.cdc.event import ChangeEvent, KeyType
 from kcl_relay.cdc.jsonenc import dumps
 from kcl_relay.cdc.layout import Row
-from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, TOMBSTONES_SUFFIX, JsonDocumentDialect, RowState, quote_ident
+from kcl_relay.sink.dialect import (
+    DEADLETTERS_SUFFIX,
+    TOMBSTONES_SUFFIX,
+    Driver,
+    Features,
+    JsonDocumentDialect,
+    RowIdentity,
+    RowState,
+    quote_ident,
+)
 
 __all__ = ["SQLiteDialect"]
 
 _OUTAGE_SIGNS = ("no such table", "no such column", "has no column named", "readonly database")
 
 
+class SQLiteDriver(Driver):
+    """SQLite's own transaction control: the connection runs in autocommit mode (see prepare) so that BEGIN,
+    SAVEPOINT and COMMIT mean what they say instead of the sqlite3 module's implicit transactions."""
+
+    def prepare(self, connection: Any) -> None:
+        connection.driver_connection.isolation_level = None
+
+    def begin(self, cursor: Any) -> None:
+        cursor.execute("BEGIN IMMEDIATE")  # take the write lock up front: no deadlock on lock upgrade
+
+    def commit(self, connection: Any) -> None:
+        if connection.driver_connection.in_transaction:
+            connection.driver_connection.execute("COMMIT")
+
+    def rollback(self, connection: Any) -> None:
+        if connection.driver_connection.in_transaction:
+            connection.driver_connection.execute("ROLLBACK")
+
+
 class SQLiteDialect(JsonDocumentDialect):
     name: ClassVar[str] = "sqlite"
-    keys_per_select: ClassVar[int] = 999  # the historical default limit of host parameters per statement
     # A failed statement undoes only itself and leaves the transaction usable, and a bulk that failed part-way is
-    # re-run row by row with idempotent guarded statements: no savepoints needed.
-    savepoints: ClassVar[bool] = False
-    server: ClassVar[bool] = False
+    # re-run row by row with idempotent guarded statements: no savepoints needed. One local file: no server.
+    features: ClassVar[Features] = Features(savepoints=False, server=False, users=False)
+    driver: ClassVar[Driver] = SQLiteDriver()
+    keys_per_select: ClassVar[int] = 999  # the historical default limit of host parameters per statement
+    row_identity: ClassVar[RowIdentity] = RowIdentity("rowid", "rowid", "?")
 
     def __init__(self, schema: str | None, table: str) -> None:
         super().__init__(None, table)  # one database file, one namespace: a schema is ignored
@@ -58,21 +87,12 @@ class SQLiteDialect(JsonDocumentDialect):
         # Fixed-width UTC ISO text: compares like the instant it names, so purge can use '<'.
         return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
-    # SQLite's own transaction control: the connection runs in autocommit mode (see prepare) so that BEGIN,
-    # SAVEPOINT and COMMIT mean what they say instead of the sqlite3 module's implicit transactions.
-    def prepare(self, connection: Any) -> None:
-        connection.driver_connection.isolation_level = None
+    def table_exists_sql(self, name: str) -> tuple[str, tuple[Any, ...]]:
+        return f"SELECT name FROM sqlite_master WHERE type = 'table' AND name = {self.param}", (name,)
 
-    def begin(self, cursor: Any) -> None:
-        cursor.execute("BEGIN IMMEDIATE")  # take the write lock up front: no deadlock on lock upgrade
-
-    def commit(self, connection: Any) -> None:
-        if connection.driver_connection.in_transaction:
-            connection.driver_connection.execute("COMMIT")
-
-    def rollback(self, connection: Any) -> None:
-        if connection.driver_connection.in_transaction:
-            connection.driver_connection.execute("ROLLBACK")
+    def existing_sql(self, names: Sequence[str]) -> tuple[str, list[Any]]:
+        marks = ", ".join([self.param] * len(names)) or "NULL"
+        return f"SELECT name FROM sqlite_master WHERE name IN ({marks})", list(names)
 
     def is_outage(self, exc: BaseException) -> bool:
         # A table dropped or changed under the relay, a file that became read-only: retried like an outage.

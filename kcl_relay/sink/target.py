@@ -187,7 +187,7 @@ def _crate(url: URL, override: tuple[str | None, str] | None, default_table: str
     # set() cannot clear a field (None means "unchanged"): rebuild without the table path.
     url = URL.create(url.drivername, url.username, url.password, url.host, url.port, None, query)
     connect_args: tuple[tuple[str, Any], ...] = () if "timeout" in query else (("timeout", CRATE_TIMEOUT_SECONDS),)
-    # The writer reads by key on several connections at once (CrateDBDialect.parallel_reads).
+    # The writer reads by key on several connections at once (CrateDBDialect.features.parallel_reads).
     connect_args += (("pool_size", CRATE_POOL_SIZE),)
     return TargetSpec(url=url, dialect="cratedb", schema=schema, table=name, connect_args=connect_args)
 

@@ -19,9 +19,10 @@ from kcl_relay.cdc.event import ChangeEvent, KeyType, Position
 from kcl_relay.cdc.layout import split
 from kcl_relay.cli import cli
 from kcl_relay.sink.admin import run_sql
-from kcl_relay.sink.cratedb import CrateDBDialect
+from kcl_relay.sink.cratedb import CrateDBDialect, CrateDBDriver
 from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX
 from kcl_relay.sink.retry import RetryPolicy
+from kcl_relay.sink.strategy import OptimisticStrategy
 from kcl_relay.sink.target import TargetSpec, parse_target
 from kcl_relay.sink.writer import TableWriter
 from tests.support.sink_suite import T0
@@ -101,16 +102,25 @@ def test_bulk_upsert_after_a_mapping_update_loses_object_values(cratedb_url: str
     ]
 
 
+class FailsFirstUpsertDriver(CrateDBDriver):
+    def __init__(self, dialect: FailsFirstUpsert) -> None:
+        self.dialect = dialect
+
+    def run_many(self, cursor: Any, sql: str, rows: Any) -> Any:
+        if sql.startswith(f"INSERT INTO {self.dialect.relation()} ") and not self.dialect.failed:
+            self.dialect.failed = True
+            raise crate_errors.ConnectionError("No more Servers available, exception from last server: timed out")
+        return super().run_many(cursor, sql, rows)
+
+
 class FailsFirstUpsert(OneShard):
     """The first upsert statement fails as a connection would (after the batch's types were fitted), once."""
 
     failed = False
 
-    def run_many(self, cursor: Any, sql: str, rows: Any) -> Any:
-        if sql.startswith(f"INSERT INTO {self.relation()} ") and not self.failed:
-            self.failed = True
-            raise crate_errors.ConnectionError("No more Servers available, exception from last server: timed out")
-        return super().run_many(cursor, sql, rows)
+    def __init__(self, schema: str | None, table: str) -> None:
+        super().__init__(schema, table)
+        self.driver = FailsFirstUpsertDriver(self)  # type: ignore[misc]  # this instance's, not the class's
 
 
 def test_a_retried_batch_still_writes_the_rows_that_add_columns_alone(cratedb_url: str) -> None:
@@ -146,7 +156,8 @@ def test_a_wide_table_fills_to_its_column_limit_and_the_rest_goes_to_aux(writer:
     assert (result.upserted, result.dead_letters, rejected) == (2, [], [])
     relation = f"table_schema = '{writer.spec.schema}' AND table_name = '{writer.spec.table}'"
     assert run_sql(writer.spec, f"SELECT count(*) FROM information_schema.columns WHERE {relation}")[1] == [(1000,)]
-    assert writer._types is not None and writer._types.columns == 1000
+    assert isinstance(writer.strategy, OptimisticStrategy) and writer.strategy.types is not None
+    assert writer.strategy.types.columns == 1000
     for _, data, aux in stored(writer.spec, "WHERE pk['id'] <> 'k'"):
         assert not set(data) & set(aux)
         extra = {"extra": 1} if "extra" in aux else {}
@@ -342,7 +353,7 @@ def test_the_guarded_upsert_fails_only_stale_rows_and_leaves_them_as_they_were(w
     assert writer.apply([event({"id": "a"}, key_types, 5, v=5), event({"id": "b"}, key_types, 5, v=5)]).upserted == 2
     sql = writer.dialect.upsert_sql(["id"])
     rows = [
-        writer.dialect.upsert_params(e, writer._types.fit(split(e.key, e.image))[0])  # type: ignore[union-attr,arg-type]
+        writer.dialect.upsert_params(e, writer.strategy.fit(split(e.key, e.image))[0])  # type: ignore[arg-type]
         for e in (event({"id": "a"}, key_types, 4, v=4), event({"id": "b"}, key_types, 6, v=6))
     ]
     raw = writer.executor.connection().cursor()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from kcl_relay.cdc.event import KeyType
-from kcl_relay.sink.cratedb import CrateDBDialect
+from kcl_relay.sink.cratedb import CrateDBDialect, CrateDBDriver
 from kcl_relay.sink.dialect import DEADLETTERS_SUFFIX, SETTINGS_SUFFIX, TOMBSTONES_SUFFIX
 from kcl_relay.sink.target import parse_target
 from kcl_relay.sink.writer import TableWriter
@@ -34,10 +34,9 @@ EXEMPT = (
 )
 
 
-class RecordingDialect(CrateDBDialect):
-    def __init__(self, schema: str | None, table: str) -> None:
-        super().__init__(schema, table)
-        self.sent: list[tuple[str, list[Any]]] = []
+class RecordingDriver(CrateDBDriver):
+    def __init__(self, sent: list[tuple[str, list[Any]]]) -> None:
+        self.sent = sent
 
     def fetch(self, cursor: Any, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
         self.sent.append((sql, list(params)))
@@ -47,6 +46,13 @@ class RecordingDialect(CrateDBDialect):
         if sql.startswith("DELETE"):
             self.sent.extend((sql, list(row)) for row in rows[:1])
         return super().run_many(cursor, sql, rows)
+
+
+class RecordingDialect(CrateDBDialect):
+    def __init__(self, schema: str | None, table: str) -> None:
+        super().__init__(schema, table)
+        self.sent: list[tuple[str, list[Any]]] = []
+        self.driver = RecordingDriver(self.sent)  # type: ignore[misc]  # this instance's, not the class's
 
 
 def plan(cursor: Any, sql: str, params: list[Any]) -> str:

@@ -10,6 +10,7 @@ from kcl_relay.cdc.event import Item
 from kcl_relay.cdc.jsonenc import loads
 from kcl_relay.sink.admin import run_sql
 from kcl_relay.sink.reader import LIVE
+from kcl_relay.sink.strategy import OptimisticStrategy
 from kcl_relay.sink.target import TargetSpec
 from kcl_relay.sink.writer import TableWriter
 from tests.support.sink_suite import SinkSemantics, merge
@@ -70,18 +71,17 @@ def test_tombstone_recheck_undoes_a_write_a_concurrent_remove_superseded(
     from kcl_relay.sink.target import parse_target
     from tests.support.sink_suite import change
 
-    sink = TableWriter(parse_target(sqlite_url, "t"))
-    monkeypatch.setattr(sink.dialect, "transactions", False)
+    sink = TableWriter(parse_target(sqlite_url, "t"), strategy=OptimisticStrategy)
     sink.apply([change("INSERT", "a", 1, 1, v=1), change("INSERT", "b", 1, 2, v=1)])
     sink.apply([change("REMOVE", "a", 3, 3)])
-    real = sink._by_key_id
+    real = sink.strategy.by_key_id
     reads: list[int] = []
 
     def blind_first(records: list) -> dict:  # the tombstones as read before the upsert, then after it
         reads.append(1)
         return {} if len(reads) == 1 else real(records)
 
-    monkeypatch.setattr(sink, "_by_key_id", blind_first)
+    monkeypatch.setattr(sink.strategy, "by_key_id", blind_first)
     result = sink.apply([change("MODIFY", "a", 2, 2, v=2), change("MODIFY", "b", 2, 4, v=2)])
     assert (result.upserted, result.skipped_stale) == (1, 1)
     assert len(reads) == 2

@@ -857,7 +857,7 @@ class SinkSemantics:
         statements = self.statements_of_a_mixed_batch(sink)
         # No reads: one guarded bulk upsert where the bulk answers per row (CrateDB), else one per kind of event
         # (plus PostgreSQL's savepoint around each).
-        assert statements <= (1 if not sink.dialect.transactions else 6), statements
+        assert statements <= (1 if not sink.dialect.features.transactions else 6), statements
 
     @pytest.mark.parametrize("seed", [1, 2])
     def test_soft_two_writers_race_on_one_key_set(
