@@ -3,7 +3,7 @@ into a fresh virtualenv, the KCL jars fetched by `kcl-relay setup-kcl` from the 
 network, seconds) and the launcher built from the wheel's Java sources, then a relay (once=true) through the real KCL
 on the emulators with nothing from this checkout.
 
-The virtualenv sees the system's site-packages (the dependencies are installed there already: pip installs the wheel
+The virtualenv sees the dependencies of the Python running the tests (installed there already: pip installs the wheel
 alone, with --no-deps, in seconds and offline); its own kcl-relay comes first on its path, and the jars are looked
 for in KCL_RELAY_JARS alone, so neither this checkout nor amazon-kclpy's jars can stand in for what was installed.
 """
@@ -17,6 +17,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -61,9 +62,20 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert {name for name in java if "/target/" not in name} <= names
     # Without its own pip (ensurepip costs ~15 s): the system's, seen through --system-site-packages, installs into it.
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
+    see_dependencies(venv)
+    # --ignore-installed: the tests' Python may hold kcl-relay too (an editable install): never count it nor touch it
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed"]
     subprocess.run([*pip, str(wheel)], check=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     return venv / "bin"
+
+
+def see_dependencies(venv: Path) -> None:
+    """The dependencies of the Python running the tests (itself often a virtualenv: then --system-site-packages shows
+    only its base interpreter's, which may have none), as plain path entries after the virtualenv's own: their .pth
+    files are not run, so an editable install of this checkout there cannot stand in for the wheel."""
+    paths = dict.fromkeys(sysconfig.get_paths()[name] for name in ("purelib", "platlib"))
+    (site_packages,) = venv.glob("lib/python*/site-packages")
+    (site_packages / "zz_test_dependencies.pth").write_text("".join(f"{path}\n" for path in paths))
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
