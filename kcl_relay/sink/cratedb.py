@@ -262,9 +262,7 @@ class CrateDBDriver(Driver):
 
 class CrateDBDialect(Dialect):
     name: ClassVar[str] = "cratedb"
-    features: ClassVar[Features] = Features(
-        transactions=False, savepoints=False, parallel_reads=4, real_time_gets=True, partitions=True
-    )
+    features: ClassVar[Features] = Features(transactions=False, savepoints=False, parallel_reads=4, partitions=True)
     driver: ClassVar[Driver] = CrateDBDriver()
     keys_per_select: ClassVar[int] = GET_KEYS_SINGLE
     row_identity: ClassVar[RowIdentity] = RowIdentity("_id", "_id", "?")  # a DELETE by _id is real-time

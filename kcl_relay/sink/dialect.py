@@ -77,8 +77,6 @@ class Features:
     parallel_reads: int = 1
     # A database server, which may be down for a while (then connecting is retried), not a local file.
     server: bool = True
-    # Reads see the last refresh, except real-time primary-key Gets (CrateDB): a reader refreshes first.
-    real_time_gets: bool = False
     # A mapping's partition-by partitions the target table (CrateDB); ignored elsewhere.
     partitions: bool = False
     # Users and privileges (not a local file): the start checks what this user may do (ddl.access_problem).
@@ -282,7 +280,7 @@ class Dialect(ABC):
         return f"SELECT value FROM {self.relation(SETTINGS_SUFFIX)} WHERE name = {self.param}"
 
     def refresh_sql(self, relation: str) -> str | None:
-        """What makes a reader see every write to `relation` (Features.real_time_gets), or None: reads see them."""
+        """What makes a reader's queries see every acknowledged write to `relation`, or None: they see them anyway."""
         return None
 
     def table_exists_sql(self, name: str) -> tuple[str, tuple[Any, ...]]:

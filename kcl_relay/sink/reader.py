@@ -170,8 +170,9 @@ class TargetReader:
 
     def refresh(self) -> None:
         """CrateDB: make every acknowledged write visible to the queries that follow."""
-        if self._crate:
-            self._query(f"REFRESH TABLE {self.relation}")
+        statement = self.dialect.refresh_sql(self.relation)
+        if statement is not None:
+            self._query(statement)
 
     def exists(self) -> bool:
         return bool(inspect(self._engine).has_table(self.spec.table, schema=self.spec.schema))

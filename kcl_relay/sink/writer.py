@@ -1,4 +1,5 @@
-"""The apply algorithm, the same for every database: what to write, in which order, under which guards.
+"""The table writer, and the apply algorithm it runs (kcl_relay/sink/strategy/): what to write, in which order,
+under which guards.
 
 dialect.py renders what differs between databases; executor.py runs the statements (connections, retries, bulk
 results). For a batch coalesced to one event per key, apply() runs in one transaction (CrateDB: statement by
