@@ -14,7 +14,7 @@ from kcl_relay.cdc.event import ChangeEvent, DeadLetter
 from kcl_relay.cdc.layout import Row, split
 from kcl_relay.sink.base import ApplyResult
 from kcl_relay.sink.executor import BulkResult, Read
-from kcl_relay.sink.retry import TransientError, describe_error
+from kcl_relay.sink.retry import TransientError
 
 if TYPE_CHECKING:
     from kcl_relay.sink.writer import TableWriter
@@ -187,11 +187,9 @@ class ApplyStrategy:
                 layout = split(event.key, event.image, writer.mapping)
                 result.misfits += layout.misfits
                 layout, grows = self.fit(layout)
-            try:
-                rows.append(writer._params(event, layout))
-            except (TypeError, ValueError) as exc:
-                letters.append(writer._letter(event, f"cannot store in {self.dialect.name}: {describe_error(exc)}"))
-                continue
+            # The layout decided what each database holds: a value the parameters cannot take is a bug of ours (a
+            # crash, the batch redelivered), never a dead letter.
+            rows.append(writer._params(event, layout))
             live.append(event)
             layouts.append(layout)
             alone.append(grows)
