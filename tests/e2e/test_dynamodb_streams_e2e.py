@@ -22,7 +22,7 @@ from kcl_relay.localaws.app import ROLL_PATH
 from kcl_relay.localaws.server import LocalAws
 from kcl_relay.localaws.workload import create_table, fill_table, run_workload, scan_items, write_until
 from kcl_relay.sink.target import parse_target
-from tests.support.e2e import FAST, app_name, run_relay, wait_for
+from tests.support.e2e import FAST, app_name, run_relay, state_dir, wait_for
 from tests.support.faults import Worker, leases
 from tests.support.tables import read_items, same_value
 
@@ -93,6 +93,10 @@ def test_writes_updates_and_deletes_end_equal_to_the_scan(
     assert "DynamoDB stream arn:aws:dynamodb:" in done.stderr
     assert records_read(done.stderr) == stream_records(aws, table)  # every record once
     assert differences(aws, table, target_url, target_table) == ""
+    # A fresh lease table: the launcher's early shard sync wrote the leases, so the KCL skipped its random 1-30 s wait.
+    kcl_log = (state_dir(done.stderr) / "kcl.log").read_text()
+    assert "wrote the leases of an empty lease table" in kcl_log
+    assert "Lease table is still empty" not in kcl_log
 
 
 def roll_shard(aws: LocalAws, table: str) -> str:

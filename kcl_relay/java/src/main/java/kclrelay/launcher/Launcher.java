@@ -78,6 +78,7 @@ public final class Launcher {
             return EXIT_USAGE;
         }
         log.info("kcl-relay launcher: {}", tuning);
+        LeaseSeed.run(scheduler, log); // before the stop hook: a SIGTERM meanwhile ends a worker that holds nothing
         Runtime.getRuntime().addShutdownHook(new Thread(stop::run, "kcl-relay-stop"));
         try {
             scheduler.run();
