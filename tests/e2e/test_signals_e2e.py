@@ -146,5 +146,9 @@ def test_a_clean_run_logs_no_warning(tmp_path: Path) -> None:
     folder = state_dir(done.stderr)
     kcl_log = (folder / "kcl.log").read_text() if (folder / "kcl.log").exists() else ""
     processor_log = (folder / "processor.log").read_text() if (folder / "processor.log").exists() else ""
-    assert kcl_log == "", kcl_log[:3000]
+    # Known, under load only (CI run 8, once in about 10 runs): the leader's first lease assignment can come before
+    # this worker's first metrics report, and the KCL warns, then assigns at its next pass. Any other line fails.
+    race = "Not able to assign all expiredOrUnAssignedLeases"
+    unexpected = [line for line in kcl_log.splitlines() if line.strip() and race not in line]
+    assert unexpected == [], kcl_log[:3000]
     assert processor_log == "", processor_log[:3000]
